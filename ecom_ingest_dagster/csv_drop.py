@@ -1,0 +1,196 @@
+"""Reading one dropped CSV file: header by name, rows as text, bounded memory.
+
+The file is parsed by Arrow's streaming CSV reader block by block, so a file of any
+size is read in constant memory. Columns are matched by *name* (the contract lets a
+producer order them freely and add extras), every value stays text so validation sees
+what was sent, quoted fields may hold newlines (RFC 4180), a UTF-8 BOM is skipped, and
+a record whose width differs from the header's is kept, with its line, as malformed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from ecom_ingest_dagster import contract as c
+
+_TEXT = pd.ArrowDtype(pa.string())
+
+
+class FileRejected(Exception):
+    """The file cannot be ingested as a whole; ``reason`` is a contract file reason."""
+
+    def __init__(self, reason: str, message: str, *, header_is_data: bool = False):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        # With no recognisable header the first line is data and counts as a row.
+        self.header_is_data = header_is_data
+
+
+@dataclasses.dataclass
+class Chunk:
+    """Some consecutive records of the file.
+
+    ``rows`` holds the well-formed records (contract columns as Arrow-backed text,
+    indexed by record number: 1 is the first record after the header); ``malformed``
+    the records of the wrong width as (record number, text of the line).
+    """
+
+    rows: pd.DataFrame
+    malformed: list[tuple[int, str]]
+
+
+class CsvDrop:
+    """Iterate a dropped file's records in chunks; raises FileRejected for whole-file faults."""
+
+    def __init__(self, path: Path, *, block_bytes: int = 16 * 1024 * 1024):
+        self.path = Path(path)
+        self.block_bytes = block_bytes
+        self.columns: list[str] = []
+        self.extra_columns: list[str] = []
+        self.records = 0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        if self.path.stat().st_size == 0:
+            return  # a zero-byte drop is valid and has no rows
+        pending_malformed: list[tuple[int, str]] = []
+
+        def on_invalid_row(row: pacsv.InvalidRow) -> str:
+            # Arrow numbers rows from 1 counting the header, when it knows the number.
+            number = row.number - 1 if row.number is not None else -1
+            pending_malformed.append((number, _clean_text(row.text)))
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in c.COLUMNS},
+                    include_columns=None,
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise _file_fault(exc, self.path) from exc
+        except UnicodeDecodeError as exc:
+            raise FileRejected(c.FILE_NOT_UTF8, "the header is not UTF-8 text") from exc
+
+        names = reader.schema.names
+        self._check_header(names)
+        wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
+        next_number = 1
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise _file_fault(exc, self.path) from exc
+            malformed, pending_malformed[:] = list(pending_malformed), []
+            numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed)
+            self.records += batch.num_rows + len(malformed)
+            frame = pd.DataFrame(
+                {names[i]: _clean_column(batch.column(i)).to_pandas(types_mapper=pd.ArrowDtype) for i in wanted}
+            ).set_axis(pd.Index(numbers, name="record_number"), axis=0)
+            yield Chunk(rows=frame, malformed=malformed)
+        if pending_malformed:  # rows rejected after the last block was handed out
+            numbers, next_number = _record_numbers(next_number, 0, pending_malformed)
+            self.records += len(pending_malformed)
+            yield Chunk(rows=pd.DataFrame({n: pd.Series(dtype=_TEXT) for n in names if n in c.COLUMNS}), malformed=list(pending_malformed))
+
+    def _check_header(self, names: list[str]) -> None:
+        self.columns = [n for n in names if n in c.COLUMNS]
+        self.extra_columns = [n for n in names if n not in c.COLUMNS]
+        if not self.columns:
+            raise FileRejected(
+                c.FILE_NO_HEADER,
+                "the first line names none of the contract's columns",
+                header_is_data=True,
+            )
+        duplicated = sorted({n for n in self.columns if self.columns.count(n) > 1})
+        if duplicated:
+            raise FileRejected(c.FILE_DUPLICATE_COLUMNS, f"columns named twice: {', '.join(duplicated)}")
+        missing = [n for n in c.REQUIRED_COLUMNS if n not in self.columns]
+        if missing:
+            raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}")
+
+
+def _record_numbers(start: int, good_rows: int, malformed: list[tuple[int, str]]) -> tuple[np.ndarray, int]:
+    """Record numbers of a block's good rows: the next ones, skipping the malformed ones."""
+    skipped = {number for number, _ in malformed if number >= start}
+    total = good_rows + len(malformed)
+    candidates = np.arange(start, start + total, dtype=np.int64)
+    if skipped:
+        candidates = candidates[~np.isin(candidates, list(skipped))]
+    return candidates[:good_rows], start + total
+
+
+def _clean_column(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    # PostgreSQL text cannot hold NUL; keep the rest of the value and show where it was.
+    return pc.replace_substring(column, "\x00", "\ufffd")
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
+
+
+def _file_fault(exc: Exception, path: Path) -> FileRejected:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Empty CSV file" in message:
+        return FileRejected(EMPTY, "only blank lines")
+    # Arrow reports bytes that are not UTF-8 in several ways (a conversion error, a
+    # failed row callback, a width error on garbage): ask the bytes themselves.
+    if not is_utf8(path):
+        return FileRejected(c.FILE_NOT_UTF8, "the file is not valid UTF-8 text")
+    return FileRejected(c.FILE_UNPARSEABLE, message[:500])
+
+
+# Not a rejection: a file of blank lines is a valid drop with zero rows.
+EMPTY = ""
+
+
+def is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as handle:
+        try:
+            while block := handle.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
+    """The non-blank physical lines of a file rejected whole, as (number, text) pairs.
+
+    Bytes that are not UTF-8 are kept visible as backslash escapes.
+    """
+    lines: list[tuple[int, str]] = []
+    number = 0
+    with open(path, "rb") as handle:
+        first = True
+        for raw in handle:
+            text = raw.rstrip(b"\r\n")
+            if first and skip_header:
+                first = False
+                continue
+            first = False
+            if not text.strip():
+                continue
+            number += 1
+            decoded = text.decode("utf-8", errors="backslashreplace").lstrip("\ufeff")
+            lines.append((number, _clean_text(decoded)))
+    return lines

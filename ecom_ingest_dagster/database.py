@@ -1,0 +1,179 @@
+"""PostgreSQL: where the URL comes from, connections, and the schema's migrations.
+
+With no ``ECOM_INGEST_DATABASE_URL`` an embedded, real PostgreSQL (pgserver) is started
+under the state directory, so a fresh machine needs nothing installed beforehand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from ecom_ingest_dagster.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached; the message is one line a user can act on."""
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The configured URL, or the URL of the embedded server (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.embedded_pgdata)
+
+
+def start_embedded_postgres(pgdata: Path) -> str:
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import pgserver  # imported here: only the embedded default needs it
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise DatabaseUnavailable(
+            "no ECOM_INGEST_DATABASE_URL is set and the embedded PostgreSQL (pgserver) is not installed"
+        ) from exc
+    try:
+        # "stop": the server stops when the last process that asked for it exits.
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return server.get_uri()
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact_url(url)}: {first_line}") from exc
+
+
+@contextlib.contextmanager
+def connection(url: str, **kwargs) -> Iterator[psycopg.Connection]:
+    conn = connect(url, **kwargs)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+# Each migration runs once, in order, inside one transaction with the version bump.
+# Append new ones; never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE {schema}.user_events (
+        event_id        uuid PRIMARY KEY,
+        user_id         text NOT NULL,
+        session_id      uuid,
+        event_type      text NOT NULL,
+        product_id      text NOT NULL,
+        product_name    text,
+        category        text,
+        price           numeric(12,2) NOT NULL,
+        quantity        integer NOT NULL,
+        event_timestamp timestamptz NOT NULL,
+        source_file     text NOT NULL,
+        batch_id        bigint NOT NULL,
+        created_at      timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX ON {schema}.user_events (source_file);
+    CREATE INDEX ON {schema}.user_events (created_at);
+
+    CREATE TABLE {schema}.rejected_events (
+        id              bigserial PRIMARY KEY,
+        event_id        text,
+        user_id         text,
+        session_id      text,
+        event_type      text,
+        product_id      text,
+        product_name    text,
+        category        text,
+        price           text,
+        quantity        text,
+        event_timestamp text,
+        raw_line        text,
+        record_number   bigint,
+        reasons         text[] NOT NULL,
+        details         text[] NOT NULL DEFAULT '{{}}',
+        source_file     text NOT NULL,
+        batch_id        bigint NOT NULL,
+        rejected_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX ON {schema}.rejected_events (source_file);
+    CREATE INDEX ON {schema}.rejected_events USING gin (reasons);
+
+    CREATE TABLE {schema}.ingest_files (
+        file_name       text PRIMARY KEY,
+        status          text NOT NULL CHECK (status IN ('ingested', 'rejected')),
+        rows_total      bigint NOT NULL,
+        rows_loaded     bigint NOT NULL,
+        rows_duplicate  bigint NOT NULL,
+        rows_rejected   bigint NOT NULL,
+        reason          text,
+        reason_counts   jsonb NOT NULL DEFAULT '{{}}',
+        extra_columns   text[] NOT NULL DEFAULT '{{}}',
+        file_size       bigint,
+        stream_id       text NOT NULL,
+        batch_id        bigint NOT NULL,
+        landed_at       timestamptz,
+        started_at      timestamptz NOT NULL,
+        committed_at    timestamptz NOT NULL DEFAULT now(),
+        read_ms         double precision NOT NULL DEFAULT 0,
+        validate_ms     double precision NOT NULL DEFAULT 0,
+        frame_ms        double precision NOT NULL DEFAULT 0,
+        write_ms        double precision NOT NULL DEFAULT 0,
+        CHECK (rows_total = rows_loaded + rows_duplicate + rows_rejected)
+    );
+    CREATE INDEX ON {schema}.ingest_files (stream_id, batch_id);
+
+    CREATE TABLE {schema}.ingest_batches (
+        stream_id       text NOT NULL,
+        batch_id        bigint NOT NULL,
+        started_at      timestamptz NOT NULL,
+        committed_at    timestamptz NOT NULL DEFAULT now(),
+        files           integer NOT NULL,
+        rows_total      bigint NOT NULL,
+        rows_loaded     bigint NOT NULL,
+        rows_duplicate  bigint NOT NULL,
+        rows_rejected   bigint NOT NULL,
+        metrics         jsonb NOT NULL,
+        PRIMARY KEY (stream_id, batch_id)
+    );
+    """,
+)
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> int:
+    """Bring ``schema`` up to date; safe to call concurrently and repeatedly. Returns the version."""
+    with conn.transaction():
+        # One migrator at a time per database, whoever else starts at the same moment.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ecom_ingest_migrations'))")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        versions = table(schema, "ecom_ingest_schema_version")
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)").format(versions))
+        row = conn.execute(sql.SQL("SELECT max(version) FROM {}").format(versions)).fetchone()
+        current = row[0] or 0
+        for version, statement in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
+            conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(versions), (version,))
+            log.info("migrated schema %s to version %d", schema, version)
+            current = version
+    return current
+
+
+def prepare(url: str, schema: str) -> None:
+    """Check the database answers and its schema is current; raises DatabaseUnavailable."""
+    with connection(url) as conn:
+        migrate(conn, schema)

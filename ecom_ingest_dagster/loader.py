@@ -1,0 +1,374 @@
+"""Loading one dropped file into PostgreSQL, exactly once.
+
+Each file is one transaction: its valid rows are COPY'd into a temporary stage and
+merged into ``user_events`` with ``ON CONFLICT DO NOTHING`` (the duplicates of earlier
+drops, replays and of the file itself are skipped and counted), its rejected rows are
+COPY'd into ``rejected_events``, and its ledger row goes into ``ingest_files`` with the
+counts. A file that already has a ledger row is never loaded again, so re-running a
+micro-batch (Spark's ``foreachBatch`` is at-least-once) has no second effect.
+
+This runs where Spark runs the task (an executor); it needs only the file's path and a
+database URL, and knows nothing of Spark or Dagster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.csv_drop import EMPTY, CsvDrop, FileRejected, count_lines
+from ecom_ingest_dagster.database import connection, table
+from ecom_ingest_dagster.validation import validate
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_ATTEMPTS = 5
+_VALID_COLUMNS = [col for col in c.COLUMNS if col != "event_timestamp"] + ["event_ts_us"]
+_REJECTED_COLUMNS = list(c.COLUMNS) + ["raw_line", "record_number", "reasons", "details"]
+_CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileTask:
+    """What a task needs to know about a drop: where it is and when it landed."""
+
+    path: str
+    size: int
+    landed_at: dt.datetime | None = None
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclasses.dataclass
+class FileOutcome:
+    file_name: str
+    status: str  # as in ingest_files: "ingested" or "rejected"
+    rows_total: int = 0
+    rows_loaded: int = 0
+    rows_duplicate: int = 0
+    rows_rejected: int = 0
+    reason: str | None = None
+    reason_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    extra_columns: list[str] = dataclasses.field(default_factory=list)
+    read_ms: float = 0.0
+    validate_ms: float = 0.0
+    frame_ms: float = 0.0
+    write_ms: float = 0.0
+    landed_at: dt.datetime | None = None
+    committed_at: dt.datetime | None = None
+    # True when the ledger already had the file (a replayed batch): nothing was written.
+    already_done: bool = False
+
+    def as_record(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["reason_counts"] = json.dumps(self.reason_counts, sort_keys=True)
+        return record
+
+
+@dataclasses.dataclass
+class _Timer:
+    read_ms: float = 0.0
+    validate_ms: float = 0.0
+    frame_ms: float = 0.0
+    write_ms: float = 0.0
+
+
+def ingest_file(
+    task: FileTask,
+    *,
+    database_url: str,
+    schema: str,
+    stream_id: str,
+    batch_id: int,
+    rejected_dir: Path,
+    block_bytes: int = 16 * 1024 * 1024,
+    now: dt.datetime | None = None,
+) -> FileOutcome:
+    """Load one file (or find it already loaded); the ledger row is written with the data."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    with connection(database_url) as conn:
+        done = _ledger_row(conn, schema, task.file_name)
+        if done is not None:
+            if done.status == "rejected":
+                _move_rejected(task, rejected_dir, done.reason or "", batch_id)
+            return done
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                outcome = _load(conn, task, schema, stream_id, batch_id, block_bytes, now)
+                break
+            except FileRejected as rejection:
+                conn.rollback()
+                if rejection.reason == EMPTY:
+                    outcome = _record_empty(conn, task, schema, stream_id, batch_id, now)
+                else:
+                    outcome = _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection, now)
+                    _move_rejected(task, rejected_dir, rejection.message, batch_id)
+                break
+            except _TRANSIENT as exc:
+                # Two files of one batch sharing event ids can deadlock on the unique
+                # index; the whole file transaction is safe to repeat.
+                conn.rollback()
+                if attempt == _ATTEMPTS:
+                    raise
+                log.warning("retrying %s after %s (attempt %d)", task.file_name, type(exc).__name__, attempt)
+                time.sleep(0.05 * 2**attempt)
+    return outcome
+
+
+def _ledger_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOutcome | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason, "
+            "reason_counts, extra_columns, landed_at, committed_at FROM {} WHERE file_name = %s"
+        ).format(table(schema, "ingest_files")),
+        (file_name,),
+    ).fetchone()
+    conn.rollback()
+    if row is None:
+        return None
+    status, total, loaded, duplicate, rejected, reason, counts, extra, landed_at, committed_at = row
+    return FileOutcome(
+        file_name, status, total, loaded, duplicate, rejected, reason, counts, list(extra),
+        landed_at=landed_at, committed_at=committed_at, already_done=True,
+    )
+
+
+def _load(conn, task: FileTask, schema: str, stream_id: str, batch_id: int, block_bytes: int, now) -> FileOutcome:
+    timer = _Timer()
+    drop = CsvDrop(Path(task.path), block_bytes=block_bytes)
+    started_at = dt.datetime.now(dt.timezone.utc)
+    valid_rows = 0
+    reason_counts: dict[str, int] = {}
+    rejected_rows = 0
+    with conn.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE ecom_ingest_stage ("
+            " event_id uuid, user_id text, session_id uuid, event_type text, product_id text,"
+            " product_name text, category text, price numeric(12,2), quantity integer,"
+            " event_ts_us bigint) ON COMMIT DROP"
+        )
+        chunks = iter(drop)
+        while True:
+            tick = time.perf_counter()
+            chunk = next(chunks, None)
+            timer.read_ms += _ms_since(tick)
+            if chunk is None:
+                break
+            tick = time.perf_counter()
+            result = validate(chunk.rows, now=now)
+            timer.validate_ms += _ms_since(tick)
+
+            tick = time.perf_counter()
+            valid_csv = _to_csv(result.valid[_VALID_COLUMNS])
+            rejected = _rejected_frame(result.rejected, chunk.malformed)
+            rejected_csv = _to_csv(_with_source(rejected, task.file_name, batch_id)) if len(rejected) else b""
+            timer.frame_ms += _ms_since(tick)
+
+            tick = time.perf_counter()
+            if valid_csv:
+                _copy(conn, "COPY ecom_ingest_stage ({}) FROM STDIN (FORMAT csv)", _VALID_COLUMNS, valid_csv)
+            if rejected_csv:
+                _copy(
+                    conn,
+                    "COPY " + _table_sql(conn, schema, "rejected_events") + " ({}) FROM STDIN (FORMAT csv)",
+                    _REJECTED_COLUMNS + ["source_file", "batch_id"],
+                    rejected_csv,
+                )
+            timer.write_ms += _ms_since(tick)
+            valid_rows += len(result.valid)
+            rejected_rows += len(rejected)
+            for reasons in rejected["reasons"]:
+                for reason in reasons:
+                    reason_counts[reason] = reason_counts.get(reason, 0) + 1
+
+        tick = time.perf_counter()
+        columns = [col for col in c.COLUMNS if col != "event_timestamp"]
+        inserted = conn.execute(
+            sql.SQL(
+                "INSERT INTO {target} ({columns}, event_timestamp, source_file, batch_id) "
+                "SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', %s, %s "
+                "FROM ecom_ingest_stage ON CONFLICT (event_id) DO NOTHING"
+            ).format(
+                target=table(schema, "user_events"),
+                columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            ),
+            (task.file_name, batch_id),
+        ).rowcount
+        outcome = FileOutcome(
+            file_name=task.file_name,
+            status="ingested",
+            rows_total=drop.records,
+            rows_loaded=inserted,
+            rows_duplicate=valid_rows - inserted,
+            rows_rejected=rejected_rows,
+            reason_counts=reason_counts,
+            extra_columns=drop.extra_columns,
+            landed_at=task.landed_at,
+        )
+        timer.write_ms += _ms_since(tick)
+        _write_ledger(conn, schema, outcome, task, stream_id, batch_id, started_at, timer)
+    return outcome
+
+
+def _record_empty(conn, task, schema, stream_id, batch_id, now) -> FileOutcome:
+    outcome = FileOutcome(task.file_name, "ingested", landed_at=task.landed_at)
+    with conn.transaction():
+        _write_ledger(conn, schema, outcome, task, stream_id, batch_id, dt.datetime.now(dt.timezone.utc), _Timer())
+    return outcome
+
+
+def _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection: FileRejected, now) -> FileOutcome:
+    """Every line of a file rejected whole becomes a rejected row carrying the file's reason."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    timer = _Timer()
+    tick = time.perf_counter()
+    lines = count_lines(Path(task.path), skip_header=not rejection.header_is_data)
+    timer.read_ms = _ms_since(tick)
+    outcome = FileOutcome(
+        file_name=task.file_name,
+        status="rejected",
+        rows_total=len(lines),
+        rows_rejected=len(lines),
+        reason=rejection.reason,
+        reason_counts={rejection.reason: len(lines)} if lines else {},
+        landed_at=task.landed_at,
+    )
+    with conn.transaction():
+        if lines:
+            tick = time.perf_counter()
+            frame = pd.DataFrame(
+                {
+                    **{col: pd.Series([None] * len(lines), dtype=object) for col in c.COLUMNS},
+                    "raw_line": [text for _, text in lines],
+                    "record_number": [number for number, _ in lines],
+                    "reasons": _pg_array([rejection.reason]),
+                    "details": _pg_array([f"file: {rejection.message}"]),
+                }
+            )
+            _copy(
+                conn,
+                "COPY " + _table_sql(conn, schema, "rejected_events") + " ({}) FROM STDIN (FORMAT csv)",
+                _REJECTED_COLUMNS + ["source_file", "batch_id"],
+                _to_csv(_with_source(frame, task.file_name, batch_id)),
+            )
+            timer.write_ms = _ms_since(tick)
+        _write_ledger(conn, schema, outcome, task, stream_id, batch_id, started_at, timer)
+    return outcome
+
+
+def _write_ledger(conn, schema, outcome: FileOutcome, task: FileTask, stream_id, batch_id, started_at, timer: _Timer):
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (file_name, status, rows_total, rows_loaded, rows_duplicate, rows_rejected,"
+            " reason, reason_counts, extra_columns, file_size, stream_id, batch_id, landed_at, started_at,"
+            " read_ms, validate_ms, frame_ms, write_ms)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING committed_at"
+        ).format(table(schema, "ingest_files")),
+        (
+            outcome.file_name, outcome.status, outcome.rows_total, outcome.rows_loaded,
+            outcome.rows_duplicate, outcome.rows_rejected, outcome.reason,
+            json.dumps(outcome.reason_counts), outcome.extra_columns, task.size, stream_id, batch_id,
+            task.landed_at, started_at, timer.read_ms, timer.validate_ms, timer.frame_ms, timer.write_ms,
+        ),
+    ).fetchone()
+    outcome.committed_at = row[0]
+    outcome.read_ms, outcome.validate_ms = timer.read_ms, timer.validate_ms
+    outcome.frame_ms, outcome.write_ms = timer.frame_ms, timer.write_ms
+
+
+def _rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]]) -> pd.DataFrame:
+    frame = rejected.reindex(columns=list(c.COLUMNS)).astype(object)
+    frame = frame.where(frame.notna(), None)
+    frame["raw_line"] = None
+    frame["record_number"] = rejected.index.to_numpy()
+    frame["reasons"] = rejected["reasons"].to_numpy() if len(rejected) else []
+    frame["details"] = rejected["details"].to_numpy() if len(rejected) else []
+    if malformed:
+        bad = pd.DataFrame(
+            {
+                **{col: [None] * len(malformed) for col in c.COLUMNS},
+                "raw_line": [text for _, text in malformed],
+                "record_number": [number if number >= 0 else None for number, _ in malformed],
+                "reasons": [[c.MALFORMED_ROW]] * len(malformed),
+                "details": [["record: field count differs from the header's"]] * len(malformed),
+            }
+        )
+        frame = pd.concat([frame, bad], ignore_index=True) if len(frame) else bad
+    return frame.reset_index(drop=True)
+
+
+def _with_source(frame: pd.DataFrame, file_name: str, batch_id: int) -> pd.DataFrame:
+    out = frame.copy()
+    for col in ("reasons", "details"):
+        if len(out) and not isinstance(out[col].iloc[0], str):
+            out[col] = [_pg_array(values) for values in out[col]]
+    out["record_number"] = pd.array(out["record_number"], dtype="Int64")
+    out["source_file"] = file_name
+    out["batch_id"] = batch_id
+    return out[_REJECTED_COLUMNS + ["source_file", "batch_id"]]
+
+
+def _pg_array(values: Iterable[str]) -> str:
+    """A PostgreSQL text[] literal."""
+    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def _to_csv(frame: pd.DataFrame) -> bytes:
+    if frame.empty:
+        return b""
+    buffer = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer, _CSV_OPTIONS)
+    return buffer.getvalue()
+
+
+def _copy(conn: psycopg.Connection, statement: str, columns: list[str], payload: bytes) -> None:
+    query = sql.SQL(statement).format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.write(payload)
+
+
+def _table_sql(conn: psycopg.Connection, schema: str, name: str) -> str:
+    # COPY's statement is composed as text around {}: quote the identifiers here.
+    return table(schema, name).as_string(conn).replace("{", "{{").replace("}", "}}")
+
+
+def _move_rejected(task: FileTask, rejected_dir: Path, message: str, batch_id: int) -> None:
+    """Move a file rejected whole out of the landing directory, with its reason beside it."""
+    source = Path(task.path)
+    if not source.exists():
+        return  # moved by an earlier attempt
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    # Only the base name is used, so a crafted name cannot leave the rejected area.
+    target = rejected_dir / task.file_name
+    shutil.move(str(source), target)
+    (rejected_dir / (task.file_name + ".reason.json")).write_text(
+        json.dumps(
+            {"file_name": task.file_name, "reason": message, "batch_id": batch_id,
+             "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat()},
+            indent=2,
+        )
+    )
+
+
+def _ms_since(tick: float) -> float:
+    return (time.perf_counter() - tick) * 1000.0
