@@ -91,10 +91,32 @@ class _Timer:
     write_ms: float = 0.0
 
 
-def ingest_file(
-    task: FileTask,
+def ingest_files(
+    tasks: Iterable[FileTask],
     *,
     database_url: str,
+    schema: str,
+    stream_id: str,
+    batch_id: int,
+    rejected_dir: Path,
+    block_bytes: int = 16 * 1024 * 1024,
+    now: dt.datetime | None = None,
+) -> list[FileOutcome]:
+    """Load files one after another over one connection (one task's share of a batch)."""
+    with connection(database_url) as conn:
+        return [
+            ingest_file(
+                conn, task, schema=schema, stream_id=stream_id, batch_id=batch_id,
+                rejected_dir=rejected_dir, block_bytes=block_bytes, now=now,
+            )
+            for task in tasks
+        ]
+
+
+def ingest_file(
+    conn: psycopg.Connection,
+    task: FileTask,
+    *,
     schema: str,
     stream_id: str,
     batch_id: int,
@@ -104,33 +126,30 @@ def ingest_file(
 ) -> FileOutcome:
     """Load one file (or find it already loaded); the ledger row is written with the data."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    with connection(database_url) as conn:
-        done = _ledger_row(conn, schema, task.file_name)
-        if done is not None:
-            if done.status == "rejected":
-                _move_rejected(task, rejected_dir, done.reason or "", batch_id)
-            return done
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                outcome = _load(conn, task, schema, stream_id, batch_id, block_bytes, now)
-                break
-            except FileRejected as rejection:
-                conn.rollback()
-                if rejection.reason == EMPTY:
-                    outcome = _record_empty(conn, task, schema, stream_id, batch_id, now)
-                else:
-                    outcome = _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection, now)
-                    _move_rejected(task, rejected_dir, rejection.message, batch_id)
-                break
-            except _TRANSIENT as exc:
-                # Two files of one batch sharing event ids can deadlock on the unique
-                # index; the whole file transaction is safe to repeat.
-                conn.rollback()
-                if attempt == _ATTEMPTS:
-                    raise
-                log.warning("retrying %s after %s (attempt %d)", task.file_name, type(exc).__name__, attempt)
-                time.sleep(0.05 * 2**attempt)
-    return outcome
+    done = _ledger_row(conn, schema, task.file_name)
+    if done is not None:
+        if done.status == "rejected":
+            _move_rejected(task, rejected_dir, done.reason or "", batch_id)
+        return done
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _load(conn, task, schema, stream_id, batch_id, block_bytes, now)
+        except FileRejected as rejection:
+            conn.rollback()
+            if rejection.reason == EMPTY:
+                return _record_empty(conn, task, schema, stream_id, batch_id, now)
+            outcome = _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection, now)
+            _move_rejected(task, rejected_dir, rejection.message, batch_id)
+            return outcome
+        except _TRANSIENT as exc:
+            # Two files of one batch sharing event ids can deadlock on the unique
+            # index; the whole file transaction is safe to repeat.
+            conn.rollback()
+            if attempt == _ATTEMPTS:
+                raise
+            log.warning("retrying %s after %s (attempt %d)", task.file_name, type(exc).__name__, attempt)
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _ledger_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOutcome | None:

@@ -1,0 +1,344 @@
+"""The Spark Structured Streaming job over the landing directory.
+
+Spark's file source does what it is best at: it lists the landing directory, decides
+which files form each micro-batch (bounded by ``maxFilesPerTrigger`` or
+``maxBytesPerTrigger``), records them in the checkpoint so each file is processed once,
+and spreads the batch's files over the executors. The files' bytes are not pulled
+through Spark: the source is ``binaryFile`` with only path, size and time selected, so
+Spark never reads the content; each executor task parses, validates and loads its files
+itself (``loader.ingest_files``), streaming them in bounded blocks. Only per-file
+outcomes (a few numbers per file) come back to the driver, never rows.
+
+Two ways to run one query: ``run_available_now`` (sensor mode: process what has landed,
+then stop) and ``run_continuous`` (the original report's trigger interval).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ecom_ingest_dagster.database import connection, table
+from ecom_ingest_dagster.loader import FileTask, ingest_files
+from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
+from ecom_ingest_dagster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SOURCE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
+_OUTCOME_SCHEMA = (
+    "file_name STRING, status STRING, rows_total LONG, rows_loaded LONG, rows_duplicate LONG, "
+    "rows_rejected LONG, reason STRING, already_done BOOLEAN"
+)
+
+
+def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool = True):
+    """A Spark session for ``settings.spark_master`` (``local[*]`` by default)."""
+    # Python workers must run this interpreter, or they start the system python3 and
+    # cannot import this package.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName(app_name)
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "true" if ui else "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        # Our tasks hold a database transaction per file; a speculative twin would only
+        # block on the same rows.
+        .config("spark.speculation", "false")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("ECOM_INGEST_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What one run of the query did, for the CLI's last lines and Dagster's metadata."""
+
+    batches: list[dict] = dataclasses.field(default_factory=list)
+    files_skipped: int = 0  # already in the ledger (replays, a reset checkpoint)
+    elapsed_s: float = 0.0
+
+    @property
+    def totals(self) -> dict:
+        return summarize(self.batches)
+
+
+def _local_path(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"only local or mounted file systems are supported for the landing directory, got {uri}")
+    return unquote(parsed.path)
+
+
+def _stream_id(checkpoint: Path) -> str:
+    """The query's id, kept in its checkpoint: a new checkpoint is a new stream."""
+    return json.loads((checkpoint / "metadata").read_text().splitlines()[0])["id"]
+
+
+class IngestQuery:
+    """The streaming query from ``settings.landing_dir`` into PostgreSQL."""
+
+    def __init__(
+        self,
+        spark,
+        settings: Settings,
+        database_url: str,
+        *,
+        on_batch: Callable[[dict], None] | None = None,
+    ):
+        self.spark = spark
+        self.settings = settings
+        self.database_url = database_url
+        self.on_batch = on_batch
+        self.metrics_log = MetricsLog(settings.logs_dir)
+        self.summary = RunSummary()
+        self.mode = "available_now"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.settings.checkpoint_dir / "ingest"
+
+    def _source(self):
+        reader = self.spark.readStream.format("binaryFile").schema(_SOURCE_SCHEMA)
+        # Drops are *.csv; Spark itself already skips names starting with "." or "_",
+        # which is where atomic writers keep their half-written files.
+        reader = reader.option("pathGlobFilter", "*.csv")
+        if self.settings.max_files_per_trigger:
+            reader = reader.option("maxFilesPerTrigger", self.settings.max_files_per_trigger)
+        elif self.settings.max_bytes_per_trigger:
+            reader = reader.option("maxBytesPerTrigger", self.settings.max_bytes_per_trigger)
+        self.settings.landing_dir.mkdir(parents=True, exist_ok=True)
+        return reader.load(str(self.settings.landing_dir))
+
+    def _writer(self):
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        return (
+            self._source()
+            .writeStream.foreachBatch(self._process_batch)
+            .option("checkpointLocation", str(self.checkpoint))
+            .queryName("ecom_ingest")
+        )
+
+    def run_available_now(self) -> RunSummary:
+        """Process every file that has landed, in bounded micro-batches, then stop."""
+        self.mode = "available_now"
+        started = time.perf_counter()
+        query = self._writer().trigger(availableNow=True).start()
+        query.awaitTermination()
+        self.summary.elapsed_s = time.perf_counter() - started
+        self._write_summary()
+        return self.summary
+
+    def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
+        """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
+        self.mode = "continuous"
+        stop_event = stop_event or threading.Event()
+        restore = _install_stop_signals(stop_event)
+        started = time.perf_counter()
+        try:
+            query = self._writer().trigger(processingTime=f"{trigger_seconds} seconds").start()
+            while query.isActive and not stop_event.is_set():
+                query.awaitTermination(0.2)
+            # Stop between micro-batches so the summary covers only committed batches;
+            # a batch cut short would be replayed, without effect, by the next run.
+            deadline = time.monotonic() + 300
+            while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            query.stop()
+            if query.exception() is not None:
+                raise query.exception()
+        finally:
+            restore()
+        self.summary.elapsed_s = time.perf_counter() - started
+        self._write_summary()
+        return self.summary
+
+    # -- one micro-batch ------------------------------------------------------------
+
+    def _process_batch(self, batch_df, batch_id: int) -> None:
+        started_at = dt.datetime.now(dt.timezone.utc)
+        stream_id = _stream_id(self.checkpoint)
+        schema = self.settings.db_schema
+        if self._batch_committed(stream_id, batch_id):
+            log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
+            return
+        from pyspark.sql import functions as F
+
+        # File metadata only (one row per file, bounded by the trigger limits).
+        files = (
+            batch_df.select("path", "length", F.unix_micros("modificationTime").alias("mtime_us"))
+            .orderBy("path")
+            .collect()
+        )
+        outcomes: list[dict] = []
+        if files:
+            outcomes = self._ingest_on_executors(files, stream_id, batch_id)
+        self.summary.files_skipped += sum(
+            1 for o in outcomes if o["already_done"]
+        )
+        finished_at = dt.datetime.now(dt.timezone.utc)
+        with connection(self.database_url) as conn:
+            conn.row_factory = dict_row
+            ledger = conn.execute(
+                sql.SQL(
+                    "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
+                    " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
+                    " FROM {} WHERE stream_id = %s AND batch_id = %s"
+                ).format(table(schema, "ingest_files")),
+                (stream_id, batch_id),
+            ).fetchall()
+            metrics = batch_metrics(
+                batch_id=batch_id, stream_id=stream_id, mode=self.mode,
+                started_at=started_at, finished_at=finished_at, files=ledger,
+            )
+            with conn.transaction():
+                inserted = conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (stream_id, batch_id, started_at, files, rows_total, rows_loaded,"
+                        " rows_duplicate, rows_rejected, metrics) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        " ON CONFLICT DO NOTHING"
+                    ).format(table(schema, "ingest_batches")),
+                    (
+                        stream_id, batch_id, started_at, metrics["files"], metrics["total_records"],
+                        metrics["loaded_records"], metrics["duplicate_records"], metrics["rejected_records"],
+                        json.dumps(metrics),
+                    ),
+                ).rowcount
+            if inserted and metrics["rejected_records"]:
+                self.metrics_log.append_rejections(self._batch_rejections(conn, stream_id, batch_id))
+        if inserted:
+            self.metrics_log.append_batch(metrics)
+            self.summary.batches.append(metrics)
+            if self.on_batch:
+                self.on_batch(metrics)
+
+    def _batch_committed(self, stream_id: str, batch_id: int) -> bool:
+        with connection(self.database_url) as conn:
+            row = conn.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE stream_id = %s AND batch_id = %s").format(
+                    table(self.settings.db_schema, "ingest_batches")
+                ),
+                (stream_id, batch_id),
+            ).fetchone()
+        return row is not None
+
+    def _batch_rejections(self, conn, stream_id: str, batch_id: int) -> Iterator[dict]:
+        query = sql.SQL(
+            "SELECT r.source_file, r.record_number, r.batch_id, r.event_id, r.reasons, r.details,"
+            " r.raw_line, r.rejected_at FROM {rejected} r JOIN {files} f ON f.file_name = r.source_file"
+            " WHERE f.stream_id = %s AND f.batch_id = %s ORDER BY r.id"
+        ).format(
+            rejected=table(self.settings.db_schema, "rejected_events"),
+            files=table(self.settings.db_schema, "ingest_files"),
+        )
+        with conn.cursor(name="batch_rejections", row_factory=dict_row) as cur:
+            cur.execute(query, (stream_id, batch_id))
+            yield from cur
+
+    def _ingest_on_executors(self, files, stream_id: str, batch_id: int) -> list[dict]:
+        tasks = [
+            (
+                _local_path(row["path"]),
+                int(row["length"]),
+                int(row["mtime_us"]) if row["mtime_us"] is not None else None,
+            )
+            for row in files
+        ]
+        slots = max(1, min(len(tasks), self.spark.sparkContext.defaultParallelism))
+        frame = self.spark.createDataFrame(tasks, "path STRING, size LONG, mtime_us LONG").repartition(slots)
+        load = _partition_loader(
+            database_url=self.database_url,
+            schema=self.settings.db_schema,
+            stream_id=stream_id,
+            batch_id=batch_id,
+            rejected_dir=str(self.settings.rejected_files_dir),
+            block_bytes=self.settings.csv_block_bytes,
+        )
+        return [row.asDict() for row in frame.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
+
+    def _write_summary(self) -> None:
+        # The summary covers every batch in the metrics log, not only this run's.
+        self.metrics_log.write_summary(summarize(self.metrics_log.read_batches()))
+
+
+def _partition_loader(**options):
+    """The function each executor task runs over its share of the batch's files."""
+
+    def load(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        tasks = [
+            FileTask(
+                path=row.path,
+                size=int(row.size),
+                landed_at=(
+                    dt.datetime.fromtimestamp(row.mtime_us / 1e6, dt.timezone.utc)
+                    if pd.notna(row.mtime_us) else None
+                ),
+            )
+            for frame in frames
+            for row in frame.itertuples(index=False)
+        ]
+        if not tasks:
+            return
+        outcomes = ingest_files(
+            tasks,
+            database_url=options["database_url"],
+            schema=options["schema"],
+            stream_id=options["stream_id"],
+            batch_id=options["batch_id"],
+            rejected_dir=Path(options["rejected_dir"]),
+            block_bytes=options["block_bytes"],
+        )
+        yield pd.DataFrame(
+            [
+                {
+                    "file_name": o.file_name, "status": o.status, "rows_total": o.rows_total,
+                    "rows_loaded": o.rows_loaded, "rows_duplicate": o.rows_duplicate,
+                    "rows_rejected": o.rows_rejected, "reason": o.reason, "already_done": o.already_done,
+                }
+                for o in outcomes
+            ]
+        )
+
+    return load
+
+
+def _install_stop_signals(stop_event: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum, frame):
+        log.warning("stop requested (signal %s): finishing the current micro-batch", signum)
+        stop_event.set()
+
+    for sig in previous:
+        signal.signal(sig, request_stop)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
