@@ -16,6 +16,7 @@ then stop) and ``run_continuous`` (the original report's trigger interval).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 import json
 import logging
@@ -35,7 +36,7 @@ from psycopg.rows import dict_row
 from ecom_ingest_dagster.database import connection, table
 from ecom_ingest_dagster.loader import FileTask, ingest_files
 from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
-from ecom_ingest_dagster.settings import Settings
+from ecom_ingest_dagster.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,10 @@ class IngestQuery:
 
     @property
     def checkpoint(self) -> Path:
-        return self.settings.checkpoint_dir / "ingest"
+        # One checkpoint per (landing directory, database, schema): pointing the same
+        # state directory at another database must not skip files that one never saw.
+        identity = f"{self.settings.landing_dir}|{redact_url(self.database_url)}|{self.settings.db_schema}"
+        return self.settings.checkpoint_dir / f"ingest-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
 
     def _source(self):
         reader = self.spark.readStream.format("binaryFile").schema(_SOURCE_SCHEMA)

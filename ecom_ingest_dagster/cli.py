@@ -1,0 +1,221 @@
+"""``ecom-ingest``: generate drops, ingest them once, or stream continuously.
+
+Errors a user can act on (a bad setting, PostgreSQL unreachable, a missing landing
+directory) end in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ecom_ingest_dagster.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CliError(Exception):
+    """A failure explained in one line; the exit code says which kind."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecom-ingest",
+        description="Ingest e-commerce event CSV drops into PostgreSQL (Spark + Pandera).",
+        epilog="Configuration comes from ECOM_INGEST_* environment variables; see the README.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="write realistic event CSV drops into a landing directory")
+    gen.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
+    gen.add_argument("--events", type=int, default=20, help="events per file (default 20)")
+    gen.add_argument("--batches", type=_positive_int, default=10, help="number of files (default 10)")
+    gen.add_argument("--interval", type=_nonnegative_float, default=0.0, help="seconds between files (default 0)")
+    gen.add_argument("--invalid-rate", type=_rate, default=0.0, help="share of invalid rows, 0..1 (default 0)")
+    gen.add_argument("--seed", type=int, help="random seed for a reproducible drop")
+    gen.add_argument("--prefix", default="events", help="file name prefix (default 'events')")
+
+    ing = commands.add_parser("ingest", help="process every pending drop once, then stop")
+    ing.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
+    ing.add_argument("--max-files-per-trigger", type=_positive_int, help="bound a micro-batch by file count")
+
+    stream = commands.add_parser("stream", help="process drops continuously until Ctrl+C / SIGTERM")
+    stream.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
+    stream.add_argument("--trigger-seconds", type=_nonnegative_float, default=10.0, help="trigger interval (default 10)")
+    stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "landing", None) is not None:
+            settings = settings.with_overrides(landing_dir=args.landing.expanduser().absolute())
+        if args.command == "generate":
+            return _generate(settings, args)
+        if args.command == "ingest":
+            return _ingest(settings, args)
+        if args.command == "stream":
+            return _stream(settings, args)
+    except SettingsError as exc:
+        return _fail(CliError(str(exc), EXIT_USAGE))
+    except CliError as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        return _fail(CliError("interrupted", 130))
+    raise AssertionError(args.command)
+
+
+def _fail(exc: CliError) -> int:
+    print(f"ecom-ingest: error: {exc}", file=sys.stderr)
+    return exc.code
+
+
+def _generate(settings: Settings, args) -> int:
+    from ecom_ingest_dagster.generator import generate_drops
+
+    if args.events < 0:
+        raise CliError("--events must be >= 0", EXIT_USAGE)
+    try:
+        drops = generate_drops(
+            settings.landing_dir,
+            events=args.events,
+            batches=args.batches,
+            interval=args.interval,
+            invalid_rate=args.invalid_rate,
+            seed=args.seed,
+            prefix=args.prefix,
+            progress=sys.stderr.isatty() or args.batches > 1,
+        )
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc), EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE) from exc
+    rows = sum(d.rows for d in drops)
+    invalid = sum(d.invalid_rows for d in drops)
+    print(f"generated {len(drops)} file(s), {rows} events ({invalid} invalid) in {settings.landing_dir}")
+    return 0
+
+
+def _open_pipeline(settings: Settings):
+    """Database ready (migrated) and a Spark session: what both run modes need."""
+    from ecom_ingest_dagster.database import DatabaseUnavailable, prepare, resolve_database_url
+
+    if not settings.landing_dir.is_dir():
+        raise CliError(f"landing directory {settings.landing_dir} does not exist", EXIT_USAGE)
+    try:
+        url = resolve_database_url(settings)
+        prepare(url, settings.db_schema)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    from ecom_ingest_dagster.spark_job import build_spark_session
+
+    started = time.perf_counter()
+    spark = build_spark_session(settings)
+    print(f"spark session ready in {time.perf_counter() - started:.1f} s ({settings.spark_master})", file=sys.stderr)
+    return url, spark
+
+
+def _print_batch(metrics: dict) -> None:
+    print(
+        f"batch {metrics['batch_id']}: {metrics['files']} file(s), {metrics['total_records']} rows "
+        f"({metrics['loaded_records']} loaded, {metrics['duplicate_records']} duplicate, "
+        f"{metrics['rejected_records']} rejected) in {metrics['total_processing_time_ms']:.0f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _run(settings: Settings, runner) -> int:
+    from ecom_ingest_dagster.database import DatabaseUnavailable
+    from ecom_ingest_dagster.spark_job import IngestQuery
+
+    url, spark = _open_pipeline(settings)
+    try:
+        query = IngestQuery(spark, settings, url, on_batch=_print_batch)
+        try:
+            summary = runner(query)
+        except DatabaseUnavailable as exc:
+            raise CliError(str(exc)) from exc
+        except Exception as exc:  # Spark wraps task failures; keep the first line for the user
+            raise CliError(f"ingest failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    finally:
+        spark.stop()
+    print(format_summary(summary, settings))
+    return 0
+
+
+def _ingest(settings: Settings, args) -> int:
+    if args.max_files_per_trigger:
+        settings = settings.with_overrides(max_files_per_trigger=args.max_files_per_trigger)
+    return _run(settings, lambda query: query.run_available_now())
+
+
+def _stream(settings: Settings, args) -> int:
+    settings = settings.with_overrides(
+        max_files_per_trigger=args.max_files_per_trigger, trigger_seconds=args.trigger_seconds
+    )
+    print("streaming; Ctrl+C stops after the current micro-batch", file=sys.stderr)
+    return _run(settings, lambda query: query.run_continuous(trigger_seconds=settings.trigger_seconds))
+
+
+def format_summary(summary, settings: Settings) -> str:
+    totals = summary.totals
+    latency = totals["batch_latency_ms"]
+    lines = [
+        f"files: {totals['total_files']} processed ({totals['files_rejected']} rejected whole), "
+        f"{summary.files_skipped} already ingested before; {totals['total_batches']} micro-batch(es) "
+        f"in {summary.elapsed_s:.1f} s",
+        f"rows: {totals['total_records']} in = {totals['loaded_records']} loaded + "
+        f"{totals['duplicate_records']} duplicate + {totals['rejected_records']} rejected",
+    ]
+    if totals["total_batches"]:
+        lines.append(
+            f"throughput: {totals['avg_records_per_second']:.0f} rows/s average, "
+            f"{totals['peak_records_per_second']:.0f} rows/s peak; batch latency p50 {latency['p50']:.0f} ms, "
+            f"p95 {latency['p95']:.0f} ms; validation success {totals['validation_success_rate']:.2f}%"
+        )
+        if totals["reason_counts"]:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(totals["reason_counts"].items()))
+            lines.append(f"rejections by reason: {reasons}")
+    lines.append(f"metrics: {settings.logs_dir}/performance_metrics.json (summary: performance_summary.json)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
