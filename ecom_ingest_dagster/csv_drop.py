@@ -70,9 +70,9 @@ class CsvDrop:
             pending_malformed.append((number, _clean_text(row.text)))
             return "skip"
 
-        try:
-            reader = pacsv.open_csv(
-                self.path,
+        def open_csv(source) -> pacsv.CSVStreamingReader:
+            return pacsv.open_csv(
+                source,
                 read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
                 convert_options=pacsv.ConvertOptions(
@@ -82,14 +82,29 @@ class CsvDrop:
                     quoted_strings_can_be_null=False,
                 ),
             )
+
+        try:
+            try:
+                reader = open_csv(self.path)
+            except pa.ArrowInvalid as exc:
+                # Arrow finds no header in a file that is a single line without a line
+                # end; such a file fits in one block, so read it with the end supplied.
+                if not _is_empty_error(exc) or self.path.stat().st_size > self.block_bytes:
+                    raise
+                reader = open_csv(pa.BufferReader(self.path.read_bytes() + b"\n"))
+            # Arrow decodes the header names lazily, so bad bytes there surface here.
+            names = reader.schema.names
         except pa.ArrowInvalid as exc:
             raise _file_fault(exc, self.path) from exc
         except UnicodeDecodeError as exc:
             raise FileRejected(c.FILE_NOT_UTF8, "the header is not UTF-8 text") from exc
 
-        names = reader.schema.names
         self._check_header(names)
         wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
+        # Arrow parses ahead of the batch it hands out, so a malformed record can be
+        # reported with an earlier batch than its own: good rows skip every malformed
+        # number seen so far, not only those reported with their batch.
+        malformed_ahead: set[int] = set()
         next_number = 1
         while True:
             try:
@@ -99,16 +114,20 @@ class CsvDrop:
             except pa.ArrowInvalid as exc:
                 raise _file_fault(exc, self.path) from exc
             malformed, pending_malformed[:] = list(pending_malformed), []
-            numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed)
+            malformed_ahead.update(number for number, _ in malformed)
+            numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
             self.records += batch.num_rows + len(malformed)
             frame = pd.DataFrame(
                 {names[i]: _clean_column(batch.column(i)).to_pandas(types_mapper=pd.ArrowDtype) for i in wanted}
             ).set_axis(pd.Index(numbers, name="record_number"), axis=0)
             yield Chunk(rows=frame, malformed=malformed)
         if pending_malformed:  # rows rejected after the last block was handed out
-            numbers, next_number = _record_numbers(next_number, 0, pending_malformed)
             self.records += len(pending_malformed)
-            yield Chunk(rows=pd.DataFrame({n: pd.Series(dtype=_TEXT) for n in names if n in c.COLUMNS}), malformed=list(pending_malformed))
+            empty = pd.DataFrame(
+                {names[i]: pd.Series(dtype=_TEXT) for i in wanted},
+                index=pd.Index([], dtype=np.int64, name="record_number"),
+            )
+            yield Chunk(rows=empty, malformed=list(pending_malformed))
 
     def _check_header(self, names: list[str]) -> None:
         self.columns = [n for n in names if n in c.COLUMNS]
@@ -127,14 +146,19 @@ class CsvDrop:
             raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}")
 
 
-def _record_numbers(start: int, good_rows: int, malformed: list[tuple[int, str]]) -> tuple[np.ndarray, int]:
-    """Record numbers of a block's good rows: the next ones, skipping the malformed ones."""
-    skipped = {number for number, _ in malformed if number >= start}
-    total = good_rows + len(malformed)
-    candidates = np.arange(start, start + total, dtype=np.int64)
+def _record_numbers(start: int, good_rows: int, malformed: set[int]) -> tuple[np.ndarray, int]:
+    """Record numbers of a block's good rows: the next ones, skipping the malformed ones.
+
+    Numbers below the returned next start are dropped from ``malformed``.
+    """
+    skipped = [number for number in malformed if number >= start]
+    candidates = np.arange(start, start + good_rows + len(skipped), dtype=np.int64)
     if skipped:
-        candidates = candidates[~np.isin(candidates, list(skipped))]
-    return candidates[:good_rows], start + total
+        candidates = candidates[~np.isin(candidates, skipped)]
+    numbers = candidates[:good_rows]
+    next_start = int(numbers[-1]) + 1 if good_rows else start
+    malformed.difference_update([number for number in malformed if number < next_start])
+    return numbers, next_start
 
 
 def _clean_column(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -148,7 +172,9 @@ def _clean_text(text: str) -> str:
 
 def _file_fault(exc: Exception, path: Path) -> FileRejected:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "Empty CSV file" in message:
+    # Arrow says "empty" also when the first block holds no line end; only a file of
+    # blank lines is really empty.
+    if _is_empty_error(exc) and _is_blank(path):
         return FileRejected(EMPTY, "only blank lines")
     # Arrow reports bytes that are not UTF-8 in several ways (a conversion error, a
     # failed row callback, a width error on garbage): ask the bytes themselves.
@@ -159,6 +185,18 @@ def _file_fault(exc: Exception, path: Path) -> FileRejected:
 
 # Not a rejection: a file of blank lines is a valid drop with zero rows.
 EMPTY = ""
+
+
+def _is_empty_error(exc: Exception) -> bool:
+    return "Empty CSV file" in str(exc)
+
+
+def _is_blank(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            if block.strip():
+                return False
+    return True
 
 
 def is_utf8(path: Path) -> bool:

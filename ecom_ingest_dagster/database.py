@@ -56,11 +56,9 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
 
 @contextlib.contextmanager
 def connection(url: str, **kwargs) -> Iterator[psycopg.Connection]:
-    conn = connect(url, **kwargs)
-    try:
+    """A connection that commits what is pending on a clean exit and rolls back on error."""
+    with connect(url, **kwargs) as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 def table(schema: str, name: str) -> sql.Composed:

@@ -33,12 +33,13 @@ def _matches(series: pd.Series, pattern: str) -> pd.Series:
 def _price_value(series: pd.Series) -> pd.Series:
     """Numeric value of well-formed prices, NaN for anything else."""
     well_formed = _matches(series, c.PRICE_PATTERN)
-    return pd.to_numeric(series.where(well_formed), errors="coerce")
+    # Plain float64: an Arrow-backed NA would compare to NA, which Pandera lets pass.
+    return pd.to_numeric(series.where(well_formed), errors="coerce").astype("float64")
 
 
 def _quantity_ok(series: pd.Series) -> pd.Series:
     well_formed = _matches(series, c.QUANTITY_PATTERN)
-    value = pd.to_numeric(series.where(well_formed), errors="coerce")
+    value = pd.to_numeric(series.where(well_formed), errors="coerce").astype("float64")
     return well_formed & value.between(c.QUANTITY_MIN, c.QUANTITY_MAX)
 
 

@@ -1,0 +1,79 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from ecom_ingest_dagster import contract as c
+
+GOOD_ROW = {
+    "event_id": "8a3f0c2e-1b2d-4c5e-9f00-112233445566",
+    "user_id": "user_42",
+    "session_id": "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+    "event_type": "purchase",
+    "product_id": "prod_7",
+    "product_name": "Blue mug",
+    "category": "Kitchen",
+    "price": "19.99",
+    "quantity": "2",
+    "event_timestamp": "2026-11-28T10:15:30Z",
+}
+
+
+def event_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def row(n: int, **changes) -> dict:
+    return {**GOOD_ROW, "event_id": event_id(n), **changes}
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None, newline: str = "\n") -> str:
+    columns = columns or list(c.COLUMNS)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator=newline)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def drop(landing: Path, name: str, content: str | bytes) -> Path:
+    """Place a file atomically, as the contract asks of producers."""
+    landing.mkdir(parents=True, exist_ok=True)
+    tmp = landing / f".{name}.tmp"
+    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.replace(tmp, landing / name)
+    return landing / name
+
+
+def ledger(conn) -> dict[str, dict]:
+    cur = conn.execute(
+        "SELECT file_name, status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason, batch_id"
+        " FROM ingest_files ORDER BY file_name"
+    )
+    names = [d.name for d in cur.description]
+    return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+
+
+def assert_accounting(conn) -> None:
+    """The contract's identity per file, and the ledger agreeing with the two tables."""
+    rows = conn.execute(
+        """
+        SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
+               (SELECT count(*) FROM user_events u WHERE u.source_file = f.file_name),
+               (SELECT count(*) FROM rejected_events r WHERE r.source_file = f.file_name)
+        FROM ingest_files f
+        """
+    ).fetchall()
+    for name, total, loaded, duplicate, rejected, in_events, in_rejected in rows:
+        assert total == loaded + duplicate + rejected, name
+        assert loaded == in_events, name
+        assert rejected == in_rejected, name
+    batch_totals = conn.execute(
+        "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded + rows_duplicate + rows_rejected),0)"
+        " FROM ingest_batches"
+    ).fetchone()
+    assert batch_totals[0] == batch_totals[1]

@@ -1,0 +1,117 @@
+"""The per-file loader against a real PostgreSQL: exactly-once, duplicates, rejections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.loader import FileTask, ingest_file
+
+from .helpers import assert_accounting, csv_text, drop, event_id, ledger, row
+
+
+def load(db, db_schema, path: Path, tmp_path: Path, batch_id: int = 0):
+    return ingest_file(
+        db, FileTask(str(path), path.stat().st_size if path.exists() else 0),
+        schema=db_schema, stream_id="test-stream", batch_id=batch_id, rejected_dir=tmp_path / "rejected",
+    )
+
+
+def test_loads_typed_rows_with_source_and_batch(db, db_schema, tmp_path):
+    path = drop(tmp_path / "in", "a.csv", csv_text([row(1), row(2, session_id="", product_name="")]))
+    outcome = load(db, db_schema, path, tmp_path, batch_id=7)
+    assert (outcome.rows_total, outcome.rows_loaded, outcome.rows_duplicate, outcome.rows_rejected) == (2, 2, 0, 0)
+    got = db.execute(
+        "SELECT event_id::text, session_id, product_name, price::text, quantity, event_timestamp,"
+        " source_file, batch_id FROM user_events ORDER BY event_id"
+    ).fetchall()
+    assert got[0][0] == event_id(1) and got[0][3] == "19.99" and got[0][4] == 2
+    assert got[0][5].isoformat() == "2026-11-28T10:15:30+00:00"
+    assert got[1][1] is None and got[1][2] is None  # empty optional text is missing
+    assert {(g[6], g[7]) for g in got} == {("a.csv", 7)}
+
+
+def test_second_load_of_a_file_changes_nothing(db, db_schema, tmp_path):
+    path = drop(tmp_path / "in", "a.csv", csv_text([row(1), row(2, price="-1")]))
+    first = load(db, db_schema, path, tmp_path)
+    again = load(db, db_schema, path, tmp_path, batch_id=1)
+    assert again.already_done and not first.already_done
+    assert (again.rows_loaded, again.rows_rejected) == (1, 1)
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM rejected_events").fetchone()[0] == 1
+    assert ledger(db)["a.csv"]["batch_id"] == 0
+    assert_accounting(db)
+
+
+def test_duplicates_in_file_across_files_and_by_uuid_case(db, db_schema, tmp_path):
+    upper = event_id(1).upper()
+    a = drop(tmp_path / "in", "a.csv", csv_text([row(1), row(2), {**row(0), "event_id": upper}]))
+    b = drop(tmp_path / "in", "b.csv", csv_text([row(2), row(3), row(3)]))
+    oa, ob = load(db, db_schema, a, tmp_path), load(db, db_schema, b, tmp_path)
+    assert (oa.rows_loaded, oa.rows_duplicate) == (2, 1)
+    assert (ob.rows_loaded, ob.rows_duplicate) == (1, 2)
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 3
+    assert_accounting(db)
+
+
+def test_rejected_rows_keep_raw_values_every_reason_and_record_number(db, db_schema, tmp_path):
+    rows = [row(1), row(2, event_id="nope", price="-3", quantity=""), row(3)]
+    text = csv_text(rows) + "too,few\n"
+    path = drop(tmp_path / "in", "a.csv", text)
+    outcome = load(db, db_schema, path, tmp_path)
+    assert (outcome.rows_total, outcome.rows_loaded, outcome.rows_rejected) == (4, 2, 2)
+    assert outcome.reason_counts == {
+        c.INVALID_EVENT_ID: 1, c.NEGATIVE_PRICE: 1, c.MISSING_REQUIRED_FIELD: 1, c.MALFORMED_ROW: 1,
+    }
+    got = db.execute(
+        "SELECT record_number, event_id, price, quantity, raw_line, reasons, details FROM rejected_events"
+        " ORDER BY record_number"
+    ).fetchall()
+    assert got[0][:4] == (2, "nope", "-3", "")
+    assert got[0][5] == [c.INVALID_EVENT_ID, c.MISSING_REQUIRED_FIELD, c.NEGATIVE_PRICE]
+    assert "quantity: missing_required_field" in got[0][6]
+    assert got[1][0] == 4 and got[1][4] == "too,few" and got[1][5] == [c.MALFORMED_ROW]
+    assert_accounting(db)
+
+
+def test_file_rejected_whole_is_moved_with_its_reason_and_rows_counted(db, db_schema, tmp_path):
+    text = csv_text([row(1), row(2)], columns=[col for col in c.COLUMNS if col != "price"])
+    path = drop(tmp_path / "in", "noprice.csv", text)
+    outcome = load(db, db_schema, path, tmp_path)
+    assert outcome.status == "rejected" and outcome.reason == c.FILE_MISSING_COLUMNS
+    assert (outcome.rows_total, outcome.rows_rejected) == (2, 2)
+    assert not path.exists()
+    moved = tmp_path / "rejected" / "noprice.csv"
+    assert moved.read_text() == text
+    assert "price" in json.loads((tmp_path / "rejected" / "noprice.csv.reason.json").read_text())["reason"]
+    reasons = db.execute("SELECT DISTINCT reasons FROM rejected_events").fetchall()
+    assert reasons == [([c.FILE_MISSING_COLUMNS],)]
+    assert_accounting(db)
+
+
+def test_not_utf8_file_rejected_with_every_line_counted(db, db_schema, tmp_path):
+    content = csv_text([row(1)]).encode() + "caf\u00e9,x\n".encode("latin-1") + b"\n\n" + b"last\n"
+    path = drop(tmp_path / "in", "latin.csv", content)
+    outcome = load(db, db_schema, path, tmp_path)
+    assert outcome.reason == c.FILE_NOT_UTF8
+    assert outcome.rows_rejected == 3  # blank lines are not rows
+    lines = [r[0] for r in db.execute("SELECT raw_line FROM rejected_events ORDER BY record_number")]
+    assert lines[1] == "caf\\xe9,x"
+    assert_accounting(db)
+
+
+def test_header_only_file_is_an_ingested_file_with_no_rows(db, db_schema, tmp_path):
+    path = drop(tmp_path / "in", "empty.csv", ",".join(c.COLUMNS) + "\n")
+    outcome = load(db, db_schema, path, tmp_path)
+    assert (outcome.status, outcome.rows_total) == ("ingested", 0)
+    assert path.exists()
+    assert ledger(db)["empty.csv"]["status"] == "ingested"
+
+
+def test_nul_and_odd_text_survive(db, db_schema, tmp_path):
+    path = drop(tmp_path / "in", "odd.csv", csv_text([row(1, product_name="tea\x00pot \u2615 \"quoted\"\nline two")]))
+    outcome = load(db, db_schema, path, tmp_path)
+    assert outcome.rows_loaded == 1
+    name = db.execute("SELECT product_name FROM user_events").fetchone()[0]
+    assert name == "tea\ufffdpot \u2615 \"quoted\"\nline two"

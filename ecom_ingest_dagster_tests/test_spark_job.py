@@ -1,0 +1,137 @@
+"""The streaming query end to end: real Spark, real PostgreSQL, real files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.spark_job import IngestQuery
+
+from .helpers import assert_accounting, csv_text, drop, ledger, row
+
+
+def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path):
+    landing = settings.landing_dir
+    frame = generate_events(300, rng=np.random.default_rng(3), invalid_rate=0.1)
+    write_drop(frame.iloc[:150], landing, "events_0001.csv")
+    write_drop(frame.iloc[150:], landing, "events_0002.csv")
+    # Cross-file duplicates: the first 20 rows of the first file again, columns reordered.
+    dup_columns = list(reversed(c.COLUMNS))
+    drop(landing, "events_0003.csv", csv_text(frame.iloc[:20].to_dict("records"), columns=dup_columns))
+    drop(landing, "latin1.csv", "event_id,price\n".encode() + b"\xff\xfe,1\n")
+    for ignored in (".hidden.csv", "_partial.csv", "notes.txt"):
+        drop(landing, ignored, csv_text([row(99)]))
+
+    summary = ingest()
+
+    files = ledger(db)
+    assert set(files) == {"events_0001.csv", "events_0002.csv", "events_0003.csv", "latin1.csv"}
+    expected_invalid = int((frame["expected_reason"] != "").sum())
+    first_20_valid = int((frame.iloc[:20]["expected_reason"] == "").sum())
+    loaded = db.execute("SELECT count(*) FROM user_events").fetchone()[0]
+    assert loaded == 300 - expected_invalid
+    # Files of one batch load concurrently: which copy wins is not fixed, the count is.
+    assert sum(f["rows_duplicate"] for f in files.values()) == first_20_valid
+    assert files["latin1.csv"]["status"] == "rejected"
+    assert (settings.rejected_files_dir / "latin1.csv").exists()
+    for ignored in (".hidden.csv", "_partial.csv", "notes.txt"):
+        assert (landing / ignored).exists()
+    # Every valid generated id is loaded, once.
+    ids = {r[0] for r in db.execute("SELECT event_id::text FROM user_events")}
+    assert ids == set(frame.loc[frame["expected_reason"] == "", "event_id"])
+    assert_accounting(db)
+
+    totals = summary.totals
+    assert totals["total_records"] == 300 + 20 + 1
+    assert totals["loaded_records"] == loaded
+    reasons = db.execute("SELECT reason, count(*) FROM (SELECT unnest(reasons) reason FROM rejected_events) r GROUP BY 1")
+    assert totals["reason_counts"] == dict(reasons.fetchall())
+
+    logs = settings.logs_dir
+    batches = [json.loads(line) for line in (logs / "performance_metrics.json").read_text().splitlines()]
+    assert sum(b["total_records"] for b in batches) == 321
+    for key in ("validation_time_ms", "db_write_time_ms", "read_parse_time_ms", "dataframe_creation_time_ms",
+                "total_processing_time_ms", "records_per_second", "validation_success_rate"):
+        assert key in batches[0]
+    summary_file = json.loads((logs / "performance_summary.json").read_text())
+    assert summary_file["total_records"] == 321 and summary_file["avg_records_per_second"] > 0
+    error_lines = (logs / "validation_errors.log").read_text().splitlines()
+    assert len(error_lines) == totals["rejected_records"]
+    assert db.execute("SELECT count(*) FROM ingest_batches").fetchone()[0] == len(batches)
+
+
+def test_rerun_processes_only_new_files(ingest, settings, db):
+    drop(settings.landing_dir, "a.csv", csv_text([row(1), row(2)]))
+    first = ingest()
+    assert first.totals["loaded_records"] == 2
+    again = ingest()
+    assert again.totals["total_batches"] == 0
+    drop(settings.landing_dir, "b.csv", csv_text([row(3), row(1)]))
+    third = ingest()
+    assert (third.totals["loaded_records"], third.totals["duplicate_records"]) == (1, 1)
+    assert set(ledger(db)) == {"a.csv", "b.csv"}
+    assert_accounting(db)
+
+
+def test_replayed_batch_commits_nothing_twice(ingest, settings, db, spark):
+    drop(settings.landing_dir, "a.csv", csv_text([row(1), row(2, price="-1")]))
+    ingest()
+    before = db.execute("SELECT count(*), (SELECT count(*) FROM rejected_events) FROM user_events").fetchone()
+    query = IngestQuery(spark, settings, settings.database_url)
+    # Spark replays a batch whose commit it did not record: remove the record.
+    commits = query.checkpoint / "commits"
+    for entry in commits.iterdir():
+        entry.unlink()
+    replay = query.run_available_now()
+    assert replay.totals["total_batches"] == 0  # the batch ledger knew it
+    after = db.execute("SELECT count(*), (SELECT count(*) FROM rejected_events) FROM user_events").fetchone()
+    assert after == before
+    assert db.execute("SELECT count(*) FROM ingest_batches").fetchone()[0] == 1
+
+    # A lost checkpoint: a new stream sees the file again; the file ledger skips it.
+    shutil.rmtree(query.checkpoint)
+    fresh = IngestQuery(spark, settings, settings.database_url).run_available_now()
+    assert fresh.files_skipped == 1 and fresh.totals["total_records"] == 0
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == before[0]
+    assert_accounting(db)
+
+
+def test_max_files_per_trigger_bounds_batches(ingest, settings, db):
+    for i in range(3):
+        drop(settings.landing_dir, f"f{i}.csv", csv_text([row(10 + i)]))
+    summary = ingest(dataclasses.replace(settings, max_files_per_trigger=1, max_bytes_per_trigger=None))
+    assert [b["files"] for b in summary.batches] == [1, 1, 1]
+    assert sorted(r["batch_id"] for r in ledger(db).values()) == [0, 1, 2]
+
+
+def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, settings, db):
+    query = IngestQuery(spark, dataclasses.replace(settings, max_files_per_trigger=1), settings.database_url)
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(summary=query.run_continuous(trigger_seconds=0.5, stop_event=stop)))
+    thread.start()
+    try:
+        for i in range(3):
+            drop(settings.landing_dir, f"live{i}.csv", csv_text([row(100 + i)]))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if db.execute("SELECT count(*) FROM user_events").fetchone()[0] == i + 1:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"drop {i} was not loaded in time")
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not thread.is_alive()
+    summary = result["summary"]
+    assert summary.totals["loaded_records"] == 3
+    assert all(b["mode"] == "continuous" for b in summary.batches)
+    assert_accounting(db)

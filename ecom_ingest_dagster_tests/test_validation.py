@@ -1,0 +1,151 @@
+"""Unit tests of the Pandera validation: every contract rule, every reason, all at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.validation import validate
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+GOOD = {
+    "event_id": "8a3f0c2e-1b2d-4c5e-9f00-112233445566",
+    "user_id": "user_42",
+    "session_id": "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+    "event_type": "purchase",
+    "product_id": "prod_7",
+    "product_name": "Blue mug",
+    "category": "Kitchen",
+    "price": "19.99",
+    "quantity": "2",
+    "event_timestamp": "2026-11-28T10:15:30.123456Z",
+}
+
+
+def check(**changes):
+    row = {**GOOD, **changes}
+    result = validate(pd.DataFrame([row]), now=NOW)
+    if len(result.valid):
+        return []
+    return list(result.rejected["reasons"].iloc[0])
+
+
+def test_good_row_is_valid_and_normalised():
+    result = validate(pd.DataFrame([{**GOOD, "event_id": GOOD["event_id"].upper(), "user_id": " user_42 "}]), now=NOW)
+    assert len(result.rejected) == 0
+    row = result.valid.iloc[0]
+    assert row["event_id"] == GOOD["event_id"]  # UUID semantics: case folded
+    assert row["user_id"] == "user_42"
+    assert row["event_ts_us"] == int(dt.datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"event_id": "not-a-uuid"}, c.INVALID_EVENT_ID),
+        ({"event_id": "8a3f0c2e1b2d4c5e9f00112233445566"}, c.INVALID_EVENT_ID),
+        ({"user_id": "user_"}, c.INVALID_USER_ID),
+        ({"user_id": "user_12345678901"}, c.INVALID_USER_ID),
+        ({"user_id": "USER_1"}, c.INVALID_USER_ID),
+        ({"event_type": "checkout"}, c.INVALID_EVENT_TYPE),
+        ({"event_type": "View"}, c.INVALID_EVENT_TYPE),
+        ({"product_id": "sku_1"}, c.INVALID_PRODUCT_ID),
+        ({"price": "-0.01"}, c.NEGATIVE_PRICE),
+        ({"price": "-1000000000"}, c.NEGATIVE_PRICE),
+        ({"price": "abc"}, c.INVALID_PRICE),
+        ({"price": "1000000.01"}, c.INVALID_PRICE),
+        ({"price": "1.234"}, c.INVALID_PRICE),
+        ({"price": "1e3"}, c.INVALID_PRICE),
+        ({"quantity": "0"}, c.INVALID_QUANTITY),
+        ({"quantity": "1001"}, c.INVALID_QUANTITY),
+        ({"quantity": "2.5"}, c.INVALID_QUANTITY),
+        ({"quantity": "two"}, c.INVALID_QUANTITY),
+        ({"event_timestamp": "2026-11-28T10:15:30"}, c.INVALID_TIMESTAMP),  # no offset
+        ({"event_timestamp": "yesterday"}, c.INVALID_TIMESTAMP),
+        ({"event_timestamp": "2026-13-01T00:00:00Z"}, c.INVALID_TIMESTAMP),
+        ({"event_timestamp": "2026-11-29T12:00:01Z"}, c.INVALID_TIMESTAMP),  # > 24 h ahead
+        ({"session_id": "session-1"}, c.INVALID_SESSION_ID),
+        ({"product_name": "x" * 201}, c.FIELD_TOO_LONG),
+        ({"category": "y" * 101}, c.FIELD_TOO_LONG),
+    ],
+)
+def test_each_rule_gives_its_reason(changes, reason):
+    assert check(**changes) == [reason]
+
+
+@pytest.mark.parametrize("column", c.REQUIRED_COLUMNS)
+@pytest.mark.parametrize("blank", ["", "   ", None])
+def test_missing_required_field_names_the_field(column, blank):
+    result = validate(pd.DataFrame([{**GOOD, column: blank}]), now=NOW)
+    assert list(result.rejected["reasons"].iloc[0]) == [c.MISSING_REQUIRED_FIELD]
+    assert list(result.rejected["details"].iloc[0]) == [f"{column}: {c.MISSING_REQUIRED_FIELD}"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"price": "0"}, {"price": "0.00"}, {"price": "1000000"}, {"price": "1000000.00"}, {"price": ".5"},
+        {"quantity": "1"}, {"quantity": "1000"}, {"quantity": "007"},
+        {"event_timestamp": "2026-11-28T12:00:00+05:30"}, {"event_timestamp": "2026-11-28 09:00:00-0300"},
+        {"event_timestamp": "2026-11-29T11:59:59Z"},  # just inside 24 h
+        {"session_id": ""}, {"session_id": None}, {"product_name": ""}, {"category": "y" * 100},
+        {"product_name": "x" * 200}, {"event_type": "remove_from_cart"}, {"user_id": "user_1234567890"},
+    ],
+)
+def test_boundaries_that_are_valid(changes):
+    assert check(**changes) == []
+
+
+def test_every_reason_of_a_row_is_reported_in_contract_order():
+    reasons = check(
+        event_id="x", user_id="u", event_type="look", price="-3", quantity="0",
+        event_timestamp="soon", session_id="s", product_name="n" * 300, product_id="p",
+    )
+    assert reasons == [
+        c.INVALID_EVENT_ID, c.INVALID_USER_ID, c.INVALID_EVENT_TYPE, c.NEGATIVE_PRICE,
+        c.INVALID_QUANTITY, c.INVALID_TIMESTAMP, c.INVALID_SESSION_ID, c.FIELD_TOO_LONG, c.INVALID_PRODUCT_ID,
+    ]
+
+
+def test_unparseable_value_does_not_hide_other_failures_in_the_column():
+    # The coerce=True trap: one bad price must not mask the negative one next to it.
+    frame = pd.DataFrame([{**GOOD, "price": "abc"}, {**GOOD, "price": "-5"}, GOOD])
+    result = validate(frame, now=NOW)
+    assert [list(r) for r in result.rejected["reasons"]] == [[c.INVALID_PRICE], [c.NEGATIVE_PRICE]]
+    assert len(result.valid) == 1
+
+
+def test_missing_optional_columns_and_extra_columns():
+    frame = pd.DataFrame([{k: v for k, v in GOOD.items() if k not in c.OPTIONAL_COLUMNS} | {"extra": "x"}])
+    result = validate(frame, now=NOW)
+    assert len(result.valid) == 1 and result.valid["session_id"].isna().all()
+
+
+def test_rejected_rows_keep_raw_values_and_index():
+    frame = pd.DataFrame([GOOD, {**GOOD, "price": " -1 "}], index=[10, 11])
+    result = validate(frame, now=NOW)
+    assert list(result.rejected.index) == [11]
+    assert result.rejected.loc[11, "price"] == " -1 "  # as sent, not trimmed
+    assert list(result.valid.index) == [10]
+    assert result.reason_counts == {c.NEGATIVE_PRICE: 1}
+
+
+def test_empty_frame():
+    result = validate(pd.DataFrame(columns=list(c.COLUMNS)), now=NOW)
+    assert len(result.valid) == 0 and len(result.rejected) == 0
+
+
+def test_generator_rows_validate_as_the_generator_intended():
+    import numpy as np
+
+    from ecom_ingest_dagster.generator import generate_events
+
+    frame = generate_events(5000, rng=np.random.default_rng(7), invalid_rate=0.2, now=NOW)
+    result = validate(frame, now=NOW)
+    expected_bad = frame.index[frame["expected_reason"] != ""]
+    assert sorted(result.rejected.index) == sorted(expected_bad)
+    for idx, reasons in result.rejected["reasons"].items():
+        assert list(reasons) == [frame.loc[idx, "expected_reason"]]
