@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
     stream.add_argument("--trigger-seconds", type=_nonnegative_float, default=10.0, help="trigger interval (default 10)")
     stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
+    commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
     return parser
 
 
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(settings, args)
         if args.command == "stream":
             return _stream(settings, args)
+        if args.command == "status":
+            return _status(settings)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
     except CliError as exc:
@@ -192,6 +195,35 @@ def _stream(settings: Settings, args) -> int:
     )
     print("streaming; Ctrl+C stops after the current micro-batch", file=sys.stderr)
     return _run(settings, lambda query: query.run_continuous(trigger_seconds=settings.trigger_seconds))
+
+
+def _status(settings: Settings) -> int:
+    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+    from ecom_ingest_dagster.settings import redact_url
+
+    try:
+        url = resolve_database_url(settings)
+        prepare(url, settings.db_schema)
+        with connection(url) as conn:
+            conn.execute("SELECT set_config('search_path', %s, true)", (settings.db_schema,))
+            files = dict(conn.execute("SELECT status, count(*) FROM ingest_files GROUP BY 1").fetchall())
+            loaded = conn.execute("SELECT count(*) FROM user_events").fetchone()[0]
+            rejected = conn.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
+            totals = conn.execute(
+                "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_duplicate),0) FROM ingest_files"
+            ).fetchone()
+            reasons = conn.execute(
+                "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM rejected_events) r"
+                " GROUP BY 1 ORDER BY 2 DESC, 1"
+            ).fetchall()
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    print(f"database: {redact_url(url)} (schema {settings.db_schema})")
+    print(f"files: {files.get('ingested', 0)} ingested, {files.get('rejected', 0)} rejected whole")
+    print(f"rows: {totals[0]} in = {loaded} loaded + {totals[1]} duplicate + {rejected} rejected")
+    for reason, count in reasons:
+        print(f"  {reason}: {count}")
+    return 0
 
 
 def format_summary(summary, settings: Settings) -> str:

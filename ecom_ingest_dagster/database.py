@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -39,8 +40,11 @@ def start_embedded_postgres(pgdata: Path) -> str:
             "no ECOM_INGEST_DATABASE_URL is set and the embedded PostgreSQL (pgserver) is not installed"
         ) from exc
     try:
-        # "stop": the server stops when the last process that asked for it exits.
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns about XDG_RUNTIME_DIR on servers; it is noise here.
+            warnings.simplefilter("ignore")
+            # "stop": the server stops when the last process that asked for it exits.
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return server.get_uri()

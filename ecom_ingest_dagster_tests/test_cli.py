@@ -1,0 +1,83 @@
+"""The ``ecom-ingest`` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import csv_text, drop, row
+
+CLI = [sys.executable, "-m", "ecom_ingest_dagster.cli"]
+
+
+def run(args, env_extra: dict, cwd: Path, timeout=300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
+    env.update(env_extra)
+    return subprocess.run(CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path):
+    (tmp_path / "landing").mkdir()
+    result = run(
+        ["ingest", "--landing", str(tmp_path / "landing")],
+        {"ECOM_INGEST_DATABASE_URL": "postgresql://ingest:s3cret@127.0.0.1:1/nowhere"},
+        tmp_path,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ecom-ingest: error: cannot connect to PostgreSQL")
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        ({"ECOM_INGEST_DB_SCHEMA": "drop table"}, ["ingest"], "ECOM_INGEST_DB_SCHEMA"),
+        ({"ECOM_INGEST_DATABASE_URL": "mysql://x"}, ["ingest"], "ECOM_INGEST_DATABASE_URL"),
+        ({"ECOM_INGEST_MAX_FILES_PER_TRIGGER": "-1"}, ["ingest"], "ECOM_INGEST_MAX_FILES_PER_TRIGGER"),
+        ({}, ["ingest", "--landing", "/nonexistent/landing"], "does not exist"),
+    ],
+)
+def test_bad_configuration_exits_2_with_the_culprit_named(tmp_path, env, args, message):
+    result = run(args, {"ECOM_INGEST_HOME": str(tmp_path / "home"), **env}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["generate", "--invalid-rate", "1.5"], ["generate", "--batches", "0"], ["stream", "--trigger-seconds", "-1"]])
+def test_bad_arguments_are_usage_errors(tmp_path, args):
+    result = run(args, {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert result.returncode == 2 and "error" in result.stderr
+
+
+def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
+    env = {
+        "ECOM_INGEST_HOME": str(tmp_path / "home"),
+        "ECOM_INGEST_DATABASE_URL": database_url,
+        "ECOM_INGEST_DB_SCHEMA": db_schema,
+        "ECOM_INGEST_SPARK_MASTER": "local[2]",
+    }
+    landing = tmp_path / "home" / "landing"
+    generated = run(["generate", "--events", "50", "--batches", "3", "--invalid-rate", "0.1", "--seed", "5"], env, tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    assert "generated 3 file(s), 150 events (15 invalid)" in generated.stdout
+    assert len(list(landing.glob("events_*.csv"))) == 3
+
+    first = run(["ingest"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "rows: 150 in = 135 loaded + 0 duplicate + 15 rejected" in first.stdout
+    assert "batch 0:" in first.stderr  # progress per micro-batch
+
+    drop(landing, "late.csv", csv_text([row(1), row(2, price="-2")]))
+    second = run(["ingest"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "rows: 2 in = 1 loaded + 0 duplicate + 1 rejected" in second.stdout
+
+    status = run(["status"], env, tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "files: 4 ingested, 0 rejected whole" in status.stdout
+    assert "rows: 152 in = 136 loaded + 0 duplicate + 16 rejected" in status.stdout
