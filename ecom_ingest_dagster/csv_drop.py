@@ -70,13 +70,15 @@ class CsvDrop:
             pending_malformed.append((number, _clean_text(row.text)))
             return "skip"
 
-        def open_csv(source) -> pacsv.CSVStreamingReader:
+        whole_file: pa.Buffer | None = None
+
+        def open_csv(text_columns) -> pacsv.CSVStreamingReader:
             return pacsv.open_csv(
-                source,
+                self.path if whole_file is None else pa.BufferReader(whole_file),
                 read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in c.COLUMNS},
+                    column_types={name: pa.string() for name in text_columns},
                     include_columns=None,
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
@@ -85,21 +87,28 @@ class CsvDrop:
 
         try:
             try:
-                reader = open_csv(self.path)
+                reader = open_csv(c.COLUMNS)
             except pa.ArrowInvalid as exc:
                 # Arrow finds no header in a file that is a single line without a line
                 # end; such a file fits in one block, so read it with the end supplied.
                 if not _is_empty_error(exc) or self.path.stat().st_size > self.block_bytes:
                     raise
-                reader = open_csv(pa.BufferReader(self.path.read_bytes() + b"\n"))
+                whole_file = pa.py_buffer(self.path.read_bytes() + b"\n")
+                reader = open_csv(c.COLUMNS)
             # Arrow decodes the header names lazily, so bad bytes there surface here.
             names = reader.schema.names
+            self._check_header(names)
+            if self.extra_columns:
+                # Arrow types an extra column from the first block alone and fails the
+                # whole file when a later block disagrees: read it as text too.
+                pending_malformed.clear()
+                reader = open_csv(names)
+                names = reader.schema.names
         except pa.ArrowInvalid as exc:
             raise _file_fault(exc, self.path) from exc
         except UnicodeDecodeError as exc:
             raise FileRejected(c.FILE_NOT_UTF8, "the header is not UTF-8 text") from exc
 
-        self._check_header(names)
         wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
         # Arrow parses ahead of the batch it hands out, so a malformed record can be
         # reported with an earlier batch than its own: good rows skip every malformed
@@ -218,17 +227,17 @@ def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
     """
     lines: list[tuple[int, str]] = []
     number = 0
-    with open(path, "rb") as handle:
-        first = True
-        for raw in handle:
-            text = raw.rstrip(b"\r\n")
-            if first and skip_header:
-                first = False
-                continue
-            first = False
+    # Universal newlines: a line ends where the CSV reader ends it (LF, CRLF or CR).
+    with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as handle:
+        for line in handle:
+            text = line.rstrip("\n").lstrip("\ufeff")
             if not text.strip():
                 continue
+            if skip_header:
+                # The header is the first non-blank line, as for the CSV reader.
+                skip_header = False
+                continue
             number += 1
-            decoded = text.decode("utf-8", errors="backslashreplace").lstrip("\ufeff")
-            lines.append((number, _clean_text(decoded)))
+            visible = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+            lines.append((number, _clean_text(visible)))
     return lines

@@ -34,15 +34,11 @@ def resolve_database_url(settings: Settings) -> str:
 def start_embedded_postgres(pgdata: Path) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        import pgserver  # imported here: only the embedded default needs it
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise DatabaseUnavailable(
-            "no ECOM_INGEST_DATABASE_URL is set and the embedded PostgreSQL (pgserver) is not installed"
-        ) from exc
-    try:
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR on servers; it is noise here.
             warnings.simplefilter("ignore")
+            import pgserver  # imported here: only the embedded default needs it
+
             # "stop": the server stops when the last process that asked for it exits.
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
@@ -151,6 +147,13 @@ MIGRATIONS: tuple[str, ...] = (
         metrics         jsonb NOT NULL,
         PRIMARY KEY (stream_id, batch_id)
     );
+    """,
+    # 2: which orchestrator run (a Dagster run id, or a CLI invocation) committed a batch,
+    # so metric assets can describe exactly their own run.
+    """
+    ALTER TABLE {schema}.ingest_batches ADD COLUMN run_id text;
+    CREATE INDEX ON {schema}.ingest_batches (run_id);
+    CREATE INDEX ON {schema}.ingest_batches (committed_at);
     """,
 )
 

@@ -7,6 +7,7 @@ means the same thing wherever the pipeline is started from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from pathlib import Path
@@ -43,10 +44,11 @@ class Settings:
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):
-            raise SettingsError(
-                f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL "
-                f"(got a value starting with {self.database_url.split(':', 1)[0]!r})"
-            )
+            # Name only the scheme: the value may hold a password (a libpq
+            # "host=... password=..." string has no scheme at all).
+            scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", self.database_url)
+            got = f"a {scheme.group(1)}:// URL" if scheme else "a value that is not a URL"
+            raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL (got {got})")
         if self.max_files_per_trigger is not None and self.max_bytes_per_trigger is not None:
             # Spark refuses both on one source; files win when the user names them.
             object.__setattr__(self, "max_bytes_per_trigger", None)
@@ -98,8 +100,8 @@ class Settings:
                 value = float(raw)
             except ValueError:
                 raise SettingsError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from None
-            if value < 0:
-                raise SettingsError(f"{ENV_PREFIX}{name} must be >= 0, got {value}")
+            if not math.isfinite(value) or value < 0:
+                raise SettingsError(f"{ENV_PREFIX}{name} must be a finite number >= 0, got {raw!r}")
             return value
 
         home = Path(get("HOME") or "./.ecom_ingest").expanduser().absolute()
@@ -121,4 +123,6 @@ class Settings:
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and metadata."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    # libpq also takes the password as a query parameter.
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
