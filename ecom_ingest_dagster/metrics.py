@@ -185,3 +185,64 @@ class MetricsLog:
                 )
                 structured.write(json.dumps(dict(row), default=str) + "\n")
         return count
+
+
+def fetch_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str | None, list[dict]]:
+    """Batch metrics of ``run_id``; without batches there, those of the latest run that had any.
+
+    Returns the run the figures describe and its batches in commit order.
+    """
+    from psycopg import sql
+
+    from ecom_ingest_dagster.database import table
+
+    batches_table = table(schema, "ingest_batches")
+    if run_id is not None:
+        rows = conn.execute(
+            sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
+            (run_id,),
+        ).fetchall()
+        if rows:
+            return run_id, [r[0] for r in rows]
+    latest = conn.execute(
+        sql.SQL("SELECT run_id FROM {} WHERE run_id IS NOT NULL ORDER BY committed_at DESC LIMIT 1").format(batches_table)
+    ).fetchone()
+    if latest is None:
+        return None, []
+    rows = conn.execute(
+        sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
+        (latest[0],),
+    ).fetchall()
+    return latest[0], [r[0] for r in rows]
+
+
+def accounting_violations(conn, schema: str, *, run_id: str) -> list[dict]:
+    """Files committed by ``run_id`` whose counts break rows in = loaded + duplicate + rejected,
+    or disagree with the rows actually in ``user_events`` / ``rejected_events``."""
+    from psycopg import sql
+
+    from ecom_ingest_dagster.database import table
+
+    query = sql.SQL(
+        """
+        SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
+               (SELECT count(*) FROM {events} u WHERE u.source_file = f.file_name) AS in_events,
+               (SELECT count(*) FROM {rejected} r WHERE r.source_file = f.file_name) AS in_rejected
+        FROM {files} f
+        JOIN {batches} b ON b.stream_id = f.stream_id AND b.batch_id = f.batch_id
+        WHERE b.run_id = %s
+        """
+    ).format(
+        events=table(schema, "user_events"),
+        rejected=table(schema, "rejected_events"),
+        files=table(schema, "ingest_files"),
+        batches=table(schema, "ingest_batches"),
+    )
+    problems = []
+    for name, total, loaded, duplicate, rejected, in_events, in_rejected in conn.execute(query, (run_id,)):
+        if total != loaded + duplicate + rejected or loaded != in_events or rejected != in_rejected:
+            problems.append(
+                {"file_name": name, "rows_total": total, "rows_loaded": loaded, "rows_duplicate": duplicate,
+                 "rows_rejected": rejected, "rows_in_user_events": in_events, "rows_in_rejected_events": in_rejected}
+            )
+    return problems

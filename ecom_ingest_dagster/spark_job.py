@@ -210,20 +210,8 @@ class IngestQuery:
         if self._batch_committed(stream_id, batch_id):
             log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
             return
-        from pyspark.sql import functions as F
-
-        # File metadata only (one row per file, bounded by the trigger limits).
-        files = (
-            batch_df.select("path", "length", F.unix_micros("modificationTime").alias("mtime_us"))
-            .orderBy("path")
-            .collect()
-        )
-        outcomes: list[dict] = []
-        if files:
-            outcomes = self._ingest_on_executors(files, stream_id, batch_id)
-        self.summary.files_skipped += sum(
-            1 for o in outcomes if o["already_done"]
-        )
+        outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
+        self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
         finished_at = dt.datetime.now(dt.timezone.utc)
         with connection(self.database_url) as conn:
             conn.row_factory = dict_row
@@ -284,17 +272,15 @@ class IngestQuery:
             cur.execute(query, (stream_id, batch_id))
             yield from cur
 
-    def _ingest_on_executors(self, files, stream_id: str, batch_id: int) -> list[dict]:
-        tasks = [
-            (
-                _local_path(row["path"]),
-                int(row["length"]),
-                int(row["mtime_us"]) if row["mtime_us"] is not None else None,
-            )
-            for row in files
-        ]
-        slots = max(1, min(len(tasks), self.spark.sparkContext.defaultParallelism))
-        frame = self.spark.createDataFrame(tasks, "path STRING, size LONG, mtime_us LONG").repartition(slots)
+    def _ingest_on_executors(self, batch_df, stream_id: str, batch_id: int) -> list[dict]:
+        """Each task loads the files of its partition; only their outcomes come back.
+
+        The scan packs files into partitions by size, balanced over the cores (Spark's
+        ``maxSplitBytes``): big files get a task each, small ones share one. Without the
+        ``content`` column the source never opens the files.
+        """
+        from pyspark.sql import functions as F
+
         load = _partition_loader(
             database_url=self.database_url,
             schema=self.settings.db_schema,
@@ -303,7 +289,10 @@ class IngestQuery:
             rejected_dir=str(self.settings.rejected_files_dir),
             block_bytes=self.settings.csv_block_bytes,
         )
-        return [row.asDict() for row in frame.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
+        files = batch_df.select(
+            F.col("path"), F.col("length").alias("size"), F.unix_micros("modificationTime").alias("mtime_us")
+        )
+        return [row.asDict() for row in files.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
 
     def _write_summary(self) -> None:
         # The summary covers every batch in the metrics log, not only this run's.
@@ -323,7 +312,7 @@ def _partition_loader(**options):
     def load(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         tasks = [
             FileTask(
-                path=row.path,
+                path=_local_path(row.path),
                 size=int(row.size),
                 landed_at=(
                     dt.datetime.fromtimestamp(row.mtime_us / 1e6, dt.timezone.utc)

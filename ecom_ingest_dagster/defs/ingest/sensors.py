@@ -1,0 +1,40 @@
+"""The landing sensor: new drops become one bounded ingest run."""
+
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ecom_ingest_dagster.defs.ingest.jobs import ingest_job, stream_job
+from ecom_ingest_dagster.defs.resources import LandingResource
+from ecom_ingest_dagster.landing import LandingCursor, scan_new_drops
+
+SENSOR_INTERVAL_SECONDS = int(os.environ.get("ECOM_INGEST_SENSOR_INTERVAL_SECONDS", "5"))
+_ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches ingest_job when new *.csv drops appear in the landing directory.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource):
+    streaming = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=stream_job.name, statuses=_ACTIVE), limit=1
+    )
+    if streaming:
+        # The stream run owns the checkpoint and picks the drops up itself.
+        return dg.SkipReason(f"stream run {streaming[0].dagster_run.run_id} is active")
+    cursor = LandingCursor.from_json(context.cursor)
+    new = scan_new_drops(Path(landing.landing_dir), cursor)
+    if not new.names:
+        return dg.SkipReason(f"no new drops ({new.scanned} entries in {landing.landing_dir})")
+    context.update_cursor(new.cursor.to_json())
+    # Whatever has landed goes into this one run (availableNow processes all of it);
+    # the key names the newest drop, so no file set is requested twice.
+    return dg.RunRequest(
+        run_key=f"drops-{new.cursor.ctime_ns}-{new.names[-1]}",
+        tags={"ecom_ingest/new_files": str(len(new.names)), "ecom_ingest/newest_file": new.names[-1][:200]},
+    )

@@ -1,0 +1,80 @@
+"""Noticing new drops in the landing directory, with a cursor that misses none.
+
+Files are ordered by their inode change time (``st_ctime_ns``), then name. The change
+time is set when a file is renamed into the directory, so a drop moved in with an old
+modification time (``mv`` keeps it) still sorts after everything seen before. The
+cursor keeps the newest time seen and the names seen at exactly that time, so files
+that share a timestamp are neither skipped nor reported twice. Wall-clock time is
+never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from ecom_ingest_dagster.contract import is_drop_name
+
+
+@dataclasses.dataclass(frozen=True)
+class LandingCursor:
+    ctime_ns: int = -1
+    names_at_ctime: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"ctime_ns": self.ctime_ns, "names": list(self.names_at_ctime)})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "LandingCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(int(data["ctime_ns"]), tuple(data["names"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class NewDrops:
+    names: list[str]  # in arrival order, at most ``limit``
+    cursor: LandingCursor  # advanced past exactly ``names``
+    more: bool  # more new drops are waiting beyond ``limit``
+    scanned: int  # directory entries looked at
+
+
+def scan_new_drops(landing: Path, cursor: LandingCursor, *, limit: int = 5000) -> NewDrops:
+    """The drops that arrived after ``cursor``: ``*.csv`` files not starting with . or _.
+
+    A missing landing directory has no drops (it may be created later). The directory is
+    read with one ``scandir`` pass (one ``stat`` per candidate): 10,000 entries take
+    milliseconds. ``limit`` bounds what one evaluation hands out; the rest wait for the
+    next evaluation with nothing lost.
+    """
+    found: list[tuple[int, str]] = []
+    scanned = 0
+    try:
+        entries = os.scandir(landing)
+    except FileNotFoundError:
+        return NewDrops([], cursor, False, 0)
+    with entries:
+        for entry in entries:
+            scanned += 1
+            if not is_drop_name(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                ctime = entry.stat().st_ctime_ns
+            except OSError:  # vanished between listing and stat: not there, not a drop
+                continue
+            if ctime > cursor.ctime_ns or (ctime == cursor.ctime_ns and entry.name not in cursor.names_at_ctime):
+                found.append((ctime, entry.name))
+    found.sort()
+    taken = found[:limit]
+    if not taken:
+        return NewDrops([], cursor, False, scanned)
+    newest = taken[-1][0]
+    at_newest = tuple(sorted(name for ctime, name in taken if ctime == newest))
+    if newest == cursor.ctime_ns:
+        at_newest = tuple(sorted(set(cursor.names_at_ctime) | set(at_newest)))
+    return NewDrops([name for _, name in taken], LandingCursor(newest, at_newest), len(found) > limit, scanned)

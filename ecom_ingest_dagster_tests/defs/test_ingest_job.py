@@ -1,0 +1,80 @@
+"""The ingest job executed by Dagster against real PostgreSQL and Spark."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ecom_ingest_dagster.defs.resources import ServiceTargetsResource
+
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
+
+
+def materializations(result) -> dict[str, dict]:
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+def checks(result) -> dict[str, bool]:
+    return {
+        ev.event_specific_data.check_name: ev.event_specific_data.passed
+        for ev in result.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def run_ingest(definitions, resources, instance):
+    job = definitions.resolve_job_def("ingest_job")
+    return job.execute_in_process(resources=resources, instance=instance)
+
+
+def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definitions, dagster_resources, instance, settings, db):
+    rows = [row(i) for i in range(1, 40)] + [row(100, price="-1"), row(101, event_type="nope")]
+    drop(settings.landing_dir, "a.csv", csv_text(rows))
+    drop(settings.landing_dir, "b.csv", csv_text([row(1), row(200)]))
+
+    result = run_ingest(definitions, dagster_resources, instance)
+    assert result.success
+    mats = materializations(result)
+    assert set(mats) == {"user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality"}
+    assert mats["user_events"]["rows_loaded"] == 40
+    assert mats["user_events"]["rows_duplicate"] == 1
+    assert mats["user_events"]["dagster/row_count"] == 40
+    assert mats["rejected_events"]["rows_rejected"] == 2
+    assert mats["rejected_events"]["reason/negative_price"] == 1
+    assert mats["ingestion_throughput"]["total_records"] == 43
+    assert mats["ingestion_throughput"]["avg_records_per_second"] > 0
+    assert mats["ingestion_latency"]["batch_latency_ms_p95"] > 0
+    assert "stage_ms/validation" in mats["ingestion_latency"]
+    assert abs(mats["data_quality"]["validation_success_rate_pct"] - 100 * 41 / 43) < 0.01
+    assert mats["data_quality"]["data_loss_pct"] == 0
+    assert mats["data_quality"]["described_run_id"] == result.run_id
+    outcome = checks(result)
+    assert outcome["zero_data_loss"] is True
+    assert outcome["validation_rate"] is True  # 41 of 43 valid: 95.3% > 95%
+    assert_accounting(db)
+
+
+def test_checks_fail_visibly_when_targets_are_out_of_reach(definitions, dagster_resources, instance, settings, db):
+    drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 11)]))
+    resources = dict(dagster_resources)
+    resources["targets"] = ServiceTargetsResource(min_throughput_rps=1e9, max_latency_ms=0.001, min_validation_rate_pct=100.0)
+    result = run_ingest(definitions, resources, instance)
+    assert result.success  # WARN checks do not fail the run
+    outcome = checks(result)
+    assert outcome == {"min_throughput": False, "max_latency": False, "validation_rate": False, "zero_data_loss": True}
+
+
+def test_second_run_with_nothing_new_changes_nothing(definitions, dagster_resources, instance, settings, db):
+    # The original report's load: 20 events per file.
+    drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 21)]))
+    assert run_ingest(definitions, dagster_resources, instance).success
+    second = run_ingest(definitions, dagster_resources, instance)
+    assert second.success
+    mats = materializations(second)
+    assert mats["user_events"]["rows_loaded"] == 0 and mats["user_events"]["dagster/row_count"] == 20
+    # Nothing new: the metric assets describe the latest run that had batches.
+    assert mats["ingestion_throughput"]["described_run_id"] != second.run_id
+    assert all(checks(second).values())
