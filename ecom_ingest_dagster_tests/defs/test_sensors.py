@@ -1,0 +1,70 @@
+"""The landing sensor, evaluated by Dagster's own sensor machinery."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dagster as dg
+
+from ecom_ingest_dagster.defs.ingest.sensors import landing_sensor
+from ecom_ingest_dagster.defs.resources import LandingResource
+
+
+def evaluate(landing_dir, cursor=None, instance=None):
+    context = dg.build_sensor_context(
+        cursor=cursor,
+        instance=instance,
+        resources={"landing": LandingResource(landing_dir=str(landing_dir), home=str(landing_dir))},
+    )
+    result = landing_sensor.evaluate_tick(context)
+    return result, context.cursor
+
+
+def test_new_drops_make_one_run_request_and_advance_the_cursor(tmp_path, instance):
+    for i in range(3):
+        (tmp_path / f"e{i}.csv").write_text("x\n")
+    (tmp_path / ".hidden.csv").write_text("x\n")
+    result, cursor = evaluate(tmp_path, instance=instance)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.tags["ecom_ingest/new_files"] == "3"
+    assert request.run_key.startswith("drops-")
+    assert json.loads(cursor)["ctime_ns"] > 0
+
+    again, same_cursor = evaluate(tmp_path, cursor, instance)
+    assert again.run_requests == [] and "no new drops" in again.skip_message
+    assert same_cursor == cursor
+
+    (tmp_path / "e9.csv").write_text("x\n")
+    third, third_cursor = evaluate(tmp_path, cursor, instance)
+    assert len(third.run_requests) == 1 and third.run_requests[0].tags["ecom_ingest/new_files"] == "1"
+    assert third.run_requests[0].run_key != request.run_key
+    assert third_cursor != cursor
+
+
+def test_a_burst_of_files_is_one_run_and_the_scan_is_quick(tmp_path, instance):
+    for i in range(10_000):
+        (tmp_path / f"burst_{i:05d}.csv").write_text("")
+    started = time.perf_counter()
+    result, cursor = evaluate(tmp_path, instance=instance)
+    elapsed = time.perf_counter() - started
+    print(f"sensor evaluation over 10,000 files: {elapsed * 1000:.0f} ms")
+    assert len(result.run_requests) == 1
+    assert result.run_requests[0].tags["ecom_ingest/new_files"] == "5000"  # bounded slice
+    follow_up, _ = evaluate(tmp_path, cursor, instance)
+    assert follow_up.run_requests[0].tags["ecom_ingest/new_files"] == "5000"
+
+
+def test_missing_landing_directory_skips_quietly(tmp_path, instance):
+    result, cursor = evaluate(tmp_path / "not-yet", instance=instance)
+    assert result.run_requests == [] and cursor is None
+
+
+def test_sensor_stands_aside_while_a_stream_run_is_active(tmp_path, instance, definitions):
+    (tmp_path / "a.csv").write_text("x\n")
+    stream = definitions.resolve_job_def("stream_job")
+    instance.create_run_for_job(stream, run_config={}, status=dg.DagsterRunStatus.STARTED)
+    result, cursor = evaluate(tmp_path, instance=instance)
+    assert result.run_requests == [] and "stream run" in result.skip_message
+    assert cursor is None  # the files stay new for when the stream stops
