@@ -374,3 +374,9 @@ def test_generate_drops_bad_args(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_drops(tmp_path, **args)
     assert not any(tmp_path.iterdir())
+
+
+def test_small_files_keep_the_overall_invalid_rate(tmp_path):
+    # 10 files of 20 rows at 2%: per-file rounding would give 0 bad rows in total.
+    drops = generate_drops(tmp_path, events=20, batches=10, invalid_rate=0.02, seed=1, progress=False)
+    assert sum(d.invalid_rows for d in drops) == 4
