@@ -1,0 +1,142 @@
+"""End to end through the real `dagster dev`: webserver, daemon, sensor, run, and the UI in a browser.
+
+One `dagster dev` serves both tests (starting it costs seconds). It is stopped with
+SIGINT to its parent process, which shuts its children down cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from ecom_ingest_dagster.generator import generate_events, write_drop
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory, database_url):
+    import psycopg
+
+    from ecom_ingest_dagster import database
+
+    base = tmp_path_factory.mktemp("dagster_dev")
+    schema = "e2e_" + base.name.replace("-", "_")[-20:]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        database.migrate(conn, schema)
+    home = base / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "infra" / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ECOM_INGEST_", "DAGSTER_"))},
+        "DAGSTER_HOME": str(home),
+        "ECOM_INGEST_HOME": str(base / "state"),
+        "ECOM_INGEST_LANDING_DIR": str(base / "landing"),
+        "ECOM_INGEST_DATABASE_URL": database_url,
+        "ECOM_INGEST_DB_SCHEMA": schema,
+        "ECOM_INGEST_SPARK_MASTER": "local[2]",
+        "ECOM_INGEST_SENSOR_INTERVAL_SECONDS": "2",
+    }
+    log = open(base / "dagster_dev.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def serving():
+        try:
+            with urllib.request.urlopen(url + "/server_info", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return process.poll() is not None and pytest.fail(f"dagster dev exited: {(base / 'dagster_dev.log').read_text()[-3000:]}")
+
+    try:
+        wait_for(serving, 120, "the Dagster webserver")
+        yield {"url": url, "home": home, "landing": base / "landing", "log": base / "dagster_dev.log", "schema": schema}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        log.close()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_dropped_files_lead_to_a_successful_sensor_launched_run(dagster_dev):
+    frame = generate_events(60, rng=np.random.default_rng(11), invalid_rate=0.05)
+    write_drop(frame.iloc[:30], dagster_dev["landing"], "e2e_0001.csv")
+    write_drop(frame.iloc[30:], dagster_dev["landing"], "e2e_0002.csv")
+
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
+
+        def finished_sensor_run():
+            records = instance.get_run_records(
+                filters=dg.RunsFilter(job_name="ingest_job", tags={"dagster/sensor_name": "landing_sensor"})
+            )
+            done = [r.dagster_run for r in records if r.dagster_run.is_finished]
+            return done[0] if done else None
+
+        run = wait_for(finished_sensor_run, 240, "a sensor-launched ingest run to finish", interval=2)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, dagster_dev["log"].read_text()[-3000:]
+        throughput = instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput"))
+        assert throughput.run_id == run.run_id
+        assert throughput.asset_materialization.metadata["total_records"].value == 60
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_throughput_asset_page_shows_its_metadata_in_a_real_browser(dagster_dev):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
+        wait_for(lambda: instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput")), 240,
+                 "a materialization of ingestion_throughput", interval=2)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{dagster_dev['url']}/assets/ingestion_throughput", wait_until="domcontentloaded")
+            page.get_by_text("avg_records_per_second").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "ingestion_throughput_asset.png"), full_page=True)
+            assert page.get_by_text("peak_records_per_second").count() >= 1
+        finally:
+            browser.close()

@@ -1,0 +1,41 @@
+"""The continuous stream job: picks drops up while running, stops cleanly, records metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
+
+
+def test_stream_job_ingests_live_drops_and_records_metric_materializations(
+    definitions, dagster_resources, instance, settings, db
+):
+    job = definitions.resolve_job_def("stream_job")
+    config = {"ops": {"stream_landing": {"config": {"trigger_seconds": 0.5, "max_files_per_trigger": 1, "stop_after_seconds": 25}}}}
+    result_box = {}
+    runner = threading.Thread(
+        target=lambda: result_box.update(result=job.execute_in_process(run_config=config, resources=dagster_resources, instance=instance))
+    )
+    runner.start()
+    try:
+        for i in range(3):
+            drop(settings.landing_dir, f"live{i}.csv", csv_text([row(10 * i + k) for k in range(1, 6)]))
+            time.sleep(1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and db.execute("SELECT count(*) FROM user_events").fetchone()[0] < 15:
+            time.sleep(0.3)
+        assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 15
+    finally:
+        runner.join(120)
+    result = result_box["result"]
+    assert result.success
+    mats = {
+        e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert set(mats) == {"user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality"}
+    assert mats["user_events"]["rows_loaded"].value == 15
+    assert mats["ingestion_throughput"]["total_records"].value == 15
+    assert mats["ingestion_throughput"]["batches"].value == 3  # one file per trigger
+    assert_accounting(db)
