@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--trigger-seconds", type=_nonnegative_float, default=10.0, help="trigger interval (default 10)")
     stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
     commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
+
+    report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
+    report.add_argument("--out", type=Path, help="output directory (default: $ECOM_INGEST_HOME/reports)")
+    report.add_argument("--since", help="window start: 30m, 24h, 7d or an ISO-8601 time (default: everything)")
+    report.add_argument("--until", help="window end, same forms (default: now)")
     return parser
 
 
@@ -97,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stream(settings, args)
         if args.command == "status":
             return _status(settings)
+        if args.command == "report":
+            return _report(settings, args)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
     except CliError as exc:
@@ -224,6 +231,43 @@ def _status(settings: Settings) -> int:
     for reason, count in reasons:
         print(f"  {reason}: {count}")
     return 0
+
+
+def _report(settings: Settings, args) -> int:
+    from ecom_ingest_dagster import report
+    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+
+    try:
+        since = report.parse_since(args.since) if args.since else None
+        until = report.parse_since(args.until) if args.until else None
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    out = (args.out or settings.home / "reports").expanduser().absolute()
+    try:
+        url = resolve_database_url(settings)
+        prepare(url, settings.db_schema)
+        with connection(url) as conn:
+            data = report.collect(conn, settings.db_schema, since=since, until=until, paths=report_paths(settings))
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    targets = report.Targets.from_env()
+    path = report.render(data, out, targets)
+    failing = [r["name"] for r in report.requirements(data, targets) if not r["passed"]]
+    print(f"report: {path} ({data.summary['total_batches']} batches, {len(data.samples)} resource samples)")
+    print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))
+    return 0
+
+
+def report_paths(settings: Settings) -> dict[str, str]:
+    """Where the report says the metrics live, for this installation."""
+    from ecom_ingest_dagster.metrics import MetricsLog
+
+    logs = MetricsLog(settings.logs_dir)
+    return {
+        "metrics": str(logs.metrics_path), "summary": str(logs.summary_path),
+        "errors_log": str(logs.errors_log_path), "errors_json": str(logs.errors_json_path),
+        "checkpoints": str(settings.checkpoint_dir),
+    }
 
 
 def format_summary(summary, settings: Settings) -> str:

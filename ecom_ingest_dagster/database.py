@@ -155,6 +155,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ON {schema}.ingest_batches (run_id);
     CREATE INDEX ON {schema}.ingest_batches (committed_at);
     """,
+    # 3: resource use sampled during runs (report section 7).
+    """
+    CREATE TABLE {schema}.resource_samples (
+        run_id                text NOT NULL,
+        sampled_at            timestamptz NOT NULL,
+        cpu_pct               double precision,
+        rss_mb                double precision,
+        jvm_rss_mb            double precision,
+        python_workers_rss_mb double precision,
+        active_tasks          integer,
+        pg_connections        integer,
+        pg_xact_per_s         double precision,
+        pg_read_mb_s          double precision,
+        pg_write_mb_s         double precision
+    );
+    CREATE INDEX ON {schema}.resource_samples (sampled_at);
+    CREATE INDEX ON {schema}.resource_samples (run_id);
+    """,
 )
 
 

@@ -216,9 +216,12 @@ def fetch_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str 
     return latest[0], [r[0] for r in rows]
 
 
-def accounting_violations(conn, schema: str, *, run_id: str) -> list[dict]:
-    """Files committed by ``run_id`` whose counts break rows in = loaded + duplicate + rejected,
-    or disagree with the rows actually in ``user_events`` / ``rejected_events``."""
+def accounting_violations(
+    conn, schema: str, *, run_id: str | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None,
+) -> list[dict]:
+    """Files committed by ``run_id`` (or in a time window) whose counts break rows in =
+    loaded + duplicate + rejected, or disagree with the rows in ``user_events`` / ``rejected_events``."""
     from psycopg import sql
 
     from ecom_ingest_dagster.database import table
@@ -229,8 +232,10 @@ def accounting_violations(conn, schema: str, *, run_id: str) -> list[dict]:
                (SELECT count(*) FROM {events} u WHERE u.source_file = f.file_name) AS in_events,
                (SELECT count(*) FROM {rejected} r WHERE r.source_file = f.file_name) AS in_rejected
         FROM {files} f
-        JOIN {batches} b ON b.stream_id = f.stream_id AND b.batch_id = f.batch_id
-        WHERE b.run_id = %s
+        LEFT JOIN {batches} b ON b.stream_id = f.stream_id AND b.batch_id = f.batch_id
+        WHERE (%(run_id)s::text IS NULL OR b.run_id = %(run_id)s)
+          AND (%(since)s::timestamptz IS NULL OR f.committed_at >= %(since)s)
+          AND (%(until)s::timestamptz IS NULL OR f.committed_at < %(until)s)
         """
     ).format(
         events=table(schema, "user_events"),
@@ -239,10 +244,19 @@ def accounting_violations(conn, schema: str, *, run_id: str) -> list[dict]:
         batches=table(schema, "ingest_batches"),
     )
     problems = []
-    for name, total, loaded, duplicate, rejected, in_events, in_rejected in conn.execute(query, (run_id,)):
+    params = {"run_id": run_id, "since": since, "until": until}
+    for name, total, loaded, duplicate, rejected, in_events, in_rejected in conn.execute(query, params):
         if total != loaded + duplicate + rejected or loaded != in_events or rejected != in_rejected:
             problems.append(
                 {"file_name": name, "rows_total": total, "rows_loaded": loaded, "rows_duplicate": duplicate,
                  "rows_rejected": rejected, "rows_in_user_events": in_events, "rows_in_rejected_events": in_rejected}
             )
     return problems
+
+
+def unaccounted_rows(violations: Iterable[Mapping]) -> int:
+    """Rows of the violating files with no outcome in the tables (or counted twice)."""
+    return sum(
+        abs(v["rows_total"] - v["rows_duplicate"] - v["rows_in_user_events"] - v["rows_in_rejected_events"])
+        for v in violations
+    )

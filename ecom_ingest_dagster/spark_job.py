@@ -15,6 +15,7 @@ then stop) and ``run_continuous`` (the original report's trigger interval).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import datetime as dt
@@ -34,9 +35,10 @@ import pandas as pd
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ecom_ingest_dagster.database import connection, prepare, table
+from ecom_ingest_dagster.database import connect, connection, prepare, table
 from ecom_ingest_dagster.loader import FileTask, ingest_files
 from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
+from ecom_ingest_dagster.resource_monitor import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
 from ecom_ingest_dagster.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class RunSummary:
     files_skipped: int = 0  # already in the ledger (replays, a reset checkpoint)
     elapsed_s: float = 0.0
     warm_up_s: float = 0.0  # Python workers started and imports done before the first batch
+    resources: dict = dataclasses.field(default_factory=dict)  # average and peak of each sampled figure
 
     @property
     def totals(self) -> dict:
@@ -118,6 +121,8 @@ class IngestQuery:
         self.database_url = database_url
         self.on_batch = on_batch
         self.run_id = run_id or f"cli-{uuid.uuid4()}"
+        # Twice a second: Spark tasks of small batches last tens of milliseconds.
+        self.sample_interval_s = 0.5
         self.metrics_log = MetricsLog(settings.logs_dir)
         self.summary = RunSummary()
         self.mode = "available_now"
@@ -170,11 +175,32 @@ class IngestQuery:
         self.mode = "available_now"
         self.warm_up()
         started = time.perf_counter()
-        query = self._writer().trigger(availableNow=True).start()
-        query.awaitTermination()
+        with self._sampling():
+            query = self._writer().trigger(availableNow=True).start()
+            query.awaitTermination()
         self.summary.elapsed_s = time.perf_counter() - started
         self._write_summary()
         return self.summary
+
+    @contextlib.contextmanager
+    def _sampling(self):
+        """Sample resource use while batches run; keep the samples with the run's id."""
+        sampler = ResourceSampler(
+            root_pid=os.getpid(),
+            connect=lambda: connect(self.database_url),
+            active_tasks=spark_active_tasks(self.spark),
+            interval_s=self.sample_interval_s,
+        ).start()
+        try:
+            yield
+        finally:
+            samples = sampler.stop()
+            self.summary.resources = summarize_samples(samples)
+            try:
+                with connection(self.database_url) as conn:
+                    store_samples(conn, self.settings.db_schema, self.run_id, samples)
+            except Exception as exc:  # resource figures are worth a warning, never a failed run
+                log.warning("could not store %d resource samples: %s", len(samples), exc)
 
     def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
         """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
@@ -184,17 +210,18 @@ class IngestQuery:
         self.warm_up()
         started = time.perf_counter()
         try:
-            query = self._writer().trigger(processingTime=f"{trigger_seconds} seconds").start()
-            while query.isActive and not stop_event.is_set():
-                query.awaitTermination(0.2)
-            # Stop between micro-batches so the summary covers only committed batches;
-            # a batch cut short would be replayed, without effect, by the next run.
-            deadline = time.monotonic() + 300
-            while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            query.stop()
-            if query.exception() is not None:
-                raise query.exception()
+            with self._sampling():
+                query = self._writer().trigger(processingTime=f"{trigger_seconds} seconds").start()
+                while query.isActive and not stop_event.is_set():
+                    query.awaitTermination(0.2)
+                # Stop between micro-batches so the summary covers only committed batches;
+                # a batch cut short would be replayed, without effect, by the next run.
+                deadline = time.monotonic() + 300
+                while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                query.stop()
+                if query.exception() is not None:
+                    raise query.exception()
         finally:
             restore()
         self.summary.elapsed_s = time.perf_counter() - started
@@ -228,6 +255,10 @@ class IngestQuery:
                 started_at=started_at, finished_at=finished_at, files=ledger,
             )
             metrics["run_id"] = self.run_id
+            # The trigger settings in force, for the report's test configuration.
+            metrics["trigger_seconds"] = self.settings.trigger_seconds if self.mode == "continuous" else None
+            metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
+            metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
             with conn.transaction():
                 inserted = conn.execute(
                     sql.SQL(

@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from ecom_ingest_dagster import database
+from ecom_ingest_dagster.report import Targets
 from ecom_ingest_dagster.settings import ENV_PREFIX, Settings
 
 
@@ -84,15 +85,13 @@ class SparkResource(dg.ConfigurableResource):
 class ServiceTargetsResource(dg.ConfigurableResource):
     """The original report's requirements (section 9.1), checked after every run."""
 
-    min_throughput_rps: float = 10.0
-    max_latency_ms: float = 5000.0
-    min_validation_rate_pct: float = 95.0
-    max_data_loss_pct: float = 0.0
+    min_throughput_rps: float = Targets.min_throughput_rps
+    max_latency_ms: float = Targets.max_latency_ms
+    min_validation_rate_pct: float = Targets.min_validation_rate_pct
+    max_data_loss_pct: float = Targets.max_data_loss_pct
 
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(ENV_PREFIX + name)
-    return float(raw) if raw else default
+    def targets(self) -> Targets:
+        return Targets(self.min_throughput_rps, self.max_latency_ms, self.min_validation_rate_pct, self.max_data_loss_pct)
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -114,12 +113,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             home=str(settings.home),
         ),
         "spark": SparkResource(master=settings.spark_master),
-        "targets": ServiceTargetsResource(
-            min_throughput_rps=_env_float("TARGET_MIN_THROUGHPUT_RPS", 10.0),
-            max_latency_ms=_env_float("TARGET_MAX_LATENCY_MS", 5000.0),
-            min_validation_rate_pct=_env_float("TARGET_MIN_VALIDATION_RATE_PCT", 95.0),
-            max_data_loss_pct=_env_float("TARGET_MAX_DATA_LOSS_PCT", 0.0),
-        ),
+        "targets": ServiceTargetsResource(**dataclasses.asdict(Targets.from_env())),
     }
 
 

@@ -38,7 +38,11 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
     result = run_ingest(definitions, dagster_resources, instance)
     assert result.success
     mats = materializations(result)
-    assert set(mats) == {"user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality"}
+    assert set(mats) == {
+        "user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality", "performance_report",
+    }
+    assert mats["performance_report"]["requirements_met"] == 4
+    assert "## 9. Performance Benchmarks" in mats["performance_report"]["report"]
     assert mats["user_events"]["rows_loaded"] == 40
     assert mats["user_events"]["rows_duplicate"] == 1
     assert mats["user_events"]["dagster/row_count"] == 40

@@ -66,7 +66,7 @@ def test_postgres_instance_stores_a_real_ingest_run(
                 "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
                 (result.run_id,),
             ).fetchone()[0]
-        assert stored == 1 and events == 5
+        assert stored == 1 and events == 6  # two tables, three metrics, the report
         latest = instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput"))
         assert latest.asset_materialization.metadata["total_records"].value == 20
     finally:

@@ -33,8 +33,8 @@ def concurrency_tags() -> dict[str, str]:
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.groups("ingest", "metrics"),
-    description="Ingest every pending drop once (Spark availableNow), then refresh the metric assets.",
+    selection=dg.AssetSelection.groups("ingest", "metrics", "reporting"),
+    description="Ingest every pending drop once (Spark availableNow), then refresh the metric assets and the report.",
     tags=concurrency_tags(),
     # One process per run: the Spark session and an embedded PostgreSQL are started
     # once, and the metric steps (milliseconds each) skip a process start-up apiece.

@@ -10,7 +10,7 @@ import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.assets import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.resources import PostgresResource, ServiceTargetsResource
-from ecom_ingest_dagster.metrics import accounting_violations, fetch_batches, summarize
+from ecom_ingest_dagster.metrics import accounting_violations, fetch_batches, summarize, unaccounted_rows
 
 METRICS_GROUP = "metrics"
 WARN = dg.AssetCheckSeverity.WARN
@@ -145,10 +145,7 @@ def data_quality(
     metadata = quality_metadata(summary)
     with postgres.connection() as conn:
         violations = accounting_violations(conn, postgres.db_schema, run_id=run_id) if run_id else []
-    lost = sum(
-        abs(v["rows_total"] - v["rows_duplicate"] - v["rows_in_user_events"] - v["rows_in_rejected_events"])
-        for v in violations
-    )
+    lost = unaccounted_rows(violations)
     loss_pct = 100.0 * lost / summary["total_records"] if summary["total_records"] else 0.0
     rate = metadata["validation_success_rate_pct"]
     return dg.MaterializeResult(

@@ -1,0 +1,224 @@
+"""Resource use sampled while a run processes batches (the original report's section 7).
+
+A background thread samples, every ``interval_s``: CPU and memory of this process tree (the
+Python driver, Spark's JVM and its Python workers, via psutil), Spark's active tasks
+(the status tracker), and PostgreSQL's connections, transaction rate and disk I/O
+(``pg_stat_database``; ``pg_stat_io`` where the server has it, PostgreSQL 16+).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Callable, Iterable, Sequence
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+FIELDS = (
+    "cpu_pct", "rss_mb", "jvm_rss_mb", "python_workers_rss_mb", "active_tasks",
+    "pg_connections", "pg_xact_per_s", "pg_read_mb_s", "pg_write_mb_s",
+)
+
+
+@dataclasses.dataclass
+class Sample:
+    sampled_at: dt.datetime
+    cpu_pct: float
+    rss_mb: float
+    jvm_rss_mb: float
+    python_workers_rss_mb: float
+    active_tasks: int | None
+    pg_connections: int | None
+    pg_xact_per_s: float | None
+    pg_read_mb_s: float | None
+    pg_write_mb_s: float | None
+
+
+class ProcessTree:
+    """CPU and memory of a process and all its descendants, CPU as % of one core."""
+
+    def __init__(self, root_pid: int):
+        self.root = psutil.Process(root_pid)
+        self._known: dict[int, psutil.Process] = {}
+
+    def sample(self) -> tuple[float, float, float, float]:
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0, 0.0, 0.0, 0.0
+        cpu = rss = jvm = workers = 0.0
+        alive = {}
+        for proc in processes:
+            known = self._known.get(proc.pid, proc)
+            alive[proc.pid] = known
+            try:
+                # The first reading of a process is 0 by definition; later ones cover the interval.
+                cpu += known.cpu_percent(None)
+                mem = known.memory_info().rss / 1e6
+                name = known.name()
+            except psutil.Error:
+                continue
+            rss += mem
+            if name.startswith("java"):
+                jvm += mem
+            elif known.pid != self.root.pid:
+                workers += mem
+        self._known = alive
+        return cpu, rss, jvm, workers
+
+
+class PostgresStats:
+    """Rates from the database's cumulative statistics, between two calls."""
+
+    def __init__(self, connect: Callable[[], object]):
+        self._connect = connect
+        self._conn = None
+        self._last: tuple[float, float, float, float] | None = None
+        self._has_stat_io: bool | None = None
+
+    def sample(self) -> tuple[int | None, float | None, float | None, float | None]:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+                self._conn.autocommit = True
+                self._has_stat_io = self._conn.execute(
+                    "SELECT to_regclass('pg_catalog.pg_stat_io') IS NOT NULL"
+                ).fetchone()[0]
+            row = self._conn.execute(
+                "SELECT numbackends, xact_commit + xact_rollback, blks_read * current_setting('block_size')::bigint"
+                " FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()
+            # Writes: the WAL a load generates (written at commit) plus data pages flushed.
+            if self._has_stat_io:
+                pages = "SELECT coalesce(sum(writes * op_bytes), 0) FROM pg_stat_io WHERE op_bytes IS NOT NULL"
+            else:
+                pages = ("SELECT (buffers_checkpoint + buffers_clean + buffers_backend)"
+                         " * current_setting('block_size')::bigint FROM pg_stat_bgwriter")
+            written = self._conn.execute(f"SELECT ({pages}) + (SELECT wal_bytes FROM pg_stat_wal)").fetchone()[0]
+        except Exception as exc:  # statistics are best effort; the run must not care
+            log.debug("PostgreSQL statistics unavailable: %s", exc)
+            self.close()
+            return None, None, None, None
+        now = time.monotonic()
+        current = (now, float(row[1]), float(row[2]), float(written))
+        previous, self._last = self._last, current
+        if previous is None or now <= previous[0]:
+            return int(row[0]), None, None, None
+        seconds = now - previous[0]
+        return (
+            int(row[0]),
+            (current[1] - previous[1]) / seconds,
+            (current[2] - previous[2]) / seconds / 1e6,
+            (current[3] - previous[3]) / seconds / 1e6,
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+        self._conn = None
+
+
+class ResourceSampler:
+    """Samples in a daemon thread from ``start()`` to ``stop()``; the samples stay in memory."""
+
+    def __init__(
+        self,
+        *,
+        root_pid: int,
+        connect: Callable[[], object] | None = None,
+        active_tasks: Callable[[], int] | None = None,
+        interval_s: float = 1.0,
+    ):
+        self.interval_s = interval_s
+        self.samples: list[Sample] = []
+        self._tree = ProcessTree(root_pid)
+        self._pg = PostgresStats(connect) if connect else None
+        self._active_tasks = active_tasks
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ecom-ingest-resources", daemon=True)
+
+    def start(self) -> "ResourceSampler":
+        self._tree.sample()  # prime the CPU counters
+        if self._pg:
+            self._pg.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval_s * 5)
+        if self._pg:
+            self._pg.close()
+        return self.samples
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.samples.append(self.take())
+
+    def take(self) -> Sample:
+        cpu, rss, jvm, workers = self._tree.sample()
+        tasks = None
+        if self._active_tasks:
+            try:
+                tasks = self._active_tasks()
+            except Exception:
+                tasks = None
+        pg = self._pg.sample() if self._pg else (None, None, None, None)
+        return Sample(dt.datetime.now(dt.timezone.utc), cpu, rss, jvm, workers, tasks, *pg)
+
+
+def spark_active_tasks(spark) -> Callable[[], int]:
+    """Tasks of the active stages not finished yet (running, or waiting for a core).
+
+    ``numActiveTasks`` of the status tracker stays 0 here (Spark 4.3, local mode), while
+    the task totals are kept up to date, so the count is derived from those.
+    """
+    tracker = spark.sparkContext.statusTracker()
+
+    def count() -> int:
+        total = 0
+        for stage_id in tracker.getActiveStageIds():
+            info = tracker.getStageInfo(stage_id)
+            if info is not None:
+                total += max(info.numTasks - info.numCompletedTasks - info.numFailedTasks, 0)
+        return total
+
+    return count
+
+
+def summarize_samples(samples: Iterable) -> dict[str, dict[str, float | None]]:
+    """Average and peak of each resource figure (samples as objects or mappings)."""
+    rows = [s if isinstance(s, dict) else dataclasses.asdict(s) for s in samples]
+    out = {}
+    for field in FIELDS:
+        values = [float(r[field]) for r in rows if r.get(field) is not None]
+        out[field] = {
+            "avg": round(sum(values) / len(values), 3) if values else None,
+            "peak": round(max(values), 3) if values else None,
+        }
+    return out
+
+
+def store_samples(conn, schema: str, run_id: str, samples: Sequence[Sample]) -> None:
+    from psycopg import sql
+
+    from ecom_ingest_dagster.database import table
+
+    if not samples:
+        return
+    columns = ["run_id", "sampled_at", *FIELDS]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        table(schema, "resource_samples"), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for s in samples:
+            copy.write_row([run_id, s.sampled_at, *(getattr(s, f) for f in FIELDS)])
