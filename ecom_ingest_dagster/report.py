@@ -707,6 +707,19 @@ def _recommendations(s, shares, dominant, levels, res, reqs, cores) -> list[str]
     return items
 
 
+def _break_gaps(times: Sequence[dt.datetime], values: Sequence, max_gap_s: float) -> tuple[list, list]:
+    """Insert a gap (NaN) between points further apart than ``max_gap_s``: idle time
+    between runs is not a line from one run's last value to the next run's first."""
+    out_t, out_v = [], []
+    for i, (t, v) in enumerate(zip(times, values)):
+        if i and (t - times[i - 1]).total_seconds() > max_gap_s:
+            out_t.append(times[i - 1] + (t - times[i - 1]) / 2)
+            out_v.append(float("nan"))
+        out_t.append(t)
+        out_v.append(float("nan") if v is None else float(v))
+    return out_t, out_v
+
+
 def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -726,8 +739,8 @@ def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if data.batches:
-        times = [b["committed_at"] for b in data.batches]
-        ax.plot(times, [b["records_per_second"] for b in data.batches], marker="o", linewidth=1.2)
+        times, values = _break_gaps([b["committed_at"] for b in data.batches], [b["records_per_second"] for b in data.batches], 30)
+        ax.plot(times, values, marker="o", linewidth=1.2)
         ax.axhline(s["avg_records_per_second"], color="tab:green", linestyle="--", label=f"average {_num(s['avg_records_per_second'])}")
         ax.legend(loc="best")
         fig.autofmt_xdate()
@@ -741,6 +754,7 @@ def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
     latencies = [float(b["total_processing_time_ms"]) for b in data.batches]
     if latencies:
         ax.hist(latencies, bins=min(30, max(5, len(latencies))), color="tab:blue", alpha=0.75)
+        ax.yaxis.get_major_locator().set_params(integer=True)
         for key, color in (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red")):
             value = s["batch_latency_ms"][key]
             ax.axvline(value, color=color, linestyle="--", label=f"{key} {_num(value)} ms")
@@ -763,17 +777,20 @@ def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
     reasons = [r for r in c.REJECTION_REASONS + c.FILE_REJECTION_REASONS]
     counts = [int(s["reason_counts"].get(r, 0)) for r in reasons]
     ax.barh(reasons[::-1], counts[::-1], color="tab:red")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Rejections by reason")
     ax.set_xlabel("rows")
     finish(fig, "rejections")
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if data.samples:
-        times = [x["sampled_at"] for x in data.samples]
-        ax.plot(times, [x["cpu_pct"] or 0 for x in data.samples], color="tab:orange", label="CPU % (one core = 100)")
+        stamps = [x["sampled_at"] for x in data.samples]
+        times, cpu = _break_gaps(stamps, [x["cpu_pct"] for x in data.samples], 5)
+        ax.plot(times, cpu, color="tab:orange", label="CPU % (one core = 100)")
         ax.set_ylabel("CPU %")
         ax2 = ax.twinx()
-        ax2.plot(times, [x["rss_mb"] or 0 for x in data.samples], color="tab:blue", label="memory MB")
+        times, rss = _break_gaps(stamps, [x["rss_mb"] for x in data.samples], 5)
+        ax2.plot(times, rss, color="tab:blue", label="memory MB")
         ax2.set_ylabel("memory (MB)")
         lines = ax.get_lines() + ax2.get_lines()
         ax.legend(lines, [line.get_label() for line in lines], loc="upper left")
