@@ -147,7 +147,14 @@ class IngestQuery:
         elif self.settings.max_bytes_per_trigger:
             reader = reader.option("maxBytesPerTrigger", self.settings.max_bytes_per_trigger)
         self.settings.landing_dir.mkdir(parents=True, exist_ok=True)
-        return reader.load(str(self.settings.landing_dir))
+        from pyspark.sql import functions as F
+
+        # The projection must be part of the streaming query: the DataFrame foreachBatch
+        # receives is already planned, and selecting from it no longer stops the source
+        # from reading every file's bytes (a 200 MB drop ran the driver out of heap).
+        return reader.load(str(self.settings.landing_dir)).select(
+            F.col("path"), F.col("length").alias("size"), F.unix_micros("modificationTime").alias("mtime_us")
+        )
 
     def _writer(self):
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -307,11 +314,9 @@ class IngestQuery:
         """Each task loads the files of its partition; only their outcomes come back.
 
         The scan packs files into partitions by size, balanced over the cores (Spark's
-        ``maxSplitBytes``): big files get a task each, small ones share one. Without the
-        ``content`` column the source never opens the files.
+        ``maxSplitBytes``): big files get a task each, small ones share one. The source
+        selects no ``content`` (see ``_source``), so Spark never opens the files.
         """
-        from pyspark.sql import functions as F
-
         load = _partition_loader(
             database_url=self.database_url,
             schema=self.settings.db_schema,
@@ -320,10 +325,7 @@ class IngestQuery:
             rejected_dir=str(self.settings.rejected_files_dir),
             block_bytes=self.settings.csv_block_bytes,
         )
-        files = batch_df.select(
-            F.col("path"), F.col("length").alias("size"), F.unix_micros("modificationTime").alias("mtime_us")
-        )
-        return [row.asDict() for row in files.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
+        return [row.asDict() for row in batch_df.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
 
     def _write_summary(self) -> None:
         # The summary covers every batch in the metrics log, not only this run's.
