@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
     commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
 
+    bench = commands.add_parser("bench", help="benchmark against raw COPY and Spark JDBC; latency of both modes")
+    bench.add_argument("--rows", type=int, default=1_000_000, help="rows for the bulk benchmark (default 1,000,000; 0 skips it)")
+    bench.add_argument("--invalid-rate", type=_rate, default=0.02, help="share of invalid rows (default 0.02)")
+    bench.add_argument("--repeat", type=_positive_int, default=3, help="repetitions; medians are reported (default 3)")
+    bench.add_argument("--latency-drops", type=int, default=30, help="20-row drops for continuous-mode latency (default 30; 0 skips)")
+    bench.add_argument("--sensor-drops", type=int, default=0, help="drops for sensor-mode latency through dagster dev (default 0: skip)")
+    bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder (default ./bench-results)")
+
     report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
     report.add_argument("--out", type=Path, help="output directory (default: $ECOM_INGEST_HOME/reports)")
     report.add_argument("--since", help="window start: 30m, 24h, 7d or an ISO-8601 time (default: everything)")
@@ -104,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(settings)
         if args.command == "report":
             return _report(settings, args)
+        if args.command == "bench":
+            return _bench(settings, args)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
     except CliError as exc:
@@ -255,6 +266,28 @@ def _report(settings: Settings, args) -> int:
     failing = [r["name"] for r in report.requirements(data, targets) if not r["passed"]]
     print(f"report: {path} ({data.summary['total_batches']} batches, {len(data.samples)} resource samples)")
     print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))
+    return 0
+
+
+def _bench(settings: Settings, args) -> int:
+    from ecom_ingest_dagster import bench
+    from ecom_ingest_dagster.database import DatabaseUnavailable, prepare, resolve_database_url
+
+    if args.rows < 0 or args.latency_drops < 0 or args.sensor_drops < 0:
+        raise CliError("--rows, --latency-drops and --sensor-drops must be >= 0", EXIT_USAGE)
+    try:
+        url = resolve_database_url(settings)
+        prepare(url, settings.db_schema)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    config = bench.BenchConfig(
+        database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
+        repeat=args.repeat, jdbc=not args.no_jdbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    results = bench.run(config)
+    print(bench.markdown(results))
+    print(f"results: {results['out_dir']}/results.json and results.md")
     return 0
 
 

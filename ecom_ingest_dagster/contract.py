@@ -48,10 +48,13 @@ PRODUCT_ID_PATTERN = r"^prod_[0-9]{1,10}$"
 # A decimal with at most two places: numeric(12,2) would silently round a third one.
 PRICE_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]{0,2})?|\.[0-9]{1,2})$"
 QUANTITY_PATTERN = r"^[+]?[0-9]{1,9}$"
-# ISO-8601 date-time that carries its own offset ("Z" or +hh:mm / +hhmm / +hh).
+# ISO-8601 date-time that carries its own offset ("Z" or +hh:mm / +hhmm / +hh), with
+# fields in range (month 01-12, hour 00-23, ...); the calendar itself (Feb 30) is left
+# to the parser.
 TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
-    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(?::[0-5][0-9](?:[.,][0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)$"
 )
 
 PRICE_MIN = 0

@@ -173,6 +173,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ON {schema}.resource_samples (sampled_at);
     CREATE INDEX ON {schema}.resource_samples (run_id);
     """,
+    # 4: the btree indexes on user_events (source_file, created_at) cost a third of the
+    # bulk load time. A file's rows are contiguous on disk (one COPY) and created_at only
+    # grows, so BRIN indexes find them as well, at almost no cost to maintain.
+    """
+    DROP INDEX IF EXISTS {schema}.user_events_source_file_idx;
+    DROP INDEX IF EXISTS {schema}.user_events_created_at_idx;
+    CREATE INDEX user_events_source_file_brin ON {schema}.user_events USING brin (source_file) WITH (pages_per_range = 16);
+    CREATE INDEX user_events_created_at_brin ON {schema}.user_events USING brin (created_at);
+    """,
 )
 
 

@@ -15,6 +15,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pyarrow as pa_arrow
+import pyarrow.compute as pc
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
@@ -30,33 +31,78 @@ def _matches(series: pd.Series, pattern: str) -> pd.Series:
     return series.str.match(pattern).fillna(False).astype(bool)
 
 
-def _price_value(series: pd.Series) -> pd.Series:
-    """Numeric value of well-formed prices, NaN for anything else."""
+def _arrow(series: pd.Series, mask: pd.Series) -> pa_arrow.Array:
+    """The series' text where ``mask`` holds, null elsewhere, as one Arrow array."""
+    values = pa_arrow.array(series.astype(_TEXT).array) if not isinstance(series.dtype, pd.ArrowDtype) else series.array._pa_array
+    return pc.if_else(pa_arrow.array(mask.to_numpy(), pa_arrow.bool_()), values, pa_arrow.scalar(None, pa_arrow.string()))
+
+
+def price_values(series: pd.Series) -> np.ndarray:
+    """Numeric value of well-formed prices (float64), NaN for anything else.
+
+    Plain float64: an Arrow-backed NA would compare to NA, which Pandera lets pass.
+    """
     well_formed = _matches(series, c.PRICE_PATTERN)
-    # Plain float64: an Arrow-backed NA would compare to NA, which Pandera lets pass.
-    return pd.to_numeric(series.where(well_formed), errors="coerce").astype("float64")
+    numbers = pc.cast(_arrow(series, well_formed), pa_arrow.float64())  # the pattern makes every cast safe
+    return numbers.to_numpy(zero_copy_only=False)
 
 
-def _quantity_ok(series: pd.Series) -> pd.Series:
+def quantity_values(series: pd.Series) -> np.ndarray:
     well_formed = _matches(series, c.QUANTITY_PATTERN)
-    value = pd.to_numeric(series.where(well_formed), errors="coerce").astype("float64")
-    return well_formed & value.between(c.QUANTITY_MIN, c.QUANTITY_MAX)
+    numbers = pc.cast(pc.utf8_trim(_arrow(series, well_formed), "+"), pa_arrow.float64())
+    return numbers.to_numpy(zero_copy_only=False)
 
 
-def parse_timestamps(series: pd.Series) -> pd.Series:
-    """UTC timestamps for contract-shaped values (with an offset), NaT for the rest."""
+def timestamp_micros(series: pd.Series) -> np.ndarray:
+    """Microseconds since the epoch (UTC) of contract-shaped timestamps, NaN for the rest."""
     well_formed = _matches(series, c.TIMESTAMP_PATTERN)
-    return pd.to_datetime(series.where(well_formed), format="ISO8601", utc=True, errors="coerce")
+    try:
+        # Arrow's ISO-8601 cast is several times faster than pandas' parser, but all or
+        # nothing: one impossible date (Feb 30) sends the chunk to pandas instead.
+        stamps = pc.cast(_arrow(series, well_formed), pa_arrow.timestamp("us", tz="UTC"))
+        micros = pc.cast(stamps, pa_arrow.int64())
+    except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
+        parsed = pd.to_datetime(series.where(well_formed), format="ISO8601", utc=True, errors="coerce")
+        return np.where(parsed.isna(), np.nan, parsed.to_numpy(dtype="datetime64[us]").astype(np.int64).astype(float))
+    return micros.to_numpy(zero_copy_only=False).astype(float)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedValues:
+    """Each typed column parsed once per chunk, shared by the checks and the output."""
+
+    price: pd.Series
+    quantity: pd.Series
+    timestamp_us: pd.Series
+
+    @classmethod
+    def of(cls, clean: pd.DataFrame) -> "ParsedValues":
+        return cls(
+            pd.Series(price_values(clean["price"]), index=clean.index),
+            pd.Series(quantity_values(clean["quantity"]), index=clean.index),
+            pd.Series(timestamp_micros(clean["event_timestamp"]), index=clean.index),
+        )
 
 
 def _length_at_most(limit: int):
     return lambda s: (s.str.len() <= limit).fillna(True)
 
 
-def build_schema(now: dt.datetime) -> pa.DataFrameSchema:
-    """The contract as a Pandera schema; ``now`` bounds how far in the future events may be."""
+def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.DataFrameSchema:
+    """The contract as a Pandera schema; ``now`` bounds how far in the future events may be.
+
+    With ``parsed`` (the chunk's values parsed once) the checks only compare; without
+    it they parse the column they are given.
+    """
     latest = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-    latest = latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)
+    latest_us = (latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)).value // 1000
+
+    def values(s: pd.Series, name: str, parse) -> pd.Series:
+        # Pandera hands a check only the non-missing values (ignore_na): align by label.
+        if parsed is not None:
+            known = getattr(parsed, name)
+            return known if len(known) == len(s) else known.reindex(s.index)
+        return pd.Series(parse(s), index=s.index)
 
     def check(fn, reason: str) -> pa.Check:
         # ignore_na: a missing value is the nullable rule's business, not this one's.
@@ -69,8 +115,13 @@ def build_schema(now: dt.datetime) -> pa.DataFrameSchema:
         return pa.Column(None, checks=list(checks), nullable=True, required=True)
 
     def timestamp_ok(s: pd.Series) -> pd.Series:
-        ts = parse_timestamps(s)
-        return (ts.notna() & (ts <= latest)).astype(bool)
+        return values(s, "timestamp_us", timestamp_micros) <= latest_us  # NaN compares False
+
+    def price(s: pd.Series) -> pd.Series:
+        return values(s, "price", price_values)
+
+    def quantity_ok(s: pd.Series) -> pd.Series:
+        return values(s, "quantity", quantity_values).between(c.QUANTITY_MIN, c.QUANTITY_MAX)
 
     return pa.DataFrameSchema(
         {
@@ -83,10 +134,10 @@ def build_schema(now: dt.datetime) -> pa.DataFrameSchema:
             "category": optional(check(_length_at_most(c.MAX_LENGTHS["category"]), c.FIELD_TOO_LONG)),
             "price": required(
                 # A negative price "parses": it is negative_price, not also invalid_price.
-                check(lambda s: _price_value(s).le(c.PRICE_MAX), c.INVALID_PRICE),
-                check(lambda s: _price_value(s).ge(c.PRICE_MIN) | _price_value(s).isna(), c.NEGATIVE_PRICE),
+                check(lambda s: price(s).le(c.PRICE_MAX), c.INVALID_PRICE),
+                check(lambda s: ~price(s).lt(c.PRICE_MIN), c.NEGATIVE_PRICE),
             ),
-            "quantity": required(check(_quantity_ok, c.INVALID_QUANTITY)),
+            "quantity": required(check(quantity_ok, c.INVALID_QUANTITY)),
             "event_timestamp": required(check(timestamp_ok, c.INVALID_TIMESTAMP)),
         },
         coerce=False,
@@ -128,31 +179,33 @@ def validate(raw: pd.DataFrame, *, now: dt.datetime | None = None) -> Validation
     """Split ``raw`` (text values, any extra columns ignored) into valid and rejected rows."""
     now = now or dt.datetime.now(dt.timezone.utc)
     clean = normalize(raw)
-    failures = _failures(clean, now)
+    parsed = ParsedValues.of(clean)
+    failures = _failures(clean, now, parsed)
     if failures.empty:
         bad_index = pd.Index([], dtype=clean.index.dtype)
         rejected = raw.iloc[0:0].reindex(columns=list(c.COLUMNS))
         rejected["reasons"] = pd.Series(dtype=object)
         rejected["details"] = pd.Series(dtype=object)
     else:
-        per_row = failures.groupby("index", sort=True)
-        reasons = per_row["reason"].agg(lambda r: sorted(set(r), key=_REASON_ORDER.__getitem__))
-        details = per_row["detail"].agg(list)
+        ordered = failures.assign(order=failures["reason"].map(_REASON_ORDER)).sort_values(["index", "order"], kind="stable")
+        reasons = _lists_by_index(ordered.drop_duplicates(["index", "reason"]), "reason")
+        details = _lists_by_index(failures.sort_values("index", kind="stable"), "detail")
         bad_index = reasons.index
         rejected = raw.reindex(columns=list(c.COLUMNS)).loc[bad_index].astype(object)
         rejected = rejected.where(rejected.notna(), None)
         rejected["reasons"] = reasons
         rejected["details"] = details
-    valid = clean.drop(index=bad_index)
+    keep = ~clean.index.isin(bad_index)
+    valid = clean[keep].copy()
     valid["event_id"] = valid["event_id"].str.lower()
-    valid["event_ts_us"] = _epoch_micros(parse_timestamps(valid["event_timestamp"]))
+    valid["event_ts_us"] = parsed.timestamp_us.to_numpy()[keep].astype(np.int64)
     return ValidationResult(valid=valid, rejected=rejected)
 
 
-def _failures(clean: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+def _failures(clean: pd.DataFrame, now: dt.datetime, parsed: ParsedValues) -> pd.DataFrame:
     """One row per (row index, reason, column) that fails, empty when all rows pass."""
     try:
-        build_schema(now).validate(clean, lazy=True)
+        build_schema(now, parsed).validate(clean, lazy=True)
     except SchemaErrors as err:
         cases = err.failure_cases
     else:
@@ -172,10 +225,13 @@ def _failures(clean: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
     )
 
 
-def _epoch_micros(ts: pd.Series) -> pd.Series:
-    if ts.empty:
-        return pd.Series(dtype="int64", index=ts.index)
-    return pd.Series(
-        ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]").astype(np.int64),
-        index=ts.index,
-    )
+def _lists_by_index(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``frame[column]`` gathered into one list per index value (``frame`` sorted by index).
+
+    A split of the sorted array: pandas' ``groupby(...).agg(list)`` runs Python per group.
+    """
+    index = frame["index"].to_numpy()
+    values = frame[column].to_numpy()
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    parts = np.split(values, starts[1:])
+    return pd.Series([part.tolist() for part in parts], index=index[starts], dtype=object)

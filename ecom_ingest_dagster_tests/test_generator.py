@@ -329,8 +329,20 @@ def test_generate_drops(tmp_path):
 
 
 def test_generate_drops_sleeps_between_files_only(tmp_path, monkeypatch):
+    import threading
+
     sleeps: list[float] = []
-    monkeypatch.setattr(generator.time, "sleep", sleeps.append)
+    caller, real_sleep = threading.get_ident(), generator.time.sleep
+
+    def fake_sleep(seconds):
+        # time.sleep is process-wide: other tests' background threads (Spark, samplers)
+        # keep sleeping for real; only this thread's calls are the generator's.
+        if threading.get_ident() == caller:
+            sleeps.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(generator.time, "sleep", fake_sleep)
     generate_drops(tmp_path, events=5, batches=4, interval=0.25, progress=False)
     assert sleeps == [0.25, 0.25, 0.25]
 

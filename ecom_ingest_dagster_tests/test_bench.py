@@ -1,0 +1,37 @@
+"""Smoke test of the benchmark command on a tiny input: it runs and writes its files.
+
+Timings are never asserted (see docs/benchmarks.md for figures): only that every
+comparison ran, accounted for every row, and the results files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
+    out = tmp_path / "results"
+    env_cmd = [
+        sys.executable, "-m", "ecom_ingest_dagster.cli", "bench",
+        "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--no-jdbc", "--out", str(out),
+    ]
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
+    env.update({"ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_HOME": str(tmp_path / "home")})
+    done = subprocess.run(env_cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = list(out.iterdir())
+    results = json.loads((run_dir / "results.json").read_text())
+    bulk = results["bulk"]["summary"]
+    assert bulk["rows"] == 3000 and bulk["pipeline_correct"]
+    assert bulk["raw_copy_rows_per_s"] > 0 and bulk["pipeline_rows_per_s"] > 0
+    assert bulk["pipeline_peak_rss_mb"] > 100  # the JVM alone is bigger than that
+    assert bulk["spark_jdbc_note"] == "skipped"
+    assert results["latency_continuous"]["drops"] == 2
+    assert results["latency_continuous"]["p50_ms"] > 0
+    text = (run_dir / "results.md").read_text()
+    assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text
+    assert "Continuous mode" in done.stdout
