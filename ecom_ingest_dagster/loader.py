@@ -19,8 +19,10 @@ import io
 import json
 import logging
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -32,7 +34,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.csv_drop import EMPTY, CsvDrop, FileRejected, count_lines
@@ -218,9 +219,9 @@ def _copy_file(conn, task: FileTask, schema: str, batch_id: int, block_bytes: in
     # Rejected rows wait on disk past a few MB: one COPY at a time per connection, and a
     # file of nothing but bad rows must not grow memory with its size.
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as rejected_spool:
-        with conn.cursor() as cur, cur.copy(target, writer=QueuedLibpqWriter(cur)) as copy:
-            # The queued writer sends from a thread: the next block is parsed and
-            # validated while PostgreSQL takes in this one.
+        with conn.cursor() as cur, cur.copy(target) as copy, _CopyPump(copy) as pump:
+            # The pump sends from a thread: the next block is parsed and validated while
+            # PostgreSQL takes in this one.
             chunks = iter(drop)
             while True:
                 tick = time.perf_counter()
@@ -241,7 +242,7 @@ def _copy_file(conn, task: FileTask, schema: str, batch_id: int, block_bytes: in
 
                 tick = time.perf_counter()
                 if valid_csv:
-                    copy.write(valid_csv)
+                    pump.write(valid_csv)
                 timer.write_ms += _ms_since(tick)
                 valid_rows += len(result.valid)
                 rejected_rows += len(rejected)
@@ -289,6 +290,43 @@ def _copy_file(conn, task: FileTask, schema: str, batch_id: int, block_bytes: in
         landed_at=task.landed_at,
     )
     return outcome, timer
+
+
+class _CopyPump:
+    """Feeds a COPY from a thread, with at most ``depth`` payloads waiting.
+
+    psycopg's own QueuedLibpqWriter queues up to 1,024 buffers (~128 MB) when the server
+    is slower than the producer; a short queue keeps the overlap and bounds the memory.
+    """
+
+    def __init__(self, copy, depth: int = 2):
+        self._copy = copy
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ecom-ingest-copy", daemon=True)
+
+    def __enter__(self) -> "_CopyPump":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (payload := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._copy.write(payload)
+                except BaseException as exc:  # handed to the producer on its next call
+                    self._error = exc
+
+    def write(self, payload: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(payload)
+
+    def __exit__(self, *exc_info) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def _direct_frame(valid: pd.DataFrame, file_name: str, batch_id: int) -> pa.Table:

@@ -118,6 +118,9 @@ class Settings:
             max_files_per_trigger=positive_int("MAX_FILES_PER_TRIGGER"),
             max_bytes_per_trigger=max_bytes if max_bytes is not None else 256 * 1024 * 1024,
             trigger_seconds=positive_float("TRIGGER_SECONDS", 10.0),
+            # Arrow CSV block per read: 16 MiB is the measured sweet spot; 8 MiB saves ~90 MB
+            # per busy task for ~25% more validation time.
+            csv_block_bytes=positive_int("CSV_BLOCK_BYTES") or 16 * 1024 * 1024,
         )
 
 

@@ -66,6 +66,9 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "true" if ui else "false")
         .config("spark.sql.session.timeZone", "UTC")
+        # The driver handles file names and per-file outcomes only (rows never reach it),
+        # so a small heap suffices; it is the biggest part of the process tree's memory.
+        .config("spark.driver.memory", os.environ.get("ECOM_INGEST_SPARK_DRIVER_MEMORY", "512m"))
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         # Our tasks hold a database transaction per file; a speculative twin would only
