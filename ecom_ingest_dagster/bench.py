@@ -183,6 +183,29 @@ def _drop_schema(url: str, name: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+def _copy_files(url: str, target: str, files: list[Path], *, header: bool) -> tuple[float, str]:
+    """COPY the files into ``target`` the fastest way at hand; returns seconds and the tool."""
+    psql = shutil.which("psql")
+    options = "CSV HEADER" if header else "CSV"
+    started = time.perf_counter()
+    for path in files:
+        if psql:
+            subprocess.run([psql, url, "-v", "ON_ERROR_STOP=1", "-qc", f"\\copy {target} FROM '{path}' {options}"],
+                           check=True, capture_output=True)
+        else:
+            with connection(url) as conn, conn.cursor() as cur:
+                with cur.copy(f"COPY {target} FROM STDIN (FORMAT csv, HEADER {str(header).lower()})") as copy:
+                    with open(path, "rb") as handle:
+                        while block := handle.read(1 << 20):
+                            copy.write(block)
+    return time.perf_counter() - started, "psql \\copy" if psql else "psycopg COPY"
+
+
+def _count(url: str, table_sql: str) -> int:
+    with connection(url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table_sql}").fetchone()[0]
+
+
 def raw_copy(url: str, files: list[Path]) -> dict:
     """PostgreSQL's own speed for these files: COPY into text columns, nothing checked."""
     schema = _fresh_schema(url, "bench_raw")
@@ -192,27 +215,11 @@ def raw_copy(url: str, files: list[Path]) -> dict:
                 header = next(csv.reader(handle))
             columns = ", ".join(f'"{name}" text' for name in header)
             conn.execute(f'CREATE TABLE "{schema}".events ({columns})')
-        psql = shutil.which("psql")
-        started = time.perf_counter()
-        for path in files:
-            if psql:
-                subprocess.run(
-                    [psql, url, "-v", "ON_ERROR_STOP=1", "-qc", f"\\copy \"{schema}\".events FROM '{path}' CSV HEADER"],
-                    check=True, capture_output=True,
-                )
-            else:
-                with connection(url) as conn, conn.cursor() as cur:
-                    with cur.copy(f'COPY "{schema}".events FROM STDIN (FORMAT csv, HEADER true)') as copy:
-                        with open(path, "rb") as handle:
-                            while block := handle.read(1 << 20):
-                                copy.write(block)
-        seconds = time.perf_counter() - started
-        with connection(url) as conn:
-            loaded = conn.execute(f'SELECT count(*) FROM "{schema}".events').fetchone()[0]
+        seconds, tool = _copy_files(url, f'"{schema}".events', files, header=True)
+        loaded = _count(url, f'"{schema}".events')
     finally:
         _drop_schema(url, schema)
-    return {"tool": "psql \\copy" if psql else "psycopg COPY", "seconds": seconds, "rows": loaded,
-            "rows_per_s": loaded / seconds}
+    return {"tool": tool, "seconds": seconds, "rows": loaded, "rows_per_s": loaded / seconds}
 
 
 def shape_valid_rows(files: list[Path], out: Path) -> list[Path]:
@@ -234,27 +241,15 @@ def shape_valid_rows(files: list[Path], out: Path) -> list[Path]:
 
 def typed_copy(url: str, shaped: list[Path]) -> dict:
     """The ceiling for any loader that types the values and enforces a unique event_id:
-    psql COPY of rows already validated and shaped into a fresh ``user_events``."""
+    COPY of rows already validated and shaped into a fresh ``user_events``."""
     schema = _fresh_schema(url, "bench_typed")
-    columns = "event_id, user_id, session_id, event_type, product_id, product_name, category, price, quantity, event_timestamp, source_file, batch_id"
+    columns = ("event_id, user_id, session_id, event_type, product_id, product_name, category, price, quantity,"
+               " event_timestamp, source_file, batch_id")
     try:
         with connection(url, autocommit=True) as conn:
             migrate(conn, schema)
-        psql = shutil.which("psql")
-        started = time.perf_counter()
-        for path in shaped:
-            if psql:
-                subprocess.run([psql, url, "-v", "ON_ERROR_STOP=1", "-qc",
-                                f"\\copy \"{schema}\".user_events ({columns}) FROM '{path}' CSV"], check=True, capture_output=True)
-            else:
-                with connection(url) as conn, conn.cursor() as cur:
-                    with cur.copy(f'COPY "{schema}".user_events ({columns}) FROM STDIN (FORMAT csv)') as copy:
-                        with open(path, "rb") as handle:
-                            while block := handle.read(1 << 20):
-                                copy.write(block)
-        seconds = time.perf_counter() - started
-        with connection(url) as conn:
-            loaded = conn.execute(f'SELECT count(*) FROM "{schema}".user_events').fetchone()[0]
+        seconds, _ = _copy_files(url, f'"{schema}".user_events ({columns})', shaped, header=False)
+        loaded = _count(url, f'"{schema}".user_events')
     finally:
         _drop_schema(url, schema)
     return {"seconds": seconds, "rows": loaded, "rows_per_s": loaded / seconds}
