@@ -118,6 +118,9 @@ def test_empty_window_renders_without_inventing_numbers(db, db_schema, tmp_path)
     text = report.render(data, tmp_path / "empty").read_text()
     assert "over 0 micro-batch(es)" in text and "[X]" not in text
     assert "No micro-batch was committed in the window" in text
+    # Nothing to judge is neither a pass nor a fail; data loss can still be judged.
+    assert re.search(r"\| Min Throughput \| [^|]+ \| [^|]+ \| ➖ Not measured \|", text)
+    assert re.search(r"\| Data Loss \| [^|]+ \| 0\.00% \| ✅ Pass \|", text)
 
 
 @pytest.mark.parametrize("text, seconds", [("30m", 1800), ("24h", 86400), ("7d", 604800), ("90s", 90)])

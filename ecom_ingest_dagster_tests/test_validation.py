@@ -10,19 +10,11 @@ import pytest
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.validation import validate
 
+from .helpers import GOOD_ROW
+
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
-GOOD = {
-    "event_id": "8a3f0c2e-1b2d-4c5e-9f00-112233445566",
-    "user_id": "user_42",
-    "session_id": "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
-    "event_type": "purchase",
-    "product_id": "prod_7",
-    "product_name": "Blue mug",
-    "category": "Kitchen",
-    "price": "19.99",
-    "quantity": "2",
-    "event_timestamp": "2026-11-28T10:15:30.123456Z",
-}
+# The shared good row, with microseconds to check the timestamp's precision.
+GOOD = {**GOOD_ROW, "event_timestamp": "2026-11-28T10:15:30.123456Z"}
 
 
 def check(**changes):
