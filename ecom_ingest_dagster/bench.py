@@ -34,7 +34,6 @@ from typing import Callable
 
 import numpy as np
 import psutil
-import psycopg
 
 from ecom_ingest_dagster.database import connection, migrate
 from ecom_ingest_dagster.generator import generate_events, write_drop

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dagster as dg
-
 from ecom_ingest_dagster.defs.resources import ServiceTargetsResource
-
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
 
 
