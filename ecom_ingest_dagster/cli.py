@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
     commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
 
+    replay = commands.add_parser("replay-rejected", help="validate quarantined rows again and load those that now pass")
+    replay.add_argument("--file", help="only rows of this source file (base name)")
+    replay.add_argument("--reason", help="only rows rejected for this reason")
+
     bench = commands.add_parser("bench", help="benchmark against raw COPY and Spark JDBC; latency of both modes")
     bench.add_argument("--rows", type=int, default=1_000_000, help="rows for the bulk benchmark (default 1,000,000; 0 skips it)")
     bench.add_argument("--invalid-rate", type=_rate, default=0.02, help="share of invalid rows (default 0.02)")
@@ -115,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(settings, args)
         if args.command == "bench":
             return _bench(settings, args)
+        if args.command == "replay-rejected":
+            return _replay(settings, args)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
     except CliError as exc:
@@ -266,6 +272,26 @@ def _report(settings: Settings, args) -> int:
     failing = [r["name"] for r in report.requirements(data, targets) if not r["passed"]]
     print(f"report: {path} ({data.summary['total_batches']} batches, {len(data.samples)} resource samples)")
     print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))
+    return 0
+
+
+def _replay(settings: Settings, args) -> int:
+    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+    from ecom_ingest_dagster.replay import replay_rejected
+
+    try:
+        url = resolve_database_url(settings)
+        prepare(url, settings.db_schema)
+        with connection(url) as conn:
+            outcome = replay_rejected(conn, settings.db_schema, file_name=args.file, reason=args.reason)
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    print(
+        f"replayed {outcome.examined} rejected row(s): {outcome.loaded} loaded, {outcome.duplicate} duplicate, "
+        f"{outcome.still_rejected} still rejected"
+    )
     return 0
 
 

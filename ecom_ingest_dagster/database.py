@@ -182,6 +182,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX user_events_source_file_brin ON {schema}.user_events USING brin (source_file) WITH (pages_per_range = 16);
     CREATE INDEX user_events_created_at_brin ON {schema}.user_events USING brin (created_at);
     """,
+    # 5: rejected rows re-validated later (ecom-ingest replay-rejected) stay for the audit
+    # trail, marked; only unmarked rows count as rejected.
+    """
+    ALTER TABLE {schema}.rejected_events ADD COLUMN replayed_at timestamptz, ADD COLUMN replay_outcome text
+        CHECK (replay_outcome IN ('loaded', 'duplicate'));
+    """,
 )
 
 

@@ -230,7 +230,7 @@ def accounting_violations(
         """
         SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
                (SELECT count(*) FROM {events} u WHERE u.source_file = f.file_name) AS in_events,
-               (SELECT count(*) FROM {rejected} r WHERE r.source_file = f.file_name) AS in_rejected
+               (SELECT count(*) FROM {rejected} r WHERE r.source_file = f.file_name AND r.replayed_at IS NULL) AS in_rejected
         FROM {files} f
         LEFT JOIN {batches} b ON b.stream_id = f.stream_id AND b.batch_id = f.batch_id
         WHERE (%(run_id)s::text IS NULL OR b.run_id = %(run_id)s)

@@ -64,7 +64,7 @@ def assert_accounting(conn) -> None:
         """
         SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
                (SELECT count(*) FROM user_events u WHERE u.source_file = f.file_name),
-               (SELECT count(*) FROM rejected_events r WHERE r.source_file = f.file_name)
+               (SELECT count(*) FROM rejected_events r WHERE r.source_file = f.file_name AND r.replayed_at IS NULL)
         FROM ingest_files f
         """
     ).fetchall()

@@ -1,0 +1,105 @@
+"""Replaying quarantined rows after the contract or the producer was fixed.
+
+Rejected rows keep the values as sent, so they can be validated again. Rows that now
+pass are loaded into ``user_events`` (under their original file and batch, duplicates
+skipped and counted), marked ``replayed_at`` / ``replay_outcome`` in ``rejected_events``,
+and their file's ledger counts move from rejected to loaded or duplicate, all in one
+transaction: rows in = loaded + duplicate + rejected still holds for every file. Lines of
+malformed rows and of files rejected whole have no columns to validate and are left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pandas as pd
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.database import table
+from ecom_ingest_dagster.validation import validate
+
+
+@dataclasses.dataclass
+class ReplayOutcome:
+    examined: int = 0
+    loaded: int = 0
+    duplicate: int = 0
+    still_rejected: int = 0
+    per_file: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+
+
+def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: str | None = None,
+                    now: dt.datetime | None = None) -> ReplayOutcome:
+    if reason is not None and reason not in c.REJECTION_REASONS:
+        raise ValueError(f"unknown reason {reason!r}; one of: {', '.join(c.REJECTION_REASONS)}")
+    outcome = ReplayOutcome()
+    columns = sql.SQL(", ").join(map(sql.Identifier, c.COLUMNS))
+    with conn.transaction():
+        rows = conn.cursor(row_factory=dict_row).execute(
+            sql.SQL(
+                "SELECT id, {columns}, source_file, batch_id FROM {rejected}"
+                " WHERE replayed_at IS NULL AND raw_line IS NULL"
+                " AND (%(file)s::text IS NULL OR source_file = %(file)s)"
+                " AND (%(reason)s::text IS NULL OR %(reason)s = ANY(reasons))"
+                " ORDER BY id FOR UPDATE"
+            ).format(columns=columns, rejected=table(schema, "rejected_events")),
+            {"file": file_name, "reason": reason},
+        ).fetchall()
+        outcome.examined = len(rows)
+        if not rows:
+            return outcome
+        frame = pd.DataFrame(rows).set_index("id")
+        result = validate(frame[list(c.COLUMNS)], now=now)
+        outcome.still_rejected = len(result.rejected)
+        if len(result.valid) == 0:
+            return outcome
+        valid = result.valid.join(frame[["source_file", "batch_id"]])
+        conn.execute(
+            "CREATE TEMP TABLE ecom_ingest_replay (id bigint, event_id uuid, user_id text, session_id uuid,"
+            " event_type text, product_id text, product_name text, category text, price numeric(12,2),"
+            " quantity integer, event_ts_us bigint, source_file text, batch_id bigint) ON COMMIT DROP"
+        )
+        stage_columns = ["id", *[col for col in c.COLUMNS if col != "event_timestamp"], "event_ts_us", "source_file", "batch_id"]
+        with conn.cursor().copy(
+            sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
+        ) as copy:
+            for record in valid.reset_index()[stage_columns].itertuples(index=False):
+                copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
+        target_columns = [col for col in c.COLUMNS if col != "event_timestamp"]
+        loaded_ids = {
+            r[0] for r in conn.execute(
+                sql.SQL(
+                    "INSERT INTO {events} ({columns}, event_timestamp, source_file, batch_id)"
+                    " SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', source_file, batch_id"
+                    " FROM ecom_ingest_replay ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
+                ).format(events=table(schema, "user_events"), columns=sql.SQL(", ").join(map(sql.Identifier, target_columns)))
+            )
+        }
+        # Which replayed row made it in: the first of each loaded event id.
+        marked = conn.execute(
+            sql.SQL(
+                "WITH ranked AS (SELECT id, source_file, event_id::text AS event_id,"
+                " row_number() OVER (PARTITION BY event_id ORDER BY id) AS nth FROM ecom_ingest_replay)"
+                " UPDATE {rejected} r SET replayed_at = now(),"
+                " replay_outcome = CASE WHEN ranked.nth = 1 AND ranked.event_id = ANY(%s) THEN 'loaded' ELSE 'duplicate' END"
+                " FROM ranked WHERE r.id = ranked.id RETURNING r.source_file, r.replay_outcome"
+            ).format(rejected=table(schema, "rejected_events")),
+            (list(loaded_ids),),
+        ).fetchall()
+        for source_file, result_kind in marked:
+            counts = outcome.per_file.setdefault(source_file, {"loaded": 0, "duplicate": 0})
+            counts[result_kind] += 1
+        for source_file, counts in outcome.per_file.items():
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET rows_loaded = rows_loaded + %s, rows_duplicate = rows_duplicate + %s,"
+                    " rows_rejected = rows_rejected - %s WHERE file_name = %s"
+                ).format(table(schema, "ingest_files")),
+                (counts["loaded"], counts["duplicate"], counts["loaded"] + counts["duplicate"], source_file),
+            )
+        outcome.loaded = sum(v["loaded"] for v in outcome.per_file.values())
+        outcome.duplicate = sum(v["duplicate"] for v in outcome.per_file.values())
+    return outcome
