@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ecom_ingest_dagster.database import DatabaseUnavailable
 from ecom_ingest_dagster.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -123,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(settings, args)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
+    except DatabaseUnavailable as exc:
+        return _fail(CliError(str(exc)))
     except CliError as exc:
         return _fail(exc)
     except KeyboardInterrupt:
@@ -161,15 +164,11 @@ def _generate(settings: Settings, args) -> int:
 
 def _open_pipeline(settings: Settings):
     """Database ready (migrated) and a Spark session: what both run modes need."""
-    from ecom_ingest_dagster.database import DatabaseUnavailable, prepare, resolve_database_url
+    from ecom_ingest_dagster.database import ready_database
 
     if not settings.landing_dir.is_dir():
         raise CliError(f"landing directory {settings.landing_dir} does not exist", EXIT_USAGE)
-    try:
-        url = resolve_database_url(settings)
-        prepare(url, settings.db_schema)
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from exc
+    url = ready_database(settings)
     from ecom_ingest_dagster.spark_job import build_spark_session
 
     started = time.perf_counter()
@@ -189,7 +188,6 @@ def _print_batch(metrics: dict) -> None:
 
 
 def _run(settings: Settings, runner) -> int:
-    from ecom_ingest_dagster.database import DatabaseUnavailable
     from ecom_ingest_dagster.spark_job import IngestQuery
 
     url, spark = _open_pipeline(settings)
@@ -197,8 +195,8 @@ def _run(settings: Settings, runner) -> int:
         query = IngestQuery(spark, settings, url, on_batch=_print_batch)
         try:
             summary = runner(query)
-        except DatabaseUnavailable as exc:
-            raise CliError(str(exc)) from exc
+        except DatabaseUnavailable:
+            raise  # main() words it
         except Exception as exc:  # Spark wraps task failures; keep the first line for the user
             raise CliError(f"ingest failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
     finally:
@@ -222,29 +220,24 @@ def _stream(settings: Settings, args) -> int:
 
 
 def _status(settings: Settings) -> int:
-    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+    from ecom_ingest_dagster.database import connection, ready_database
     from ecom_ingest_dagster.settings import redact_url
 
-    try:
-        url = resolve_database_url(settings)
-        prepare(url, settings.db_schema)
-        with connection(url) as conn:
-            conn.execute("SELECT set_config('search_path', %s, true)", (settings.db_schema,))
-            files = dict(conn.execute("SELECT status, count(*) FROM ingest_files GROUP BY 1").fetchall())
-            loaded = conn.execute("SELECT count(*) FROM user_events").fetchone()[0]
-            rejected = conn.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
-            totals = conn.execute(
-                "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_duplicate),0) FROM ingest_files"
-            ).fetchone()
-            reasons = conn.execute(
-                "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM rejected_events) r"
-                " GROUP BY 1 ORDER BY 2 DESC, 1"
-            ).fetchall()
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from exc
+    url = ready_database(settings)
+    with connection(url) as conn:
+        conn.execute("SELECT set_config('search_path', %s, true)", (settings.db_schema,))
+        files = dict(conn.execute("SELECT status, count(*) FROM ingest_files GROUP BY 1").fetchall())
+        total, loaded, duplicate, rejected = conn.execute(
+            "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
+            " coalesce(sum(rows_rejected),0) FROM ingest_files"
+        ).fetchone()
+        reasons = conn.execute(
+            "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM rejected_events"
+            " WHERE replayed_at IS NULL) r GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
     print(f"database: {redact_url(url)} (schema {settings.db_schema})")
     print(f"files: {files.get('ingested', 0)} ingested, {files.get('rejected', 0)} rejected whole")
-    print(f"rows: {totals[0]} in = {loaded} loaded + {totals[1]} duplicate + {rejected} rejected")
+    print(f"rows: {total} in = {loaded} loaded + {duplicate} duplicate + {rejected} rejected")
     for reason, count in reasons:
         print(f"  {reason}: {count}")
     return 0
@@ -252,7 +245,7 @@ def _status(settings: Settings) -> int:
 
 def _report(settings: Settings, args) -> int:
     from ecom_ingest_dagster import report
-    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+    from ecom_ingest_dagster.database import connection, ready_database
 
     try:
         since = report.parse_since(args.since) if args.since else None
@@ -260,13 +253,8 @@ def _report(settings: Settings, args) -> int:
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     out = (args.out or settings.home / "reports").expanduser().absolute()
-    try:
-        url = resolve_database_url(settings)
-        prepare(url, settings.db_schema)
-        with connection(url) as conn:
-            data = report.collect(conn, settings.db_schema, since=since, until=until, paths=report_paths(settings))
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from exc
+    with connection(ready_database(settings)) as conn:
+        data = report.collect(conn, settings.db_schema, since=since, until=until, paths=report_paths(settings))
     targets = report.Targets.from_env()
     path = report.render(data, out, targets)
     failing = [r["name"] for r in report.requirements(data, targets) if not r["passed"]]
@@ -276,16 +264,12 @@ def _report(settings: Settings, args) -> int:
 
 
 def _replay(settings: Settings, args) -> int:
-    from ecom_ingest_dagster.database import DatabaseUnavailable, connection, prepare, resolve_database_url
+    from ecom_ingest_dagster.database import connection, ready_database
     from ecom_ingest_dagster.replay import replay_rejected
 
     try:
-        url = resolve_database_url(settings)
-        prepare(url, settings.db_schema)
-        with connection(url) as conn:
+        with connection(ready_database(settings)) as conn:
             outcome = replay_rejected(conn, settings.db_schema, file_name=args.file, reason=args.reason)
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from exc
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     print(
@@ -297,15 +281,11 @@ def _replay(settings: Settings, args) -> int:
 
 def _bench(settings: Settings, args) -> int:
     from ecom_ingest_dagster import bench
-    from ecom_ingest_dagster.database import DatabaseUnavailable, prepare, resolve_database_url
+    from ecom_ingest_dagster.database import ready_database
 
     if args.rows < 0 or args.latency_drops < 0 or args.sensor_drops < 0:
         raise CliError("--rows, --latency-drops and --sensor-drops must be >= 0", EXIT_USAGE)
-    try:
-        url = resolve_database_url(settings)
-        prepare(url, settings.db_schema)
-    except DatabaseUnavailable as exc:
-        raise CliError(str(exc)) from exc
+    url = ready_database(settings)
     config = bench.BenchConfig(
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
         repeat=args.repeat, jdbc=not args.no_jdbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,

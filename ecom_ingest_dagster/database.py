@@ -215,3 +215,10 @@ def prepare(url: str, schema: str) -> None:
     """Check the database answers and its schema is current; raises DatabaseUnavailable."""
     with connection(url) as conn:
         migrate(conn, schema)
+
+
+def ready_database(settings: Settings) -> str:
+    """The URL of a database that answers, with the schema migrated (embedded if unset)."""
+    url = resolve_database_url(settings)
+    prepare(url, settings.db_schema)
+    return url
