@@ -140,3 +140,34 @@ def test_throughput_asset_page_shows_its_metadata_in_a_real_browser(dagster_dev)
             assert page.get_by_text("peak_records_per_second").count() >= 1
         finally:
             browser.close()
+
+
+def test_stream_job_terminated_from_the_ui_stops_cleanly_and_records_metrics(dagster_dev):
+    from dagster_graphql import DagsterGraphQLClient
+
+    port = int(dagster_dev["url"].rsplit(":", 1)[1])
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    run_id = client.submit_job_execution(
+        "stream_job",
+        run_config={"ops": {"stream_landing": {"config": {"trigger_seconds": 0.5, "max_files_per_trigger": 1}}}},
+    )
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
+        wait_for(lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED, 120, "the stream run to start")
+        frame = generate_events(20, rng=np.random.default_rng(12))
+        write_drop(frame, dagster_dev["landing"], "stream_0001.csv")
+        wait_for(
+            lambda: any(
+                e.event_log_entry.user_message and "batch" in e.event_log_entry.user_message
+                for e in instance.get_records_for_run(run_id).records
+            ),
+            120, "a micro-batch of the stream run", interval=1,
+        )
+        client.terminate_run(run_id)  # what the UI's "Terminate" button sends
+        run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to finish")
+        assert run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED)
+        materialized = {
+            e.event_log_entry.dagster_event.event_specific_data.materialization.asset_key.to_user_string()
+            for e in instance.get_records_for_run(run_id).records
+            if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        }
+        assert {"user_events", "ingestion_throughput", "ingestion_latency", "data_quality"} <= materialized
