@@ -387,6 +387,17 @@ def _drop_and_wait(url: str, schema: str, landing: Path, drops: int, every_s: fl
     return latencies
 
 
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT (a clean stop between batches), then, if it hangs, kill its whole group:
+    the Spark JVM and Python workers must not outlive the benchmark."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 def _latency_summary(latencies: list[float], **extra) -> dict:
     return {**extra, "drops": len(latencies), "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "samples_ms": latencies}
@@ -405,7 +416,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "ecom_ingest_dagster.cli", "stream", "--trigger-seconds", "0", "--max-files-per-trigger", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         # Ready when the query has started: its checkpoint metadata exists.
@@ -417,11 +428,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
         time.sleep(2)  # the first triggers find an empty directory
         latencies = _drop_and_wait(config.database_url, schema, landing, config.latency_drops, 1.0, 120, config.log)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
         _drop_schema(config.database_url, schema)
     return _latency_summary(latencies, mode="continuous", trigger_seconds=0, max_files_per_trigger=1)
 
@@ -466,11 +473,7 @@ def latency_sensor(config: BenchConfig, work: Path, interval_s: int = 2) -> dict
                 time.sleep(1)
         latencies = _drop_and_wait(config.database_url, schema, landing, config.sensor_drops, 5.0, 300, config.log)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        _stop(process)
         _drop_schema(config.database_url, schema)
     return _latency_summary(latencies, mode="sensor", sensor_interval_s=interval_s)
 

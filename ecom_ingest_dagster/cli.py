@@ -108,20 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if getattr(args, "landing", None) is not None:
             settings = settings.with_overrides(landing_dir=args.landing.expanduser().absolute())
-        if args.command == "generate":
-            return _generate(settings, args)
-        if args.command == "ingest":
-            return _ingest(settings, args)
-        if args.command == "stream":
-            return _stream(settings, args)
-        if args.command == "status":
-            return _status(settings)
-        if args.command == "report":
-            return _report(settings, args)
-        if args.command == "bench":
-            return _bench(settings, args)
-        if args.command == "replay-rejected":
-            return _replay(settings, args)
+        return COMMANDS[args.command](settings, args)
     except SettingsError as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
     except DatabaseUnavailable as exc:
@@ -130,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc)
     except KeyboardInterrupt:
         return _fail(CliError("interrupted", 130))
-    raise AssertionError(args.command)
 
 
 def _fail(exc: CliError) -> int:
@@ -219,7 +205,7 @@ def _stream(settings: Settings, args) -> int:
     return _run(settings, lambda query: query.run_continuous(trigger_seconds=settings.trigger_seconds))
 
 
-def _status(settings: Settings) -> int:
+def _status(settings: Settings, args=None) -> int:
     from ecom_ingest_dagster.database import connection, ready_database
     from ecom_ingest_dagster.settings import redact_url
 
@@ -330,6 +316,12 @@ def format_summary(summary, settings: Settings) -> str:
             lines.append(f"rejections by reason: {reasons}")
     lines.append(f"metrics: {settings.logs_dir}/performance_metrics.json (summary: performance_summary.json)")
     return "\n".join(lines)
+
+
+COMMANDS = {
+    "generate": _generate, "ingest": _ingest, "stream": _stream, "status": _status,
+    "report": _report, "bench": _bench, "replay-rejected": _replay,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
