@@ -4,8 +4,15 @@ Files are ordered by their inode change time (``st_ctime_ns``), then name. The c
 time is set when a file is renamed into the directory, so a drop moved in with an old
 modification time (``mv`` keeps it) still sorts after everything seen before. The
 cursor keeps the newest time seen and the names seen at exactly that time, so files
-that share a timestamp are neither skipped nor reported twice. Wall-clock time is
-never used.
+that share a timestamp are neither skipped nor reported twice.
+
+A file created while the directory is being read may or may not be listed, so a scan
+could see a later arrival and miss an earlier one, and the cursor would then step past
+the missed file for good. A scan therefore only takes files whose change time is older
+than its own start by ``settle_ns``: anything younger waits for the next scan. The
+margin covers the kernel's coarse file-time clock (a tick behind the wall clock) and
+file systems that keep whole seconds; it also keeps a file that is still being written
+in place (each write moves its change time) out of the scan until it has been quiet.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 from ecom_ingest_dagster.contract import is_drop_name
@@ -40,18 +48,27 @@ class NewDrops:
     cursor: LandingCursor  # advanced past exactly ``names``
     more: bool  # more new drops are waiting beyond ``limit``
     scanned: int  # directory entries looked at
+    settling: int = 0  # drops too recent to take yet: the next scan takes them
 
 
-def scan_new_drops(landing: Path, cursor: LandingCursor, *, limit: int = 5000) -> NewDrops:
+# Two seconds: one for file systems that store whole seconds, one of slack for clocks.
+SETTLE_NS = 2_000_000_000
+
+
+def scan_new_drops(
+    landing: Path, cursor: LandingCursor, *, limit: int = 5000, settle_ns: int = SETTLE_NS, now_ns: int | None = None
+) -> NewDrops:
     """The drops that arrived after ``cursor``: ``*.csv`` files not starting with . or _.
 
     A missing landing directory has no drops (it may be created later). The directory is
     read with one ``scandir`` pass (one ``stat`` per candidate): 10,000 entries take
     milliseconds. ``limit`` bounds what one evaluation hands out; the rest wait for the
-    next evaluation with nothing lost.
+    next evaluation with nothing lost. ``now_ns`` (the scan's start, wall clock) is for
+    tests.
     """
+    horizon = (time.time_ns() if now_ns is None else now_ns) - settle_ns
     found: list[tuple[int, str]] = []
-    scanned = 0
+    scanned = settling = 0
     try:
         entries = os.scandir(landing)
     except FileNotFoundError:
@@ -68,13 +85,18 @@ def scan_new_drops(landing: Path, cursor: LandingCursor, *, limit: int = 5000) -
             except OSError:  # vanished between listing and stat: not there, not a drop
                 continue
             if ctime > cursor.ctime_ns or (ctime == cursor.ctime_ns and entry.name not in cursor.names_at_ctime):
+                if ctime >= horizon:
+                    settling += 1
+                    continue
                 found.append((ctime, entry.name))
     found.sort()
     taken = found[:limit]
     if not taken:
-        return NewDrops([], cursor, False, scanned)
+        return NewDrops([], cursor, False, scanned, settling)
     newest = taken[-1][0]
     at_newest = tuple(sorted(name for ctime, name in taken if ctime == newest))
     if newest == cursor.ctime_ns:
         at_newest = tuple(sorted(set(cursor.names_at_ctime) | set(at_newest)))
-    return NewDrops([name for _, name in taken], LandingCursor(newest, at_newest), len(found) > limit, scanned)
+    return NewDrops(
+        [name for _, name in taken], LandingCursor(newest, at_newest), len(found) > limit, scanned, settling
+    )

@@ -1,11 +1,19 @@
-"""The landing scanner's cursor: ties, bursts, ignored names, moved-in files."""
+"""The landing scanner's cursor: ties, bursts, ignored names, moved-in files, races."""
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
+import sys
 import time
 
-from ecom_ingest_dagster.landing import LandingCursor, scan_new_drops
+from ecom_ingest_dagster import landing as landing_module
+from ecom_ingest_dagster.landing import LandingCursor
+
+# Most tests look at files they have just made: no settling margin unless a test asks.
+scan_new_drops = functools.partial(landing_module.scan_new_drops, settle_ns=0)
 
 
 def touch(path, ctime_hint=None):
@@ -80,3 +88,60 @@ def test_cursor_round_trips_as_json():
     cursor = LandingCursor(123, ("a.csv", "b.csv"))
     assert LandingCursor.from_json(cursor.to_json()) == cursor
     assert LandingCursor.from_json(None) == LandingCursor()
+
+
+def test_a_drop_younger_than_the_margin_waits_for_the_next_scan(tmp_path):
+    early = touch(tmp_path / "early.csv")
+    time.sleep(0.05)
+    late = touch(tmp_path / "late.csv")
+    assert early.stat().st_ctime_ns < late.stat().st_ctime_ns
+    # A scan that started as "late" arrived: "late" may be half-listed, so it waits.
+    new = scan_new_drops(tmp_path, LandingCursor(), now_ns=late.stat().st_ctime_ns)
+    assert new.names == ["early.csv"] and new.settling == 1
+    assert new.cursor.ctime_ns < late.stat().st_ctime_ns
+    assert scan_new_drops(tmp_path, new.cursor).names == ["late.csv"]
+
+
+def test_drops_arriving_while_scans_run_are_each_reported_once(tmp_path):
+    """Another process drops files (atomically) while scans run back to back."""
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys\n"
+        "for i in range(3000):\n"
+        "    tmp = os.path.join(sys.argv[1], f'.live_{i:05d}.csv.tmp')\n"
+        "    open(tmp, 'w').write('event_id\\n')\n"
+        "    os.replace(tmp, os.path.join(sys.argv[1], f'live_{i:05d}.csv'))\n"
+    ), str(tmp_path)])
+    cursor, seen = LandingCursor(), []
+    while writer.poll() is None:
+        new = landing_module.scan_new_drops(tmp_path, cursor, settle_ns=50_000_000)
+        seen += new.names
+        cursor = new.cursor
+    assert writer.returncode == 0
+    time.sleep(0.06)
+    seen += landing_module.scan_new_drops(tmp_path, cursor, settle_ns=50_000_000).names
+    assert len(seen) == len(set(seen))
+    assert sorted(seen) == [f"live_{i:05d}.csv" for i in range(3000)]
+
+
+def test_landing_directory_removed_and_recreated(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    touch(landing / "a.csv")
+    first = scan_new_drops(landing, LandingCursor())
+    shutil.rmtree(landing)
+    gone = scan_new_drops(landing, first.cursor)
+    assert gone.names == [] and gone.cursor == first.cursor  # nothing forgotten while it is away
+    time.sleep(0.01)
+    landing.mkdir()
+    touch(landing / "b.csv")
+    assert scan_new_drops(landing, first.cursor).names == ["b.csv"]
+
+
+def test_an_unreadable_drop_is_still_reported(tmp_path):
+    # The scanner only stats; the loader reads, and gives an unreadable file its reason.
+    path = touch(tmp_path / "locked.csv")
+    path.chmod(0)
+    try:
+        assert scan_new_drops(tmp_path, LandingCursor()).names == ["locked.csv"]
+    finally:
+        path.chmod(0o644)

@@ -28,6 +28,8 @@ class LandingResource(dg.ConfigurableResource):
     rejected_dir: Optional[str] = None
     max_files_per_trigger: Optional[int] = None
     max_bytes_per_trigger: Optional[int] = 256 * 1024 * 1024
+    # The sensor leaves drops younger than this for its next tick (landing.py says why).
+    settle_seconds: float = 2.0
 
     def settings(self, postgres: "PostgresResource", spark: "SparkResource") -> Settings:  # noqa: F821
         """The core's Settings for a run: one description of the pipeline for CLI and Dagster."""

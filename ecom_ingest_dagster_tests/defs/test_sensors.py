@@ -8,14 +8,17 @@ import time
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.sensors import landing_sensor
-from ecom_ingest_dagster.defs.resources import LandingResource
+from ecom_ingest_dagster.defs.resources import LandingResource, build_resources
+from ecom_ingest_dagster.settings import Settings
 
 
-def evaluate(landing_dir, cursor=None, instance=None):
+def evaluate(landing_dir, cursor=None, instance=None, settle_seconds=0.0):
     context = dg.build_sensor_context(
         cursor=cursor,
         instance=instance,
-        resources={"landing": LandingResource(landing_dir=str(landing_dir), home=str(landing_dir))},
+        resources={
+            "landing": LandingResource(landing_dir=str(landing_dir), home=str(landing_dir), settle_seconds=settle_seconds)
+        },
     )
     result = landing_sensor.evaluate_tick(context)
     return result, context.cursor
@@ -68,3 +71,27 @@ def test_sensor_stands_aside_while_a_stream_run_is_active(tmp_path, instance, de
     result, cursor = evaluate(tmp_path, instance=instance)
     assert result.run_requests == [] and "stream run" in result.skip_message
     assert cursor is None  # the files stay new for when the stream stops
+
+
+def test_a_drop_still_settling_is_requested_on_a_later_tick(tmp_path, instance):
+    (tmp_path / "fresh.csv").write_text("x\n")
+    result, cursor = evaluate(tmp_path, instance=instance, settle_seconds=1.0)
+    assert result.run_requests == [] and "1 too recent" in result.skip_message
+    assert cursor is None
+    time.sleep(1.1)
+    later, _ = evaluate(tmp_path, cursor, instance, settle_seconds=1.0)
+    assert len(later.run_requests) == 1
+
+
+def test_the_sensor_works_while_the_database_is_down(tmp_path, instance, monkeypatch):
+    # The sensor reads the directory and the Dagster instance only: a dead warehouse
+    # does not stop drops from being noticed (the run then fails and is retried).
+    monkeypatch.setenv("ECOM_INGEST_DATABASE_URL", "postgresql://ingest:pw@127.0.0.1:1/none?connect_timeout=1")
+    monkeypatch.setenv("ECOM_INGEST_LANDING_DIR", str(tmp_path))
+    monkeypatch.setenv("ECOM_INGEST_HOME", str(tmp_path / "home"))
+    resources = build_resources(Settings.from_env())  # everything the code location binds
+    resources["landing"] = LandingResource(landing_dir=str(tmp_path), home=str(tmp_path / "home"), settle_seconds=0)
+    (tmp_path / "a.csv").write_text("x\n")
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = landing_sensor.evaluate_tick(context)
+    assert len(result.run_requests) == 1

@@ -28,9 +28,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource
         # The stream run owns the checkpoint and picks the drops up itself.
         return dg.SkipReason(f"stream run {streaming[0].dagster_run.run_id} is active")
     cursor = LandingCursor.from_json(context.cursor)
-    new = scan_new_drops(Path(landing.landing_dir), cursor)
+    new = scan_new_drops(Path(landing.landing_dir), cursor, settle_ns=int(landing.settle_seconds * 1e9))
     if not new.names:
-        return dg.SkipReason(f"no new drops ({new.scanned} entries in {landing.landing_dir})")
+        waiting = f", {new.settling} too recent: next tick" if new.settling else ""
+        return dg.SkipReason(f"no new drops ({new.scanned} entries in {landing.landing_dir}{waiting})")
     context.update_cursor(new.cursor.to_json())
     # Whatever has landed goes into this one run (availableNow processes all of it);
     # the key names the newest drop, so no file set is requested twice.
