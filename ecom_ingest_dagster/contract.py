@@ -111,12 +111,17 @@ FILE_NO_HEADER = "file_no_header"
 FILE_MISSING_COLUMNS = "file_missing_required_columns"
 FILE_DUPLICATE_COLUMNS = "file_duplicate_columns"
 FILE_UNPARSEABLE = "file_unparseable_csv"
+# Beyond the contract's list: what a real landing directory does to a file.
+FILE_UNREADABLE = "file_unreadable"  # no read permission, vanished, or not a regular file
+FILE_CHANGED = "file_changed_while_reading"  # not placed atomically: written or replaced under our feet
 FILE_REJECTION_REASONS: tuple[str, ...] = (
     FILE_NOT_UTF8,
     FILE_NO_HEADER,
     FILE_MISSING_COLUMNS,
     FILE_DUPLICATE_COLUMNS,
     FILE_UNPARSEABLE,
+    FILE_UNREADABLE,
+    FILE_CHANGED,
 )
 
 _DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv$")

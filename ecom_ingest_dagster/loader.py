@@ -195,6 +195,29 @@ def _ledger_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOu
     )
 
 
+def _file_state(task: FileTask) -> tuple[int, int, int]:
+    """Inode, size and mtime of the file now: what must not change while it is read.
+
+    Raises ``FileRejected(FILE_UNREADABLE)`` when the file cannot be opened for reading,
+    and ``FileRejected(FILE_CHANGED)`` when it is no longer the size Spark listed.
+    """
+    try:
+        with open(task.path, "rb") as probe:  # as root, permission bits alone do not tell
+            probe.read(1)
+            stat = os.fstat(probe.fileno())
+    except FileNotFoundError:
+        raise FileRejected(c.FILE_UNREADABLE, "the file vanished before it could be read") from None
+    except OSError as exc:
+        raise FileRejected(c.FILE_UNREADABLE, f"the file cannot be read: {exc.strerror or exc}") from None
+    if stat.st_size != task.size:
+        raise FileRejected(
+            c.FILE_CHANGED,
+            f"the file is {stat.st_size} bytes, not the {task.size} listed: it was still being written or was "
+            "replaced (drops must be written under a temporary name and renamed into place)",
+        )
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def _load(conn, task: FileTask, schema: str, stream_id: str, batch_id: int, block_bytes: int, now) -> FileOutcome:
     """Load a file in one transaction with its ledger row.
 
@@ -204,12 +227,25 @@ def _load(conn, task: FileTask, schema: str, stream_id: str, batch_id: int, bloc
     NOTHING``, which skips and counts the duplicates.
     """
     started_at = dt.datetime.now(dt.timezone.utc)
+    before = _file_state(task)
     with conn.transaction():
         try:
             with conn.transaction():  # a savepoint: a duplicate undoes only the fast path
                 outcome, timer = _copy_file(conn, task, schema, batch_id, block_bytes, now, direct=True)
         except psycopg.errors.UniqueViolation:
             outcome, timer = _copy_file(conn, task, schema, batch_id, block_bytes, now, direct=False)
+        # A file written to or replaced while it was read may have given half its rows:
+        # undo them all (the exception rolls the transaction back) and quarantine it whole.
+        try:
+            changed = _file_state(task) != before
+        except FileRejected:  # gone or unreadable now
+            changed = True
+        if changed:
+            raise FileRejected(
+                c.FILE_CHANGED,
+                "the file changed while it was read (size or time moved, or it was replaced): "
+                "drops must be written under a temporary name and renamed into place",
+            )
         _write_ledger(conn, schema, outcome, task, stream_id, batch_id, started_at, timer)
     return outcome
 
@@ -374,7 +410,10 @@ def _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection: Fi
     started_at = dt.datetime.now(dt.timezone.utc)
     timer = _Timer()
     tick = time.perf_counter()
-    lines = count_lines(Path(task.path), skip_header=not rejection.header_is_data)
+    try:
+        lines = count_lines(Path(task.path), skip_header=not rejection.header_is_data)
+    except OSError:  # unreadable or gone: there are no lines to keep, the ledger says why
+        lines = []
     timer.read_ms = _ms_since(tick)
     outcome = FileOutcome(
         file_name=task.file_name,
@@ -497,7 +536,11 @@ def _move_rejected(task: FileTask, rejected_dir: Path, message: str, batch_id: i
     rejected_dir.mkdir(parents=True, exist_ok=True)
     # Only the base name is used, so a crafted name cannot leave the rejected area.
     target = rejected_dir / task.file_name
-    shutil.move(str(source), target)
+    try:
+        shutil.move(str(source), target)
+    except OSError as exc:  # the ledger already has the reason; the file stays where it is
+        log.warning("could not move rejected file %s to %s: %s", task.file_name, rejected_dir, exc)
+        return
     (rejected_dir / (task.file_name + ".reason.json")).write_text(
         json.dumps(
             {"file_name": task.file_name, "reason": message, "batch_id": batch_id,
