@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +19,9 @@ from psycopg import sql
 from ecom_ingest_dagster.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
+
+
+RETRY_SETTING = "ECOM_INGEST_DB_RETRY_SECONDS"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -46,19 +50,90 @@ def start_embedded_postgres(pgdata: Path) -> str:
     return server.get_uri()
 
 
-def connect(url: str, **kwargs) -> psycopg.Connection:
-    try:
-        return psycopg.connect(url, connect_timeout=10, **kwargs)
-    except psycopg.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact_url(url)}: {first_line}") from exc
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(url: str, *, retry_s: float = 0.0, **kwargs) -> psycopg.Connection:
+    """Connect, trying again with backoff for up to ``retry_s`` seconds (0: fail at once)."""
+    started = time.monotonic()
+    deadline = started + retry_s
+    delay = 0.5
+    while True:
+        try:
+            return psycopg.connect(url, connect_timeout=10, **kwargs)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                waited = (
+                    f" (gave up after {time.monotonic() - started:.0f} s of retries;"
+                    f" {RETRY_SETTING} sets how long)" if retry_s else ""
+                )
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}{waited}"
+                ) from exc
+            log.warning("PostgreSQL unavailable (%s): retrying in %.1f s", _first_line(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 @contextlib.contextmanager
-def connection(url: str, **kwargs) -> Iterator[psycopg.Connection]:
+def connection(url: str, *, retry_s: float = 0.0, **kwargs) -> Iterator[psycopg.Connection]:
     """A connection that commits what is pending on a clean exit and rolls back on error."""
-    with connect(url, **kwargs) as conn:
+    with connect(url, retry_s=retry_s, **kwargs) as conn:
         yield conn
+
+
+class ReconnectingConnection:
+    """One connection for a series of units of work, reopened when PostgreSQL drops it.
+
+    ``run(work)`` calls ``work(conn)`` and commits. If the server goes away meanwhile (a
+    restart, a fail-over, an administrator's terminate), whatever ``work`` had not
+    committed died with the connection, so ``work`` is called again on a new one, with
+    backoff, for up to ``retry_s`` seconds; then the failure is a ``DatabaseUnavailable``.
+    ``work`` must therefore be safe to repeat: the loader's is (a file already in the
+    ledger is not loaded again), and so is the batch ledger's insert.
+    """
+
+    def __init__(self, url: str, retry_s: float):
+        self.url = url
+        self.retry_s = retry_s
+        self._conn: psycopg.Connection | None = None
+
+    def run(self, work):
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.5
+        while True:
+            if self._conn is None:
+                self._conn = connect(self.url, retry_s=max(0.0, deadline - time.monotonic()))
+            try:
+                result = work(self._conn)
+                self._conn.commit()
+                return result
+            except psycopg.OperationalError as exc:
+                if not self._conn.broken:
+                    raise  # a real error of the statement, not a lost server
+                self._conn.close()
+                self._conn = None
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"lost the connection to PostgreSQL at {redact_url(self.url)}: {_first_line(exc)}"
+                        f" (gave up after {self.retry_s:.0f} s of retries; {RETRY_SETTING} sets how long)"
+                    ) from exc
+                log.warning("lost the connection to PostgreSQL (%s): retrying in %.1f s", _first_line(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "ReconnectingConnection":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def table(schema: str, name: str) -> sql.Composed:

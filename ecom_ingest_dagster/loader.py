@@ -39,7 +39,7 @@ from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.csv_drop import EMPTY, CsvDrop, FileRejected, count_lines
-from ecom_ingest_dagster.database import connection, table
+from ecom_ingest_dagster.database import ReconnectingConnection, table
 from ecom_ingest_dagster.validation import validate
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,22 @@ def ingest_files(
     rejected_dir: Path,
     block_bytes: int = 16 * 1024 * 1024,
     now: dt.datetime | None = None,
+    db_retry_s: float = 0.0,
 ) -> list[FileOutcome]:
-    """Load files one after another over one connection (one task's share of a batch)."""
+    """Load files one after another over one connection (one task's share of a batch).
+
+    A connection lost mid-file takes that file's transaction with it; the file is loaded
+    again on a new connection (``db_retry_s`` bounds the wait for the server).
+    """
     outcomes = []
-    with connection(database_url) as conn:
+    with ReconnectingConnection(database_url, db_retry_s) as db:
         for task in tasks:
             outcomes.append(
-                ingest_file(
-                    conn, task, schema=schema, stream_id=stream_id, batch_id=batch_id,
-                    rejected_dir=rejected_dir, block_bytes=block_bytes, now=now,
+                db.run(
+                    lambda conn: ingest_file(
+                        conn, task, schema=schema, stream_id=stream_id, batch_id=batch_id,
+                        rejected_dir=rejected_dir, block_bytes=block_bytes, now=now,
+                    )
                 )
             )
             release_memory()

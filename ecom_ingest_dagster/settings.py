@@ -34,6 +34,9 @@ class Settings:
     max_bytes_per_trigger: int | None = 256 * 1024 * 1024
     trigger_seconds: float = 10.0
     csv_block_bytes: int = 16 * 1024 * 1024
+    # How long the pipeline keeps reconnecting when PostgreSQL goes away mid-run (a
+    # restart, a fail-over) before the run fails; interactive commands never wait.
+    db_retry_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.match(self.db_schema):
@@ -121,6 +124,7 @@ class Settings:
             # Arrow CSV block per read: 16 MiB is the measured sweet spot; 8 MiB saves ~90 MB
             # per busy task for ~25% more validation time.
             csv_block_bytes=positive_int("CSV_BLOCK_BYTES") or 16 * 1024 * 1024,
+            db_retry_seconds=positive_float("DB_RETRY_SECONDS", 60.0),
         )
 
 

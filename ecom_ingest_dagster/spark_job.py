@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ import pandas as pd
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ecom_ingest_dagster.database import connect, connection, prepare, table
+from ecom_ingest_dagster.database import DatabaseUnavailable, ReconnectingConnection, connect, connection, prepare, table
 from ecom_ingest_dagster.loader import FileTask, ingest_files
 from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
 from ecom_ingest_dagster.resource_monitor import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
@@ -185,7 +186,7 @@ class IngestQuery:
         self.mode = "available_now"
         self.warm_up()
         started = time.perf_counter()
-        with self._sampling():
+        with self._sampling(), _database_failures():
             query = self._writer().trigger(availableNow=True).start()
             query.awaitTermination()
         self.summary.elapsed_s = time.perf_counter() - started
@@ -220,7 +221,7 @@ class IngestQuery:
         self.warm_up()
         started = time.perf_counter()
         try:
-            with self._sampling():
+            with self._sampling(), _database_failures():
                 query = self._writer().trigger(processingTime=f"{trigger_seconds} seconds").start()
                 while query.isActive and not stop_event.is_set():
                     query.awaitTermination(0.2)
@@ -243,61 +244,67 @@ class IngestQuery:
     def _process_batch(self, batch_df, batch_id: int) -> None:
         started_at = dt.datetime.now(dt.timezone.utc)
         stream_id = _stream_id(self.checkpoint)
-        schema = self.settings.db_schema
-        if self._batch_committed(stream_id, batch_id):
-            log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
-            return
-        outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
-        self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
-        finished_at = dt.datetime.now(dt.timezone.utc)
-        with connection(self.database_url) as conn:
-            conn.row_factory = dict_row
-            ledger = conn.execute(
-                sql.SQL(
-                    "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
-                    " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
-                    " FROM {} WHERE stream_id = %s AND batch_id = %s"
-                ).format(table(schema, "ingest_files")),
-                (stream_id, batch_id),
-            ).fetchall()
-            metrics = batch_metrics(
-                batch_id=batch_id, stream_id=stream_id, mode=self.mode,
-                started_at=started_at, finished_at=finished_at, files=ledger,
+        with ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
+            if db.run(lambda conn: self._batch_committed(conn, stream_id, batch_id)):
+                log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
+                return
+            outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
+            self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
+            finished_at = dt.datetime.now(dt.timezone.utc)
+            metrics, inserted = db.run(
+                lambda conn: self._record_batch(conn, stream_id, batch_id, started_at, finished_at)
             )
-            metrics["run_id"] = self.run_id
-            # The trigger settings in force, for the report's test configuration.
-            metrics["trigger_seconds"] = self.settings.trigger_seconds if self.mode == "continuous" else None
-            metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
-            metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
-            with conn.transaction():
-                inserted = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (stream_id, batch_id, started_at, files, rows_total, rows_loaded,"
-                        " rows_duplicate, rows_rejected, metrics, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                        " ON CONFLICT DO NOTHING"
-                    ).format(table(schema, "ingest_batches")),
-                    (
-                        stream_id, batch_id, started_at, metrics["files"], metrics["total_records"],
-                        metrics["loaded_records"], metrics["duplicate_records"], metrics["rejected_records"],
-                        json.dumps(metrics), self.run_id,
-                    ),
-                ).rowcount
             if inserted and metrics["rejected_records"]:
-                self.metrics_log.append_rejections(self._batch_rejections(conn, stream_id, batch_id))
+                db.run(lambda conn: self.metrics_log.append_rejections(self._batch_rejections(conn, stream_id, batch_id)))
         if inserted:
             self.metrics_log.append_batch(metrics)
             self.summary.batches.append(metrics)
             if self.on_batch:
                 self.on_batch(metrics)
 
-    def _batch_committed(self, stream_id: str, batch_id: int) -> bool:
-        with connection(self.database_url) as conn:
-            row = conn.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE stream_id = %s AND batch_id = %s").format(
-                    table(self.settings.db_schema, "ingest_batches")
+    def _record_batch(self, conn, stream_id: str, batch_id: int, started_at, finished_at) -> tuple[dict, bool]:
+        """The batch's metrics from its files' ledger rows, into the batch ledger (once)."""
+        schema = self.settings.db_schema
+        conn.row_factory = dict_row
+        ledger = conn.execute(
+            sql.SQL(
+                "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
+                " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
+                " FROM {} WHERE stream_id = %s AND batch_id = %s"
+            ).format(table(schema, "ingest_files")),
+            (stream_id, batch_id),
+        ).fetchall()
+        metrics = batch_metrics(
+            batch_id=batch_id, stream_id=stream_id, mode=self.mode,
+            started_at=started_at, finished_at=finished_at, files=ledger,
+        )
+        metrics["run_id"] = self.run_id
+        # The trigger settings in force, for the report's test configuration.
+        metrics["trigger_seconds"] = self.settings.trigger_seconds if self.mode == "continuous" else None
+        metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
+        metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
+        with conn.transaction():
+            inserted = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (stream_id, batch_id, started_at, files, rows_total, rows_loaded,"
+                    " rows_duplicate, rows_rejected, metrics, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                    " ON CONFLICT DO NOTHING"
+                ).format(table(schema, "ingest_batches")),
+                (
+                    stream_id, batch_id, started_at, metrics["files"], metrics["total_records"],
+                    metrics["loaded_records"], metrics["duplicate_records"], metrics["rejected_records"],
+                    json.dumps(metrics), self.run_id,
                 ),
-                (stream_id, batch_id),
-            ).fetchone()
+            ).rowcount
+        return metrics, bool(inserted)
+
+    def _batch_committed(self, conn, stream_id: str, batch_id: int) -> bool:
+        row = conn.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE stream_id = %s AND batch_id = %s").format(
+                table(self.settings.db_schema, "ingest_batches")
+            ),
+            (stream_id, batch_id),
+        ).fetchone()
         return row is not None
 
     def _batch_rejections(self, conn, stream_id: str, batch_id: int) -> Iterator[dict]:
@@ -327,12 +334,27 @@ class IngestQuery:
             batch_id=batch_id,
             rejected_dir=str(self.settings.rejected_files_dir),
             block_bytes=self.settings.csv_block_bytes,
+            db_retry_s=self.settings.db_retry_seconds,
         )
         return [row.asDict() for row in batch_df.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
 
     def _write_summary(self) -> None:
         # The summary covers every batch in the metrics log, not only this run's.
         self.metrics_log.write_summary(summarize(self.metrics_log.read_batches()))
+
+
+@contextlib.contextmanager
+def _database_failures():
+    """Spark wraps a lost database in pages of Java stack; hand on the one line that says so."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        found = re.search(r"DatabaseUnavailable: ([^\n]+)", str(exc))
+        if found is None:
+            raise
+        raise DatabaseUnavailable(found.group(1).strip()) from exc
 
 
 def _warm_worker(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -368,6 +390,7 @@ def _partition_loader(**options):
             batch_id=options["batch_id"],
             rejected_dir=Path(options["rejected_dir"]),
             block_bytes=options["block_bytes"],
+            db_retry_s=options["db_retry_s"],
         )
         yield pd.DataFrame(
             [
