@@ -1,4 +1,8 @@
-"""SIGKILL the whole ingest process tree mid-run, restart, and find every valid id exactly once."""
+"""SIGKILL the whole ingest process tree mid-run, restart, and find every valid id exactly once.
+
+The kill points are made deterministic with PostgreSQL's own locks: the test holds a
+lock the pipeline needs next, waits until the pipeline is blocked on it, and kills.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,14 @@ import time
 
 import numpy as np
 import psutil
+import psycopg
 import pytest
 
 from ecom_ingest_dagster.generator import generate_events, write_drop
 
 from .helpers import assert_accounting
+
+FILES = 3
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
@@ -27,11 +34,43 @@ def _kill_tree(process: subprocess.Popen) -> None:
     process.wait(30)
 
 
-@pytest.mark.parametrize("kill_when", ["before_any_commit", "after_first_file"])
+def _waiting_on_lock(db, table_name: str) -> bool:
+    return db.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " WHERE NOT l.granted AND c.relname = %s",
+        (table_name,),
+    ).fetchone()[0] > 0
+
+
+def _copying(db) -> bool:
+    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%user_events%%'").fetchone()[0] > 0
+
+
+def _files_committed(db) -> int:
+    return db.execute("SELECT count(*) FROM ingest_files").fetchone()[0]
+
+
+# kill point -> (command, environment, what to wait for before the kill)
+SCENARIOS = {
+    # Files are listed and the batch planned; nothing written yet (the driver waits on the batch ledger).
+    "before_any_write": ("ingest", {}, "lock_batches_now"),
+    # Rows of the first file are streaming into its open transaction.
+    "during_copy": ("ingest", {}, "copying"),
+    # One file committed, the next ones not (one file per micro-batch).
+    "between_files": ("ingest", {"ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1"}, "one_file"),
+    # Every file of the (single) batch committed, the batch not yet in the ledger nor in Spark's commit log.
+    "after_commit_before_batch_recorded": ("ingest", {}, "lock_batches_after_first_file"),
+    # The continuous mode, mid-COPY of a micro-batch.
+    "stream_during_copy": ("stream", {"ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1", "ECOM_INGEST_TRIGGER_SECONDS": "0.5"}, "copying"),
+}
+
+
+@pytest.mark.parametrize("kill_when", list(SCENARIOS))
 def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, db_schema, db, kill_when):
+    command, extra_env, trigger = SCENARIOS[kill_when]
     landing = tmp_path / "landing"
     rng = np.random.default_rng(99)
-    frames = [generate_events(60_000, rng=rng, invalid_rate=0.02) for _ in range(3)]
+    frames = [generate_events(60_000, rng=rng, invalid_rate=0.02) for _ in range(FILES)]
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"crash_{i}.csv")
     valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
@@ -39,35 +78,63 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
     env.update({
         "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
         "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
-        "ECOM_INGEST_SPARK_MASTER": "local[2]", "ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1",
+        "ECOM_INGEST_SPARK_MASTER": "local[2]", **extra_env,
     })
-    cmd = [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"]
 
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and first.poll() is None:
-        committed = db.execute("SELECT count(*) FROM ingest_files").fetchone()[0]
-        # Rows arriving in the open transaction of the first file is "during COPY".
-        copying = db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%user_events%%'").fetchone()[0]
-        if (kill_when == "before_any_commit" and copying) or (kill_when == "after_first_file" and committed >= 1):
-            break
-        time.sleep(0.05)
-    assert first.poll() is None, "the run finished before it could be killed"
-    _kill_tree(first)
-    before = db.execute("SELECT count(*) FROM ingest_files").fetchone()[0]
-    assert before < 3  # it really was cut short
+    # The lock is held on a connection of its own, in the test's schema.
+    locker = psycopg.connect(database_url)
+    locker.execute(f'SET search_path TO "{db_schema}"')
+    if trigger == "lock_batches_now":
+        locker.execute("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ecom_ingest_dagster.cli", command],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        locked_after_first = False
+        while time.monotonic() < deadline and first.poll() is None:
+            if trigger == "lock_batches_now" and _waiting_on_lock(db, "ingest_batches"):
+                break
+            if trigger == "copying" and _copying(db):
+                break
+            if trigger == "one_file" and _files_committed(db) >= 1:
+                break
+            if trigger == "lock_batches_after_first_file":
+                if not locked_after_first and _files_committed(db) >= 1:
+                    locker.execute("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE")
+                    locked_after_first = True
+                if locked_after_first and _files_committed(db) == FILES and _waiting_on_lock(db, "ingest_batches"):
+                    break
+            time.sleep(0.02)
+        assert first.poll() is None, "the run finished before it could be killed"
+        _kill_tree(first)
+    finally:
+        locker.close()  # releases the lock
 
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    committed = _files_committed(db)
+    batches = db.execute("SELECT count(*) FROM ingest_batches").fetchone()[0]
+    if kill_when == "before_any_write":
+        assert (committed, batches) == (0, 0)
+    elif kill_when == "after_commit_before_batch_recorded":
+        assert (committed, batches) == (FILES, 0)
+    else:
+        assert committed < FILES  # it really was cut short
+
+    # Recovery is the ordinary command: the availableNow pass finishes what is left.
+    second = subprocess.run(
+        [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr[-2000:]
 
     loaded = [r[0] for r in db.execute("SELECT event_id::text FROM user_events")]
     assert len(loaded) == len(set(loaded)) == len(valid_ids)
     assert set(loaded) == valid_ids
-    assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] == 3
+    assert _files_committed(db) == FILES
     assert_accounting(db)
-    # The batch ledger agrees with the file ledger, batch by batch.
+    # The batch ledger agrees with the file ledger, batch by batch, and misses none.
     mismatched = db.execute(
-        "SELECT b.batch_id FROM ingest_batches b JOIN (SELECT stream_id, batch_id, sum(rows_total) t FROM ingest_files"
-        " GROUP BY 1, 2) f USING (stream_id, batch_id) WHERE b.rows_total <> f.t"
+        "SELECT f.batch_id FROM (SELECT stream_id, batch_id, sum(rows_total) t FROM ingest_files GROUP BY 1, 2) f"
+        " LEFT JOIN ingest_batches b USING (stream_id, batch_id) WHERE b.rows_total IS DISTINCT FROM f.t"
     ).fetchall()
     assert mismatched == []
