@@ -81,6 +81,10 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
     return spark
 
 
+class IngestStopped(KeyboardInterrupt):
+    """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
+
+
 @dataclasses.dataclass
 class RunSummary:
     """What one run of the query did, for the CLI's last lines and Dagster's metadata."""
@@ -184,11 +188,25 @@ class IngestQuery:
     def run_available_now(self) -> RunSummary:
         """Process every file that has landed, in bounded micro-batches, then stop."""
         self.mode = "available_now"
+        stop_event = threading.Event()
+        restore = _install_stop_signals(stop_event, "stopping now: committed files stay, the rest wait for the next run")
         self.warm_up()
         started = time.perf_counter()
-        with self._sampling(), _database_failures():
-            query = self._writer().trigger(availableNow=True).start()
-            query.awaitTermination()
+        try:
+            with self._sampling(), _database_failures():
+                query = self._writer().trigger(availableNow=True).start()
+                while query.isActive and not stop_event.is_set():
+                    query.awaitTermination(0.2)
+                if stop_event.is_set() and query.isActive:
+                    # Unlike the continuous mode, do not wait for the batch: it may hold
+                    # every pending file. Stopping cancels its tasks; their open file
+                    # transactions roll back, and committed files are never redone.
+                    query.stop()
+                    raise IngestStopped("ingest stopped on request: committed files stay, the rest wait for the next run")
+                if query.exception() is not None:
+                    raise query.exception()
+        finally:
+            restore()
         self.summary.elapsed_s = time.perf_counter() - started
         self._write_summary()
         return self.summary
@@ -217,7 +235,7 @@ class IngestQuery:
         """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
         self.mode = "continuous"
         stop_event = stop_event or threading.Event()
-        restore = _install_stop_signals(stop_event)
+        restore = _install_stop_signals(stop_event, "finishing the current micro-batch")
         self.warm_up()
         started = time.perf_counter()
         try:
@@ -406,13 +424,13 @@ def _partition_loader(**options):
     return load
 
 
-def _install_stop_signals(stop_event: threading.Event) -> Callable[[], None]:
+def _install_stop_signals(stop_event: threading.Event, what_happens: str) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def request_stop(signum, frame):
-        log.warning("stop requested (signal %s): finishing the current micro-batch", signum)
+        log.warning("stop requested (signal %s): %s", signum, what_happens)
         stop_event.set()
 
     for sig in previous:

@@ -171,3 +171,57 @@ def test_stream_job_terminated_from_the_ui_stops_cleanly_and_records_metrics(dag
             if e.event_log_entry.dagster_event and e.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
         }
         assert {"user_events", "ingestion_throughput", "ingestion_latency", "data_quality"} <= materialized
+
+
+def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_once(dagster_dev, database_url):
+    """The crash campaign's Dagster case: a sensor-launched run terminated from the instance."""
+    import psycopg
+    from dagster_graphql import DagsterGraphQLClient
+
+    from ..helpers import assert_accounting
+
+    rng = np.random.default_rng(13)
+    frames = [generate_events(80_000, rng=rng, invalid_rate=0.02) for _ in range(3)]
+    for i, frame in enumerate(frames):
+        write_drop(frame, dagster_dev["landing"], f"terminated_{i}.csv")
+    valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+    port = int(dagster_dev["url"].rsplit(":", 1)[1])
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    schema = dagster_dev["schema"]
+
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance, \
+            psycopg.connect(database_url, autocommit=True) as db:
+
+        def started_run():
+            records = instance.get_run_records(
+                filters=dg.RunsFilter(job_name="ingest_job", statuses=[dg.DagsterRunStatus.STARTED])
+            )
+            return records[0].dagster_run.run_id if records else None
+
+        run_id = wait_for(started_run, 180, "a sensor-launched run of the new drops", interval=0.5)
+        wait_for(
+            lambda: db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
+            ).fetchone()[0],
+            180, "the run's first COPY", interval=0.05,
+        )
+        client.terminate_run(run_id)
+        run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to stop")
+        assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+        files = lambda: db.execute(  # noqa: E731
+            f'SELECT count(*) FROM "{schema}".ingest_files WHERE file_name LIKE %s', ("terminated_%",)
+        ).fetchone()[0]
+        assert files() < 3, "the run was not cut short"
+
+        # The operator launches the job again (the UI's "Materialize" / dg launch does the same).
+        rerun_id = client.submit_job_execution("ingest_job")
+        rerun = wait_for(lambda: (r := instance.get_run_by_id(rerun_id)).is_finished and r, 300, "the new run")
+        assert rerun.status == dg.DagsterRunStatus.SUCCESS, dagster_dev["log"].read_text()[-3000:]
+
+        db.execute(f'SET search_path TO "{schema}"')
+        loaded = {r[0] for r in db.execute(
+            "SELECT event_id::text FROM user_events WHERE source_file LIKE 'terminated_%'"
+        )}
+        assert loaded == valid_ids
+        assert files() == 3
+        assert_accounting(db)

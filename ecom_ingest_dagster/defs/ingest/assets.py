@@ -5,7 +5,7 @@ import dagster as dg
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
-from ecom_ingest_dagster.spark_job import IngestQuery, RunSummary
+from ecom_ingest_dagster.spark_job import IngestQuery, IngestStopped, RunSummary
 from ecom_ingest_dagster.validation import build_schema
 
 INGEST_GROUP = "ingest"
@@ -153,7 +153,15 @@ def ingest_landing(
             f"in {m['total_processing_time_ms']:.0f} ms"
         ),
     )
-    summary = query.run_available_now()
+    try:
+        summary = query.run_available_now()
+    except IngestStopped as stopped:
+        # Dagster retries an interrupted step under its retry policy, which is right for
+        # a pre-empted worker but would undo a user's "Terminate": tell the two apart.
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+            raise dg.Failure(description=f"terminated on request; {stopped}", allow_retries=False) from stopped
+        raise
     context.log.info(
         f"{summary.totals['total_files']} file(s), {summary.totals['total_records']} rows in "
         f"{summary.elapsed_s:.1f} s (warm-up {summary.warm_up_s:.1f} s)"
