@@ -44,14 +44,8 @@ class Settings:
                 f"{ENV_PREFIX}DB_SCHEMA={self.db_schema!r} is not a plain SQL identifier "
                 "(letters, digits, underscore; not starting with a digit)"
             )
-        if self.database_url is not None and not self.database_url.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            # Name only the scheme: the value may hold a password (a libpq
-            # "host=... password=..." string has no scheme at all).
-            scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", self.database_url)
-            got = f"a {scheme.group(1)}:// URL" if scheme else "a value that is not a URL"
-            raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL (got {got})")
+        if self.database_url is not None:
+            check_database_url(self.database_url)
         if self.max_files_per_trigger is not None and self.max_bytes_per_trigger is not None:
             # Spark refuses both on one source; files win when the user names them.
             object.__setattr__(self, "max_bytes_per_trigger", None)
@@ -128,8 +122,45 @@ class Settings:
         )
 
 
+def check_database_url(url: str) -> None:
+    """Refuse a database URL that libpq would refuse or misread; the message never holds it.
+
+    libpq's own parse errors quote the offending text, which may be the password (an
+    unescaped "%" in it, say), so they are replaced by a hint. An unescaped "/" or "@"
+    in the password parses "successfully" into a wrong host or port, which a connection
+    error would then print: those are refused here too.
+    """
+    name = f"{ENV_PREFIX}DATABASE_URL"
+    if not url.startswith(("postgresql://", "postgres://")):
+        # Name only the scheme: the value may hold a password (a libpq
+        # "host=... password=..." string has no scheme at all).
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)
+        got = f"a {scheme.group(1)}:// URL" if scheme else "a value that is not a URL"
+        raise SettingsError(f"{name} must be a postgresql:// URL (got {got})")
+    hint = "percent-encode special characters in the user name and password (% as %25, / as %2F, @ as %40)"
+    from psycopg import Error, conninfo  # here: only a configured URL needs the driver
+
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except Error:
+        raise SettingsError(f"{name} is not a URL libpq can parse: {hint}") from None
+    ports = str(params.get("port") or "").split(",")
+    if "@" in str(params.get("host") or "") or not all(p.isdigit() or p == "" for p in ports):
+        raise SettingsError(f"{name} does not split into user, password, host and port as intended: {hint}")
+
+
+# "user:password@": the password runs to the *last* "@" of the URL, so one with an
+# unescaped "@", "/", "?" or "#" (which libpq misreads) is still hidden whole. An "@"
+# in a query value then hides the host as well: better too much than a password.
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:).*@")
+# libpq also takes the password (and sslpassword, the client key's passphrase) as a
+# query parameter, percent-decodes parameter names ("%70assword"), and ends a value only
+# at "&" (a "#" belongs to it).
+_QUERY_PASSWORD = re.compile(
+    r"([?&](?:ssl)?" + "".join(f"(?:{ch}|%{ord(ch):02x})" for ch in "password") + r"=)[^&]*", re.IGNORECASE
+)
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and metadata."""
-    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    # libpq also takes the password as a query parameter.
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))

@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 
 from ecom_ingest_dagster import database
 from ecom_ingest_dagster.report import Targets
-from ecom_ingest_dagster.settings import ENV_PREFIX, Settings
+from ecom_ingest_dagster.settings import ENV_PREFIX, Settings, check_database_url
 
 
 class LandingResource(dg.ConfigurableResource):
@@ -55,6 +55,9 @@ class PostgresResource(dg.ConfigurableResource):
 
     def url(self) -> str:
         if self.database_url:
+            # A malformed URL fails here with a message that does not quote it: the
+            # driver's own parse errors can hold the password, and Dagster keeps them.
+            check_database_url(self.database_url)
             return self.database_url
         return database.start_embedded_postgres(Path(self.home) / "pgdata")
 
