@@ -154,7 +154,7 @@ def _open_pipeline(settings: Settings):
 
     if not settings.landing_dir.is_dir():
         raise CliError(f"landing directory {settings.landing_dir} does not exist", EXIT_USAGE)
-    url = ready_database(settings)
+    url = ready_database(settings, retry_s=settings.db_retry_seconds)
     from ecom_ingest_dagster.spark_job import build_spark_session
 
     started = time.perf_counter()
@@ -314,6 +314,12 @@ def format_summary(summary, settings: Settings) -> str:
         if totals["reason_counts"]:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(totals["reason_counts"].items()))
             lines.append(f"rejections by reason: {reasons}")
+    if summary.files_replaced:
+        lines.append(
+            f"warning: {len(summary.files_replaced)} drop(s) changed after they were ingested and were not read "
+            f"again (re-send under a new name): {', '.join(summary.files_replaced[:5])}"
+            + (" ..." if len(summary.files_replaced) > 5 else "")
+        )
     lines.append(f"metrics: {settings.logs_dir}/performance_metrics.json (summary: performance_summary.json)")
     return "\n".join(lines)
 

@@ -286,14 +286,18 @@ def migrate(conn: psycopg.Connection, schema: str) -> int:
     return current
 
 
-def prepare(url: str, schema: str) -> None:
+def prepare(url: str, schema: str, *, retry_s: float = 0.0) -> None:
     """Check the database answers and its schema is current; raises DatabaseUnavailable."""
-    with connection(url) as conn:
+    with connection(url, retry_s=retry_s) as conn:
         migrate(conn, schema)
 
 
-def ready_database(settings: Settings) -> str:
-    """The URL of a database that answers, with the schema migrated (embedded if unset)."""
+def ready_database(settings: Settings, *, retry_s: float = 0.0) -> str:
+    """The URL of a database that answers, with the schema migrated (embedded if unset).
+
+    Interactive commands leave ``retry_s`` at 0 and fail at once; a pipeline run waits
+    up to ``settings.db_retry_seconds`` as it does mid-run.
+    """
     url = resolve_database_url(settings)
-    prepare(url, settings.db_schema)
+    prepare(url, settings.db_schema, retry_s=retry_s)
     return url

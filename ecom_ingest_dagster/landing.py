@@ -100,3 +100,25 @@ def scan_new_drops(
     return NewDrops(
         [name for _, name in taken], LandingCursor(newest, at_newest), len(found) > limit, scanned, settling
     )
+
+
+def replaced_after_ingest(landing: Path, ledger: dict[str, tuple[int | None, int | None]]) -> list[str]:
+    """Drops whose file differs from what was ingested under their name, sorted.
+
+    ``ledger`` maps an ingested name to the size and modification time (milliseconds,
+    the precision Spark lists) recorded when it was loaded. A name is ingested once:
+    Spark's checkpoint will not hand the new file out, and its rows could repeat or
+    contradict the old ones, so the caller reports these for the producer to re-send
+    under a new name.
+    """
+    replaced = []
+    for name, (size, mtime_ms) in ledger.items():
+        try:
+            stat = (landing / name).stat()
+        except OSError:  # gone (moved, cleaned up): nothing was replaced
+            continue
+        if (size is not None and stat.st_size != size) or (
+            mtime_ms is not None and stat.st_mtime_ns // 1_000_000 != mtime_ms
+        ):
+            replaced.append(name)
+    return sorted(replaced)

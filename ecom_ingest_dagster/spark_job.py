@@ -37,6 +37,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster.database import DatabaseUnavailable, ReconnectingConnection, connect, connection, prepare, table
+from ecom_ingest_dagster.landing import replaced_after_ingest
 from ecom_ingest_dagster.loader import FileTask, ingest_files
 from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
 from ecom_ingest_dagster.resource_monitor import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
@@ -91,6 +92,7 @@ class RunSummary:
 
     batches: list[dict] = dataclasses.field(default_factory=list)
     files_skipped: int = 0  # already in the ledger (replays, a reset checkpoint)
+    files_replaced: list[str] = dataclasses.field(default_factory=list)  # changed after ingestion: not re-read
     elapsed_s: float = 0.0
     warm_up_s: float = 0.0  # Python workers started and imports done before the first batch
     resources: dict = dataclasses.field(default_factory=dict)  # average and peak of each sampled figure
@@ -173,13 +175,33 @@ class IngestQuery:
             .queryName("ecom_ingest")
         )
 
+    def check_replaced(self) -> list[str]:
+        """Warn about drops replaced under a name that was already ingested (not re-read)."""
+        with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT file_name, file_size, (extract(epoch FROM landed_at) * 1000)::bigint"
+                    " FROM {} WHERE status = 'ingested'"
+                ).format(table(self.settings.db_schema, "ingest_files"))
+            ).fetchall()
+        replaced = replaced_after_ingest(self.settings.landing_dir, {r[0]: (r[1], r[2]) for r in rows})
+        if replaced:
+            log.warning(
+                "%d drop(s) changed after they were ingested and will not be read again (a name is ingested "
+                "once; re-send the new content under a new name): %s%s",
+                len(replaced), ", ".join(replaced[:10]), " ..." if len(replaced) > 10 else "",
+            )
+        self.summary.files_replaced = replaced
+        return replaced
+
     def warm_up(self) -> None:
         """Start the executors' Python workers and import the loader before any batch.
 
         Otherwise the first micro-batch of a run carries seconds of interpreter start-up
         and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
         """
-        prepare(self.database_url, self.settings.db_schema)
+        prepare(self.database_url, self.settings.db_schema, retry_s=self.settings.db_retry_seconds)
+        self.check_replaced()
         started = time.perf_counter()
         slots = self.spark.sparkContext.defaultParallelism
         self.spark.range(slots, numPartitions=slots).mapInPandas(_warm_worker, "id LONG").collect()

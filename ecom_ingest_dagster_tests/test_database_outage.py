@@ -8,7 +8,6 @@ that it can stop and start without disturbing the rest of the suite.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -23,41 +22,7 @@ import pytest
 from ecom_ingest_dagster.generator import generate_events, write_drop
 
 from .helpers import assert_accounting
-
-
-class PrivatePostgres:
-    """A real PostgreSQL server of our own, listening on a Unix socket in its data dir."""
-
-    def __init__(self, pgdata: Path):
-        import pgserver
-
-        self.pgdata = pgdata
-        self.url = pgserver.get_server(pgdata, cleanup_mode=None).get_uri()
-        self.pg_ctl = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
-        # As root, pgserver runs the server as its own system user; so must we.
-        self.as_owner = [] if os.geteuid() != 0 else ["runuser", "-u", pwd.getpwuid(pgdata.stat().st_uid).pw_name, "--"]
-
-    def _ctl(self, *args: str) -> None:
-        subprocess.run([*self.as_owner, self.pg_ctl, "-D", str(self.pgdata), "-w", *args],
-                       check=True, capture_output=True, timeout=60)
-
-    def stop(self) -> None:
-        self._ctl("stop", "-m", "fast")  # every session is terminated, as in a real restart
-
-    def start(self) -> None:
-        self._ctl("-l", str(self.pgdata / "log"), "-o", f'-h "" -k {self.pgdata}', "start")
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def count(self, query: str) -> int | None:
-        """A figure from the server, or None while it is down."""
-        try:
-            with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
-                return conn.execute(query).fetchone()[0]
-        except psycopg.Error:
-            return None
+from .private_postgres import PrivatePostgres
 
 
 @pytest.fixture
@@ -149,3 +114,14 @@ def test_an_outage_longer_than_the_retry_window_fails_clearly_and_a_rerun_comple
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-3000:]
     _assert_exactly_once(private_postgres, valid_ids, files=4)
+
+
+def test_a_run_started_while_postgres_is_down_waits_for_it(tmp_path, private_postgres):
+    valid_ids = _drops(tmp_path / "landing", files=2, rows=10_000)
+    private_postgres.stop()
+    run = _ingest(tmp_path, private_postgres.url, retry_seconds=60)
+    time.sleep(3)
+    private_postgres.start()
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err[-3000:]
+    _assert_exactly_once(private_postgres, valid_ids, files=2)

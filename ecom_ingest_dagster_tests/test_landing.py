@@ -145,3 +145,13 @@ def test_an_unreadable_drop_is_still_reported(tmp_path):
         assert scan_new_drops(tmp_path, LandingCursor()).names == ["locked.csv"]
     finally:
         path.chmod(0o644)
+
+
+def test_replaced_after_ingest_compares_size_and_millisecond_mtime(tmp_path):
+    same, grown, touched = (touch(tmp_path / n) for n in ("same.csv", "grown.csv", "touched.csv"))
+    record = {p.name: (p.stat().st_size, p.stat().st_mtime_ns // 1_000_000) for p in (same, grown, touched)}
+    grown.write_text("event_id\nmore\n")
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 5_000_000))
+    record["gone.csv"] = (10, 0)
+    record["unknown_time.csv"] = (None, None)
+    assert landing_module.replaced_after_ingest(tmp_path, record) == ["grown.csv", "touched.csv"]

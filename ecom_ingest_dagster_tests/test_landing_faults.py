@@ -124,3 +124,18 @@ def test_an_unreadable_drop_is_rejected_with_a_reason_and_the_others_load(tmp_pa
     reason = json.loads((tmp_path / "home" / "rejected" / "locked.csv.reason.json").read_text())["reason"]
     assert "Permission denied" in reason
     assert_accounting(db)
+
+
+def test_a_drop_replaced_under_an_ingested_name_is_reported_not_read_again(ingest, settings, db):
+    landing = settings.landing_dir
+    drop(landing, "orders.csv", csv_text([row(1), row(2)]))
+    first = ingest()
+    assert first.files_replaced == []
+    time.sleep(0.01)
+    drop(landing, "orders.csv", csv_text([row(1), row(2), row(3)]))  # same name, new content
+    second = ingest()
+    assert second.files_replaced == ["orders.csv"]
+    assert second.totals["total_files"] == 0  # a name is ingested once
+    loaded = {r[0] for r in db.execute("SELECT event_id::text FROM user_events")}
+    assert loaded == {row(1)["event_id"], row(2)["event_id"]}
+    assert_accounting(db)

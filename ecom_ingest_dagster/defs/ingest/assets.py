@@ -107,6 +107,8 @@ def table_materializations(summary: RunSummary, postgres: PostgresResource, *, r
         "files": totals["total_files"],
         "files_rejected_whole": totals["files_rejected"],
         "files_already_ingested": summary.files_skipped,
+        # Changed after ingestion under the same name: not read again (see README, guarantees).
+        "files_replaced_after_ingest": len(summary.files_replaced),
         "rows_in": totals["total_records"],
     }
     yield result_type(
