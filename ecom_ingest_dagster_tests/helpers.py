@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from ecom_ingest_dagster import contract as c
@@ -21,6 +23,28 @@ GOOD_ROW = {
     "quantity": "2",
     "event_timestamp": "2026-11-28T10:15:30Z",
 }
+
+
+# The command as installed (the console script beside this interpreter), else the module.
+_CONSOLE_SCRIPT = Path(sys.executable).with_name("ecom-ingest")
+CLI = [str(_CONSOLE_SCRIPT)] if _CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "ecom_ingest_dagster.cli"]
+
+
+def _cli_env(env_extra: dict) -> dict:
+    # No ECOM_INGEST_* of the test process leaks in: the command sees only what is given.
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}, **env_extra}
+
+
+def run_cli(args, env_extra: dict, cwd: Path, timeout=300) -> subprocess.CompletedProcess:
+    """``ecom-ingest ARGS`` in a real process, to its end."""
+    return subprocess.run(CLI + args, env=_cli_env(env_extra), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args, env_extra: dict, cwd: Path) -> subprocess.Popen:
+    """``ecom-ingest ARGS`` started in a real process; ``communicate()`` collects its output."""
+    return subprocess.Popen(
+        CLI + args, env=_cli_env(env_extra), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def event_id(n: int) -> str:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from .helpers import csv_text, drop, row
-
-CLI = [sys.executable, "-m", "ecom_ingest_dagster.cli"]
-
-
-def run(args, env_extra: dict, cwd: Path, timeout=300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
-    env.update(env_extra)
-    return subprocess.run(CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+from .helpers import run_cli as run
 
 
 def test_unreachable_database_is_one_clear_line(tmp_path):
