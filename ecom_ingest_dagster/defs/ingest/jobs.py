@@ -13,7 +13,7 @@ from typing import Optional
 
 import dagster as dg
 
-from ecom_ingest_dagster.defs.ingest.assets import table_materializations
+from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, table_materializations
 from ecom_ingest_dagster.defs.metrics.assets import latency_metadata, quality_metadata, throughput_metadata
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
 from ecom_ingest_dagster.settings import Settings
@@ -48,7 +48,12 @@ class StreamConfig(dg.Config):
     stop_after_seconds: Optional[float] = None  # None: stream until the run is terminated
 
 
-@dg.op(description="Stream drops continuously until the run is terminated; stops between micro-batches.")
+@dg.op(
+    description="Stream drops continuously until the run is terminated; stops between micro-batches.",
+    # A stream that lost its database past the retry window starts again; a terminated
+    # one returns normally and is not retried.
+    retry_policy=INGEST_RETRY_POLICY,
+)
 def stream_landing(
     context: dg.OpExecutionContext,
     config: StreamConfig,
