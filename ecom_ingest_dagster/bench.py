@@ -182,15 +182,30 @@ def _drop_schema(url: str, name: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+def _without_password(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` as a libpq connection string without its password, and an environment with it.
+
+    A command line is visible to every user of the machine (ps, /proc) and is quoted whole
+    by CalledProcessError; the password goes to child processes in PGPASSWORD instead.
+    """
+    from psycopg import conninfo
+
+    params = conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = {**os.environ, "PGPASSWORD": password} if password else dict(os.environ)
+    return conninfo.make_conninfo(**params), env
+
+
 def _copy_files(url: str, target: str, files: list[Path], *, header: bool) -> tuple[float, str]:
     """COPY the files into ``target`` the fastest way at hand; returns seconds and the tool."""
     psql = shutil.which("psql")
     options = "CSV HEADER" if header else "CSV"
+    dsn, env = _without_password(url)
     started = time.perf_counter()
     for path in files:
         if psql:
-            subprocess.run([psql, url, "-v", "ON_ERROR_STOP=1", "-qc", f"\\copy {target} FROM '{path}' {options}"],
-                           check=True, capture_output=True)
+            subprocess.run([psql, dsn, "-v", "ON_ERROR_STOP=1", "-qc", f"\\copy {target} FROM '{path}' {options}"],
+                           check=True, capture_output=True, env=env)
         else:
             with connection(url) as conn, conn.cursor() as cur:
                 with cur.copy(f"COPY {target} FROM STDIN (FORMAT csv, HEADER {str(header).lower()})") as copy:
@@ -257,7 +272,8 @@ def typed_copy(url: str, shaped: list[Path]) -> dict:
 _JDBC_SCRIPT = r"""
 import json, os, sys, time
 from pyspark.sql import SparkSession
-url, schema, jar, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+url = os.environ["BENCH_DATABASE_URL"]  # not an argument: command lines are public
+schema, jar, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 started = time.perf_counter()
 spark = (SparkSession.builder.master("local[*]").config("spark.jars", jar)
          .config("spark.ui.enabled", "false").getOrCreate())
@@ -278,9 +294,9 @@ def spark_jdbc(url: str, files: list[Path], jar: str) -> dict:
     """What the original pipeline used: Spark's JDBC sink with default options."""
     schema = _fresh_schema(url, "bench_jdbc")
     try:
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1", "BENCH_DATABASE_URL": url}
         done = subprocess.run(
-            [sys.executable, "-c", _JDBC_SCRIPT, url, schema, jar, *map(str, files)],
+            [sys.executable, "-c", _JDBC_SCRIPT, schema, jar, *map(str, files)],
             check=True, capture_output=True, text=True, env=env,
         )
         timing = json.loads(done.stdout.strip().splitlines()[-1])

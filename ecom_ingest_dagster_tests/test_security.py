@@ -22,6 +22,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -298,6 +299,23 @@ def test_a_failed_step_shows_the_database_url_redacted(dagster_resources, instan
     assert ("***" in error and "cannot connect to PostgreSQL" in error) if form != "malformed" else URL_VAR in error
     leaks = [r.dagster_event_type for r in instance.all_logs(result.run_id) if password in serialize_value(r)]
     assert leaks == []
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="no psql: the benchmark COPYs through psycopg")
+def test_the_benchmark_gives_psql_the_password_in_its_environment_not_its_command_line(secret, db_schema, tmp_path):
+    """A command line is public (ps, /proc) and CalledProcessError quotes it whole."""
+    from ecom_ingest_dagster import bench
+
+    data = tmp_path / "a.csv"
+    data.write_text("a\n1\n2\n")
+    with psycopg.connect(secret.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (a int)").format(database.table(db_schema, "t")))
+        _, tool = bench._copy_files(secret.url, f'"{db_schema}".t', [data], header=True)
+        assert tool == "psql \\copy"
+        assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(database.table(db_schema, "t"))).fetchone()[0] == 2
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        bench._copy_files(secret.url, f'"{db_schema}".missing', [data], header=True)
+    assert secret.password not in str(info.value) and secret.password not in " ".join(info.value.cmd)
 
 
 # -- 2. file names ---------------------------------------------------------------------------
