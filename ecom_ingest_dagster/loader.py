@@ -159,10 +159,18 @@ def ingest_file(
     """Load one file (or find it already loaded); the ledger row is written with the data."""
     now = now or dt.datetime.now(dt.timezone.utc)
     done = _ledger_row(conn, schema, task.file_name)
-    if done is not None:
-        if done.status == "rejected":
-            _move_rejected(task, rejected_dir, done.reason or "", batch_id)
-        return done
+    conn.rollback()
+    if done is None:
+        try:
+            return _load_with_retries(conn, task, schema, stream_id, batch_id, rejected_dir, block_bytes, now)
+        except _LoadedMeanwhile as loaded:
+            done = loaded.outcome
+    if done.status == "rejected":
+        _move_rejected(task, rejected_dir, done.reason or "", batch_id)
+    return done
+
+
+def _load_with_retries(conn, task, schema, stream_id, batch_id, rejected_dir, block_bytes, now) -> FileOutcome:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return _load(conn, task, schema, stream_id, batch_id, block_bytes, now)
@@ -192,7 +200,6 @@ def _ledger_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOu
         ).format(table(schema, "ingest_files")),
         (file_name,),
     ).fetchone()
-    conn.rollback()
     if row is None:
         return None
     status, total, loaded, duplicate, rejected, reason, counts, extra, landed_at, committed_at = row
@@ -200,6 +207,26 @@ def _ledger_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOu
         file_name, status, total, loaded, duplicate, rejected, reason, counts, list(extra),
         landed_at=landed_at, committed_at=committed_at, already_done=True,
     )
+
+
+def _claim(conn: psycopg.Connection, schema: str, file_name: str) -> None:
+    """Take the file for this transaction, or raise ``_LoadedMeanwhile`` if it is done.
+
+    Two runs over one landing directory (a CLI ingest beside a Dagster run, say) may hold
+    the same file: the second waits here for the first to commit, then finds the ledger
+    row instead of loading or recording the file again.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"ecom_ingest/{schema}/{file_name}",))
+    if (done := _ledger_row(conn, schema, file_name)) is not None:
+        raise _LoadedMeanwhile(done)
+
+
+class _LoadedMeanwhile(Exception):
+    """Another task committed the file while this one waited for it (rolls back our transaction)."""
+
+    def __init__(self, outcome: FileOutcome):
+        super().__init__(outcome.file_name)
+        self.outcome = outcome
 
 
 def _file_state(task: FileTask) -> tuple[int, int, int]:
@@ -236,6 +263,10 @@ def _load(conn, task: FileTask, schema: str, stream_id: str, batch_id: int, bloc
     started_at = dt.datetime.now(dt.timezone.utc)
     before = _file_state(task)
     with conn.transaction():
+        # Two runs over one landing directory (a CLI ingest beside a Dagster run, say)
+        # may hold the same file: the second waits here for the first to commit, then
+        # finds the ledger row instead of loading the file again.
+        _claim(conn, schema, task.file_name)
         try:
             with conn.transaction():  # a savepoint: a duplicate undoes only the fast path
                 outcome, timer = _copy_file(conn, task, schema, batch_id, block_bytes, now, direct=True)
@@ -408,6 +439,7 @@ def _direct_frame(valid: pd.DataFrame, file_name: str, batch_id: int) -> pa.Tabl
 def _record_empty(conn, task, schema, stream_id, batch_id, now) -> FileOutcome:
     outcome = FileOutcome(task.file_name, "ingested", landed_at=task.landed_at)
     with conn.transaction():
+        _claim(conn, schema, task.file_name)
         _write_ledger(conn, schema, outcome, task, stream_id, batch_id, dt.datetime.now(dt.timezone.utc), _Timer())
     return outcome
 
@@ -432,6 +464,7 @@ def _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection: Fi
         landed_at=task.landed_at,
     )
     with conn.transaction():
+        _claim(conn, schema, task.file_name)
         if lines:
             tick = time.perf_counter()
             frame = pd.DataFrame(

@@ -82,6 +82,10 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
     return spark
 
 
+class IngestBusy(RuntimeError):
+    """Another run holds the query's checkpoint (two queries on one checkpoint corrupt it)."""
+
+
 class IngestStopped(KeyboardInterrupt):
     """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
 
@@ -175,6 +179,26 @@ class IngestQuery:
             .queryName("ecom_ingest")
         )
 
+    @contextlib.contextmanager
+    def exclusive(self):
+        """One run per checkpoint at a time, across processes and hosts.
+
+        Two streaming queries on one checkpoint fail in Spark's metadata log with a
+        rename error; a PostgreSQL session lock (released when the process dies, however
+        it dies) turns that into a clear refusal before Spark starts.
+        """
+        conn = connect(self.database_url, retry_s=self.settings.db_retry_seconds, autocommit=True)
+        try:
+            key = f"ecom_ingest/checkpoint/{self.checkpoint.name}"
+            if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+                raise IngestBusy(
+                    f"another ingest or stream run is processing {self.settings.landing_dir} into this database;"
+                    " wait for it to finish (or stop it) and run again"
+                )
+            yield
+        finally:
+            conn.close()
+
     def check_replaced(self) -> list[str]:
         """Warn about drops replaced under a name that was already ingested (not re-read)."""
         with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
@@ -208,25 +232,47 @@ class IngestQuery:
         self.summary.warm_up_s = time.perf_counter() - started
 
     def run_available_now(self) -> RunSummary:
-        """Process every file that has landed, in bounded micro-batches, then stop."""
+        """Process every file that has landed, in bounded micro-batches, then stop.
+
+        SIGINT/SIGTERM stop it at once, not between batches (one batch may hold every
+        pending file): the open file transactions roll back, committed files stay.
+        """
         self.mode = "available_now"
-        stop_event = threading.Event()
-        restore = _install_stop_signals(stop_event, "stopping now: committed files stay, the rest wait for the next run")
-        self.warm_up()
-        started = time.perf_counter()
+        return self._run({"availableNow": True}, threading.Event(), stop_mid_batch=True)
+
+    def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
+        """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
+        self.mode = "continuous"
+        return self._run(
+            {"processingTime": f"{trigger_seconds} seconds"}, stop_event or threading.Event(), stop_mid_batch=False
+        )
+
+    def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool) -> RunSummary:
+        restore = _install_stop_signals(
+            stop_event,
+            "stopping now: committed files stay, the rest wait for the next run" if stop_mid_batch
+            else "finishing the current micro-batch",
+        )
         try:
-            with self._sampling(), _database_failures():
-                query = self._writer().trigger(availableNow=True).start()
-                while query.isActive and not stop_event.is_set():
-                    query.awaitTermination(0.2)
-                if stop_event.is_set() and query.isActive:
-                    # Unlike the continuous mode, do not wait for the batch: it may hold
-                    # every pending file. Stopping cancels its tasks; their open file
-                    # transactions roll back, and committed files are never redone.
-                    query.stop()
-                    raise IngestStopped("ingest stopped on request: committed files stay, the rest wait for the next run")
-                if query.exception() is not None:
-                    raise query.exception()
+            with self.exclusive():
+                self.warm_up()
+                started = time.perf_counter()
+                with self._sampling(), _database_failures():
+                    query = self._writer().trigger(**trigger).start()
+                    while query.isActive and not stop_event.is_set():
+                        query.awaitTermination(0.2)
+                    if query.isActive and stop_mid_batch:
+                        query.stop()  # cancels the batch's tasks
+                        raise IngestStopped("stopped on request: committed files stay, the rest wait for the next run")
+                    if query.isActive:
+                        # Stop between micro-batches so the summary covers only committed
+                        # batches; a batch cut short would be replayed, without effect.
+                        deadline = time.monotonic() + 300
+                        while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+                            time.sleep(0.05)
+                        query.stop()
+                    if query.exception() is not None:
+                        raise query.exception()
         finally:
             restore()
         self.summary.elapsed_s = time.perf_counter() - started
@@ -252,32 +298,6 @@ class IngestQuery:
                     store_samples(conn, self.settings.db_schema, self.run_id, samples)
             except Exception as exc:  # resource figures are worth a warning, never a failed run
                 log.warning("could not store %d resource samples: %s", len(samples), exc)
-
-    def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
-        """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
-        self.mode = "continuous"
-        stop_event = stop_event or threading.Event()
-        restore = _install_stop_signals(stop_event, "finishing the current micro-batch")
-        self.warm_up()
-        started = time.perf_counter()
-        try:
-            with self._sampling(), _database_failures():
-                query = self._writer().trigger(processingTime=f"{trigger_seconds} seconds").start()
-                while query.isActive and not stop_event.is_set():
-                    query.awaitTermination(0.2)
-                # Stop between micro-batches so the summary covers only committed batches;
-                # a batch cut short would be replayed, without effect, by the next run.
-                deadline = time.monotonic() + 300
-                while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                query.stop()
-                if query.exception() is not None:
-                    raise query.exception()
-        finally:
-            restore()
-        self.summary.elapsed_s = time.perf_counter() - started
-        self._write_summary()
-        return self.summary
 
     # -- one micro-batch ------------------------------------------------------------
 

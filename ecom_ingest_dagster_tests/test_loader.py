@@ -115,3 +115,45 @@ def test_nul_and_odd_text_survive(db, db_schema, tmp_path):
     assert outcome.rows_loaded == 1
     name = db.execute("SELECT product_name FROM user_events").fetchone()[0]
     assert name == "tea\ufffdpot \u2615 \"quoted\"\nline two"
+
+
+def test_two_tasks_loading_one_file_at_once_load_it_once(db, db_schema, tmp_path, database_url):
+    """Two runs over one landing directory (a CLI ingest beside a Dagster run) may both hold a file."""
+    import threading
+
+    import numpy as np
+    import psycopg
+
+    from ecom_ingest_dagster.generator import generate_events, write_drop
+
+    good = tmp_path / "in" / "shared.csv"
+    write_drop(generate_events(50_000, rng=np.random.default_rng(3), invalid_rate=0.02), good.parent, good.name)
+    bad = drop(tmp_path / "in", "shared_bad.csv", b"\xff\xfe not utf-8\n" * 100)
+    outcomes, errors = [], []
+
+    def worker():
+        try:
+            with psycopg.connect(database_url) as conn:
+                for path in (good, bad):
+                    outcomes.append(ingest_file(
+                        conn, FileTask(str(path), path.stat().st_size if path.exists() else 0), schema=db_schema,
+                        stream_id="race", batch_id=0, rejected_dir=tmp_path / "rejected",
+                    ))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    by_file = {}
+    for outcome in outcomes:
+        by_file.setdefault(outcome.file_name, []).append(outcome.already_done)
+    # Each file: one task did the work, the other found it done.
+    assert sorted(by_file["shared.csv"]) == [False, True]
+    assert len(by_file["shared_bad.csv"]) == 2 and False in by_file["shared_bad.csv"]
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 49_000
+    assert ledger(db)["shared_bad.csv"]["reason"] == c.FILE_NOT_UTF8
+    assert_accounting(db)

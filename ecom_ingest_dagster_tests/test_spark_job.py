@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.generator import generate_events, write_drop
@@ -135,3 +136,20 @@ def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, set
     assert summary.totals["loaded_records"] == 3
     assert all(b["mode"] == "continuous" for b in summary.batches)
     assert_accounting(db)
+
+
+def test_a_second_run_on_the_same_checkpoint_is_refused_clearly(spark, settings, db, database_url):
+    import psycopg
+
+    from ecom_ingest_dagster.spark_job import IngestBusy, IngestQuery
+
+    drop(settings.landing_dir, "a.csv", csv_text([row(1)]))
+    query = IngestQuery(spark, settings, settings.database_url)
+    # Another process's run holds the checkpoint (its session lock).
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"ecom_ingest/checkpoint/{query.checkpoint.name}",))
+        with pytest.raises(IngestBusy, match="another ingest or stream run"):
+            query.run_available_now()
+        assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] == 0
+    # Once that run is over, the same query proceeds.
+    assert IngestQuery(spark, settings, settings.database_url).run_available_now().totals["total_files"] == 1
