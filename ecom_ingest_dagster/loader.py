@@ -17,6 +17,7 @@ import ctypes
 import dataclasses
 import datetime as dt
 import gc
+import hashlib
 import io
 import json
 import logging
@@ -581,13 +582,23 @@ def _move_rejected(task: FileTask, rejected_dir: Path, message: str, batch_id: i
     except OSError as exc:  # the ledger already has the reason; the file stays where it is
         log.warning("could not move rejected file %s to %s: %s", task.file_name, rejected_dir, exc)
         return
-    (rejected_dir / (task.file_name + ".reason.json")).write_text(
+    (rejected_dir / _reason_file_name(task.file_name)).write_text(
         json.dumps(
             {"file_name": task.file_name, "reason": message, "batch_id": batch_id,
              "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat()},
             indent=2,
         )
     )
+
+
+def _reason_file_name(file_name: str) -> str:
+    """``NAME.reason.json``, or a shortened name with a digest when that is too long for the file system."""
+    full = file_name + ".reason.json"
+    if len(os.fsencode(full)) <= 255:
+        return full
+    digest = hashlib.sha1(os.fsencode(file_name)).hexdigest()[:16]
+    head = os.fsencode(file_name)[:200].decode("utf-8", errors="ignore")
+    return f"{head}-{digest}.reason.json"  # the JSON inside names the file in full
 
 
 def _ms_since(tick: float) -> float:

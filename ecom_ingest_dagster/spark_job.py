@@ -30,7 +30,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from psycopg import sql
@@ -106,11 +105,25 @@ class RunSummary:
         return summarize(self.batches)
 
 
-def _local_path(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"only local or mounted file systems are supported for the landing directory, got {uri}")
-    return unquote(parsed.path)
+def _local_path(listed: str) -> str:
+    """The local path of a file Spark listed.
+
+    Spark's ``path`` column is Hadoop's ``Path`` as text: ``file:`` and the path as it is,
+    not URL-encoded. Parsing it as a URL would decode ``%2E%2E%2F`` into ``../`` and cut
+    names at ``#`` or ``?``, loading another file, or none, under another name.
+    """
+    for prefix in ("file://", "file:"):
+        if listed.startswith(prefix):
+            return listed[len(prefix):]
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", listed):
+        raise ValueError(f"only local or mounted file systems are supported for the landing directory, got {listed}")
+    return listed
+
+
+def _directly_in(path: str, directory: str) -> bool:
+    """True for a file right inside ``directory``: only those are drops."""
+    name = os.path.basename(path)
+    return name not in ("", ".", "..") and os.path.dirname(os.path.normpath(path)) == os.path.normpath(directory)
 
 
 def _stream_id(checkpoint: Path) -> str:
@@ -392,6 +405,7 @@ class IngestQuery:
             schema=self.settings.db_schema,
             stream_id=stream_id,
             batch_id=batch_id,
+            landing_dir=str(self.settings.landing_dir),
             rejected_dir=str(self.settings.rejected_files_dir),
             block_bytes=self.settings.csv_block_bytes,
             db_retry_s=self.settings.db_retry_seconds,
@@ -428,18 +442,17 @@ def _partition_loader(**options):
     """The function each executor task runs over its share of the batch's files."""
 
     def load(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        tasks = [
-            FileTask(
-                path=_local_path(row.path),
-                size=int(row.size),
-                landed_at=(
-                    dt.datetime.fromtimestamp(row.mtime_us / 1e6, dt.timezone.utc)
-                    if pd.notna(row.mtime_us) else None
-                ),
-            )
-            for frame in frames
-            for row in frame.itertuples(index=False)
-        ]
+        tasks = []
+        for frame in frames:
+            for row in frame.itertuples(index=False):
+                path = _local_path(row.path)
+                if not _directly_in(path, options["landing_dir"]):
+                    # Spark lists subdirectories too; the contract's drops are the
+                    # directory's own files, and the ledger keys them by base name.
+                    log.warning("%s is not directly in the landing directory: not a drop, left alone", path)
+                    continue
+                landed_at = dt.datetime.fromtimestamp(row.mtime_us / 1e6, dt.timezone.utc) if pd.notna(row.mtime_us) else None
+                tasks.append(FileTask(path=path, size=int(row.size), landed_at=landed_at))
         if not tasks:
             return
         outcomes = ingest_files(

@@ -139,3 +139,16 @@ def test_a_drop_replaced_under_an_ingested_name_is_reported_not_read_again(inges
     loaded = {r[0] for r in db.execute("SELECT event_id::text FROM user_events")}
     assert loaded == {row(1)["event_id"], row(2)["event_id"]}
     assert_accounting(db)
+
+
+def test_files_in_subdirectories_are_not_drops(ingest, settings, db):
+    # Spark lists subdirectories too; the contract's drops are the directory's own files
+    # (the sensor sees only those, and the ledger keys by base name).
+    drop(settings.landing_dir, "top.csv", csv_text([row(1)]))
+    drop(settings.landing_dir / "archive", "top.csv", csv_text([row(2)]))
+    drop(settings.landing_dir / "archive", "old.csv", csv_text([row(3)]))
+    summary = ingest()
+    assert summary.totals["total_files"] == 1
+    assert set(ledger(db)) == {"top.csv"}
+    assert [r[0] for r in db.execute("SELECT event_id::text FROM user_events")] == [row(1)["event_id"]]
+    assert (settings.landing_dir / "archive" / "old.csv").exists()

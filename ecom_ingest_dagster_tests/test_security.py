@@ -8,8 +8,6 @@
    a file rejected whole ends up inside the rejected directory, whatever its name. A
    symlink in the landing directory is read through (like the file it points to) but
    never moved through: rejecting it moves the link, its target stays where it is.
-   Tests marked xfail(strict) pin down escapes found here and not fixed yet: when the
-   fix lands they pass, and the marker must go.
 3. The UIs listen on loopback unless configured otherwise.
 4. CI's dependency audit fails on a known vulnerability, unless it is ignored with a
    reason, and only warns when the vulnerability service cannot be reached.
@@ -330,7 +328,7 @@ ODD_NAMES = [
     "-rf --no-preserve-root.csv",
     "a" * 200 + ".csv",
 ]
-# Names Spark's listing currently mangles (see the xfail tests below); the loader alone is fine.
+# Names that are no drop for Spark or the sensor, or that Spark's listing must not mangle; the loader copes with all.
 LOADER_ONLY_NAMES = [
     "%2e%2e%2f%2e%2e%2fescape.csv",
     "new\nline\r\ttab.csv",
@@ -388,19 +386,18 @@ def test_loader_stores_odd_names_verbatim_and_keeps_rejected_files_in_the_reject
     assert tree(tmp_path) == (before - moved) | created
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "loader._move_rejected writes NAME.reason.json unguarded: a rejected name of 244-255 bytes "
-    "raises ENAMETOOLONG and fails the task (and so the micro-batch)"
-))
 def test_a_rejected_file_with_the_longest_name_allowed_gets_its_reason(settings, db):
     name = "r" * 251 + ".csv"  # 255 bytes: the longest a file system takes
-    path = drop(settings.landing_dir, name, "not,the,header\n1,2\n")
+    path = settings.landing_dir / name  # no room for drop()'s temporary name: written in place
+    path.write_text("not,the,header\n1,2\n")
     (outcome,) = ingest_files(
         [FileTask(str(path), path.stat().st_size)], database_url=settings.database_url, schema=settings.db_schema,
         stream_id="long", batch_id=0, rejected_dir=settings.rejected_files_dir,
     )
     assert outcome.status == "rejected"
     assert (settings.rejected_files_dir / name).exists()
+    (reason_file,) = settings.rejected_files_dir.glob("*.reason.json")  # shortened, with a digest
+    assert json.loads(reason_file.read_text())["file_name"] == name
 
 
 def test_spark_ingest_takes_odd_names_and_symlinks_without_leaving_its_directories(ingest, settings, db, tmp_path):
@@ -449,11 +446,6 @@ def test_spark_ingest_takes_odd_names_and_symlinks_without_leaving_its_directori
     }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spark_job._local_path urlparse()s and unquote()s the path Spark lists, which is not URL-encoded: "
-    "'%xx' is decoded, '#' and '?' cut the name, tabs and line breaks are dropped, so another file "
-    "(or none) is loaded under another name"
-))
 def test_spark_ingest_loads_names_that_look_url_encoded_as_they_are(ingest, settings, db):
     names = ["a%20b.csv", "what?.csv", "tag#1.csv", "new\nline.csv"]
     for i, name in enumerate(names):
@@ -465,11 +457,6 @@ def test_spark_ingest_loads_names_that_look_url_encoded_as_they_are(ingest, sett
     assert all(f["status"] == "ingested" and f["rows_loaded"] == 1 for f in files.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spark_job._local_path decodes '%2F' and '%2E' into a path: a drop named "
-    "'%2E%2E%2Foutside%2Fsecret.txt?.csv' makes the loader read ../outside/secret.txt, copy its "
-    "lines into rejected_events and move it into the rejected directory"
-))
 def test_a_drop_name_cannot_reach_a_file_outside_the_landing_dir(ingest, settings, db, tmp_path):
     outside = settings.landing_dir.parent / "outside"
     outside.mkdir()
@@ -487,11 +474,6 @@ def test_a_drop_name_cannot_reach_a_file_outside_the_landing_dir(ingest, setting
     assert set(ledger(db)) == {name}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spark_job._local_path cuts 'landing/#x.csv' to 'landing/' (a URL fragment); the loader then "
-    "takes the landing directory for a file named '' and _move_rejected moves the whole landing "
-    "directory, other drops included, into the rejected directory"
-))
 def test_a_drop_name_cannot_make_the_landing_directory_move(ingest, settings, db):
     drop(settings.landing_dir, "#x.csv", csv_text([row(400)]))
     drop(settings.landing_dir, "innocent.csv", csv_text([row(401)]))
