@@ -271,7 +271,17 @@ def migrate(conn: psycopg.Connection, schema: str) -> int:
     with conn.transaction():
         # One migrator at a time per database, whoever else starts at the same moment.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('ecom_ingest_migrations'))")
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        # Create the schema only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on
+        # the database even when it exists, which a role that only owns its schema lacks.
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+            try:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            except psycopg.errors.InsufficientPrivilege:
+                user = conn.info.user
+                raise DatabaseUnavailable(
+                    f"schema {schema!r} does not exist and user {user!r} may not create it: create it once as an "
+                    f"administrator (CREATE SCHEMA {schema} AUTHORIZATION {user}) or set ECOM_INGEST_DB_SCHEMA"
+                ) from None
         versions = table(schema, "ecom_ingest_schema_version")
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)").format(versions))
         row = conn.execute(sql.SQL("SELECT max(version) FROM {}").format(versions)).fetchone()

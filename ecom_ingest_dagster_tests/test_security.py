@@ -96,11 +96,10 @@ def secret(database_url, db_schema):
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role), sql.Literal(password)))
         except psycopg.errors.InsufficientPrivilege:
             pytest.skip("the test database's user may not create roles")
-        dbname = conn.execute("SELECT current_database()").fetchone()[0]
-        # migrate() runs CREATE SCHEMA IF NOT EXISTS, which needs CREATE on the database
-        # even when the schema exists.
-        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(ident(dbname), ident(role)))
-        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident(db_schema), ident(role)))
+        # Least privilege: the role owns its schemas and nothing else (no CREATE on the
+        # database); the second is for the command line's run beside the job.
+        for schema in (db_schema, db_schema + "_cli"):
+            conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(ident(schema), ident(role)))
     yield Secret(
         role, password, with_credentials(database_url, role, password),
         with_credentials(database_url, role, password, in_query=True),
@@ -671,3 +670,16 @@ def test_contract_still_treats_hidden_names_as_no_drops():
     assert not c.is_drop_name("..evil.csv") and not c.is_drop_name("_partial.csv")
     assert all(c.is_drop_name(name) for name in ODD_NAMES)
     assert os.sep not in "".join(ODD_NAMES + LOADER_ONLY_NAMES)
+
+
+def test_a_role_that_may_not_create_the_schema_gets_one_clear_line(secret, tmp_path):
+    (tmp_path / "landing").mkdir()
+    result = run_cli(
+        ["ingest", "--landing", str(tmp_path / "landing")],
+        {ENV_PREFIX + "HOME": str(tmp_path / "home"), URL_VAR: secret.url, ENV_PREFIX + "DB_SCHEMA": "not_granted"},
+        tmp_path,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "may not create it" in last and "CREATE SCHEMA not_granted AUTHORIZATION" in last
+    assert "Traceback" not in result.stderr and secret.password not in result.stderr
