@@ -1,11 +1,13 @@
 """Loading one dropped file into PostgreSQL, exactly once.
 
-Each file is one transaction: its valid rows are COPY'd into a temporary stage and
-merged into ``user_events`` with ``ON CONFLICT DO NOTHING`` (the duplicates of earlier
-drops, replays and of the file itself are skipped and counted), its rejected rows are
+Each file is one transaction: its valid rows are COPY'd into ``user_events`` (through a
+temporary stage and ``ON CONFLICT DO NOTHING`` when some are duplicates of earlier drops,
+replays or of the file itself: those are skipped and counted), its rejected rows are
 COPY'd into ``rejected_events``, and its ledger row goes into ``ingest_files`` with the
 counts. A file that already has a ledger row is never loaded again, so re-running a
-micro-batch (Spark's ``foreachBatch`` is at-least-once) has no second effect.
+micro-batch (Spark's ``foreachBatch`` is at-least-once) has no second effect; two tasks
+holding the same file take turns on an advisory lock. A file that changes while it is
+read, or cannot be read, is recorded with its reason instead of being half-loaded.
 
 This runs where Spark runs the task (an executor); it needs only the file's path and a
 database URL, and knows nothing of Spark or Dagster.
@@ -264,9 +266,6 @@ def _load(conn, task: FileTask, schema: str, stream_id: str, batch_id: int, bloc
     started_at = dt.datetime.now(dt.timezone.utc)
     before = _file_state(task)
     with conn.transaction():
-        # Two runs over one landing directory (a CLI ingest beside a Dagster run, say)
-        # may hold the same file: the second waits here for the first to commit, then
-        # finds the ledger row instead of loading the file again.
         _claim(conn, schema, task.file_name)
         try:
             with conn.transaction():  # a savepoint: a duplicate undoes only the fast path
