@@ -338,8 +338,7 @@ class IngestQuery:
     def _record_batch(self, conn, stream_id: str, batch_id: int, started_at, finished_at) -> tuple[dict, bool]:
         """The batch's metrics from its files' ledger rows, into the batch ledger (once)."""
         schema = self.settings.db_schema
-        conn.row_factory = dict_row
-        ledger = conn.execute(
+        ledger = conn.cursor(row_factory=dict_row).execute(
             sql.SQL(
                 "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
                 " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
