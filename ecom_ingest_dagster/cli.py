@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # SIGTERM (kill, a supervisor) stops a command as Ctrl+C does, with the Spark session
+    # stopped on the way out; a running query installs its own handler meanwhile.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = Settings.from_env()
         if getattr(args, "landing", None) is not None:
@@ -115,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(CliError(str(exc)))
     except CliError as exc:
         return _fail(exc)
-    except KeyboardInterrupt:
-        return _fail(CliError("interrupted", 130))
+    except KeyboardInterrupt as exc:
+        return _fail(CliError(f"interrupted: {exc}" if str(exc) else "interrupted", 130))
 
 
 def _fail(exc: CliError) -> int:

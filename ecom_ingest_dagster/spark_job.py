@@ -76,7 +76,7 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         # block on the same rows.
         .config("spark.speculation", "false")
     )
-    spark = builder.getOrCreate()
+    spark = _launch(builder)
     spark.sparkContext.setLogLevel(os.environ.get("ECOM_INGEST_SPARK_LOG_LEVEL", "WARN"))
     return spark
 
@@ -87,6 +87,28 @@ class IngestBusy(RuntimeError):
 
 class IngestStopped(KeyboardInterrupt):
     """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
+
+
+def _launch(builder):
+    """``getOrCreate()`` with SIGINT/SIGTERM held until the JVM is up, then honoured.
+
+    Interrupted mid-launch, py4j leaves behind a JVM that nothing stops (and that keeps
+    the caller's output open); deferring the signal lets the session stop properly.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return builder.getOrCreate()
+    requested: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: requested.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if requested:
+        spark.stop()
+        raise KeyboardInterrupt(f"stopped (signal {requested[0]}) while Spark was starting")
+    return spark
 
 
 @dataclasses.dataclass

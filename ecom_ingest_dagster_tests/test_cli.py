@@ -81,3 +81,40 @@ def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
     assert status.returncode == 0, status.stderr
     assert "files: 4 ingested, 0 rejected whole" in status.stdout
     assert "rows: 152 in = 136 loaded + 0 duplicate + 16 rejected" in status.stdout
+
+
+@pytest.mark.parametrize("when", ["starting", "loading"])
+def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_schema, db, when):
+    import signal
+    import time
+
+    import numpy as np
+    import psutil
+
+    from ecom_ingest_dagster.generator import generate_events, write_drop
+
+    from .helpers import assert_accounting, start_cli
+
+    landing = tmp_path / "landing"
+    for i in range(2):
+        write_drop(generate_events(80_000, rng=np.random.default_rng(i)), landing, f"big_{i}.csv")
+    process = start_cli(
+        ["ingest", "--landing", str(landing)],
+        {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
+         "ECOM_INGEST_DB_SCHEMA": db_schema, "ECOM_INGEST_SPARK_MASTER": "local[2]"},
+        tmp_path,
+    )
+    def moment_reached() -> bool:
+        if when == "starting":  # the Spark JVM is being launched: main() is running
+            return bool(psutil.Process(process.pid).children())
+        return db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%user_events%%'").fetchone()[0] > 0
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not moment_reached():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("ecom-ingest: error: interrupted")
+    assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] < 2  # it really stopped early
+    assert_accounting(db)  # whatever committed is whole

@@ -5,7 +5,7 @@ import dagster as dg
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
-from ecom_ingest_dagster.spark_job import IngestQuery, IngestStopped, RunSummary
+from ecom_ingest_dagster.spark_job import IngestQuery, RunSummary
 from ecom_ingest_dagster.validation import build_schema
 
 INGEST_GROUP = "ingest"
@@ -144,20 +144,20 @@ def ingest_landing(
     spark: SparkResource,
 ):
     settings = landing.settings(postgres, spark)
-    query = IngestQuery(
-        spark.session(settings),
-        settings,
-        postgres.url(),
-        run_id=context.run_id,
-        on_batch=lambda m: context.log.info(
-            f"batch {m['batch_id']}: {m['files']} file(s), {m['total_records']} rows "
-            f"({m['loaded_records']} loaded, {m['duplicate_records']} duplicate, {m['rejected_records']} rejected) "
-            f"in {m['total_processing_time_ms']:.0f} ms"
-        ),
-    )
     try:
+        query = IngestQuery(
+            spark.session(settings),
+            settings,
+            postgres.url(),
+            run_id=context.run_id,
+            on_batch=lambda m: context.log.info(
+                f"batch {m['batch_id']}: {m['files']} file(s), {m['total_records']} rows "
+                f"({m['loaded_records']} loaded, {m['duplicate_records']} duplicate, {m['rejected_records']} rejected) "
+                f"in {m['total_processing_time_ms']:.0f} ms"
+            ),
+        )
         summary = query.run_available_now()
-    except IngestStopped as stopped:
+    except KeyboardInterrupt as stopped:  # IngestStopped, or a stop while Spark was starting
         # Dagster retries an interrupted step under its retry policy, which is right for
         # a pre-empted worker but would undo a user's "Terminate": tell the two apart.
         run = context.instance.get_run_by_id(context.run_id)
