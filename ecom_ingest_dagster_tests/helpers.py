@@ -101,3 +101,10 @@ def assert_accounting(conn) -> None:
         " FROM ingest_batches"
     ).fetchone()
     assert batch_totals[0] == batch_totals[1]
+
+
+def copy_in_flight(conn, schema: str) -> bool:
+    """True while some session COPYs rows into ``schema``'s user_events (a load is mid-file)."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
+    ).fetchone()[0] > 0

@@ -93,7 +93,7 @@ def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_s
 
     from ecom_ingest_dagster.generator import generate_events, write_drop
 
-    from .helpers import assert_accounting, start_cli
+    from .helpers import assert_accounting, copy_in_flight, start_cli
 
     landing = tmp_path / "landing"
     for i in range(2):
@@ -104,10 +104,11 @@ def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_s
          "ECOM_INGEST_DB_SCHEMA": db_schema, "ECOM_INGEST_SPARK_MASTER": "local[2]"},
         tmp_path,
     )
+
     def moment_reached() -> bool:
         if when == "starting":  # the Spark JVM is being launched: main() is running
             return bool(psutil.Process(process.pid).children())
-        return db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%user_events%%'").fetchone()[0] > 0
+        return copy_in_flight(db, db_schema)
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not moment_reached():

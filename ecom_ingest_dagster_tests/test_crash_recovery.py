@@ -19,7 +19,7 @@ import pytest
 
 from ecom_ingest_dagster.generator import generate_events, write_drop
 
-from .helpers import assert_accounting
+from .helpers import assert_accounting, copy_in_flight
 
 FILES = 3
 
@@ -40,10 +40,6 @@ def _waiting_on_lock(db, table_name: str) -> bool:
         " WHERE NOT l.granted AND c.relname = %s",
         (table_name,),
     ).fetchone()[0] > 0
-
-
-def _copying(db) -> bool:
-    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%user_events%%'").fetchone()[0] > 0
 
 
 def _files_committed(db) -> int:
@@ -96,7 +92,7 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
         while time.monotonic() < deadline and first.poll() is None:
             if trigger == "lock_batches_now" and _waiting_on_lock(db, "ingest_batches"):
                 break
-            if trigger == "copying" and _copying(db):
+            if trigger == "copying" and copy_in_flight(db, db_schema):
                 break
             if trigger == "one_file" and _files_committed(db) >= 1:
                 break

@@ -15,13 +15,14 @@ import threading
 import time
 
 import numpy as np
+import psycopg
 import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.generator import generate_events, write_drop
 from ecom_ingest_dagster.loader import FileTask, ingest_file
 
-from .helpers import assert_accounting, csv_text, drop, ledger, row
+from .helpers import assert_accounting, copy_in_flight, csv_text, drop, ledger, row
 
 
 def _load(db, db_schema, task: FileTask, tmp_path):
@@ -51,26 +52,21 @@ def test_a_file_longer_than_listed_is_quarantined_whole_with_every_line(db, db_s
     assert_accounting(db)
 
 
-def test_a_file_appended_to_while_it_is_read_loads_nothing_and_keeps_every_line(db, db_schema, tmp_path):
+def test_a_file_appended_to_while_it_is_read_loads_nothing_and_keeps_every_line(db, db_schema, tmp_path, database_url):
     path = tmp_path / "in" / "slow_writer.csv"
     frame = generate_events(150_000, rng=np.random.default_rng(5))
     write_drop(frame, path.parent, path.name)
     task = FileTask(str(path), path.stat().st_size)
     tail = csv_text([row(900_000 + i) for i in range(3)]).split("\n", 1)[1]
 
+    watcher = psycopg.connect(database_url, autocommit=True)
+
     def late_writer():  # a producer still writing: appends once the load has begun
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if db_activity_copying():
-                break
+        while time.monotonic() < deadline and not copy_in_flight(watcher, db_schema):
             time.sleep(0.005)
         with open(path, "a") as handle:
             handle.write(tail)
-
-    watcher = _connect_like(db)
-
-    def db_activity_copying():
-        return watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'COPY%%'").fetchone()[0] > 0
 
     writer = threading.Thread(target=late_writer)
     writer.start()
@@ -83,12 +79,6 @@ def test_a_file_appended_to_while_it_is_read_loads_nothing_and_keeps_every_line(
     assert outcome.rows_total == outcome.rows_rejected == 150_003  # what the file held when quarantined
     assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 0
     assert_accounting(db)
-
-
-def _connect_like(db):
-    import psycopg
-
-    return psycopg.connect(db.info.dsn, autocommit=True)
 
 
 def _without_file_permission_bypass() -> list[str]:

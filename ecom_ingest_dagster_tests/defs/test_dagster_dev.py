@@ -178,7 +178,7 @@ def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_onc
     import psycopg
     from dagster_graphql import DagsterGraphQLClient
 
-    from ..helpers import assert_accounting
+    from ..helpers import assert_accounting, copy_in_flight
 
     rng = np.random.default_rng(13)
     frames = [generate_events(80_000, rng=rng, invalid_rate=0.02) for _ in range(3)]
@@ -199,12 +199,7 @@ def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_onc
             return records[0].dagster_run.run_id if records else None
 
         run_id = wait_for(started_run, 180, "a sensor-launched run of the new drops", interval=0.5)
-        wait_for(
-            lambda: db.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
-            ).fetchone()[0],
-            180, "the run's first COPY", interval=0.05,
-        )
+        wait_for(lambda: copy_in_flight(db, schema), 180, "the run's first COPY", interval=0.05)
         client.terminate_run(run_id)
         run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to stop")
         assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
