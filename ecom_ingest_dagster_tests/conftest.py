@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ecom_ingest_dagster import database
+from ecom_ingest_dagster.pipeline import database
 from ecom_ingest_dagster.settings import Settings
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -72,7 +72,7 @@ def settings(tmp_path, database_url, db_schema) -> Settings:
 @pytest.fixture(scope="session")
 def spark():
     """One Spark session for the whole test run: JVM start-up is the slow part."""
-    from ecom_ingest_dagster.spark_job import build_spark_session
+    from ecom_ingest_dagster.pipeline.query import build_spark_session
 
     session = build_spark_session(
         Settings(home=Path("/tmp"), landing_dir=Path("/tmp"), database_url=None, spark_master="local[2]"),
@@ -86,7 +86,7 @@ def spark():
 @pytest.fixture
 def ingest(spark, settings, db):
     """Run one availableNow pass of the real streaming query; returns its RunSummary."""
-    from ecom_ingest_dagster.spark_job import IngestQuery
+    from ecom_ingest_dagster.pipeline.query import IngestQuery
 
     def run(run_settings: Settings | None = None):
         return IngestQuery(spark, run_settings or settings, settings.database_url).run_available_now()

@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 import psycopg
 
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 from .helpers import assert_accounting
 from .private_postgres import PrivatePostgres
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             log_path = work / f"round_{number:02d}_{command}.log"
             with open(log_path, "w") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "ecom_ingest_dagster.cli", command],
+                    [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", command],
                     env=env, stdout=log, stderr=subprocess.STDOUT,
                 )
             launched = time.monotonic()
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
         drop(args.files)  # whatever has not arrived yet
         final = subprocess.run(
-            [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"], env=env, capture_output=True, text=True
         )
         assert final.returncode == 0, final.stderr[-3000:]
         _check_invariants(server, valid_ids, final=True)

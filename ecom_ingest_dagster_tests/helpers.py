@@ -27,7 +27,7 @@ GOOD_ROW = {
 
 # The command as installed (the console script beside this interpreter), else the module.
 _CONSOLE_SCRIPT = Path(sys.executable).with_name("ecom-ingest")
-CLI = [str(_CONSOLE_SCRIPT)] if _CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "ecom_ingest_dagster.cli"]
+CLI = [str(_CONSOLE_SCRIPT)] if _CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "ecom_ingest_dagster.tools.cli"]
 
 
 def _cli_env(env_extra: dict) -> dict:

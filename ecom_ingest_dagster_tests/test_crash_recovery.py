@@ -17,7 +17,7 @@ import psutil
 import psycopg
 import pytest
 
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 from .helpers import assert_accounting, copy_in_flight
 
@@ -83,7 +83,7 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
     if trigger == "lock_batches_now":
         locker.execute("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE")
     first = subprocess.Popen(
-        [sys.executable, "-m", "ecom_ingest_dagster.cli", command],
+        [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -119,7 +119,7 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
 
     # Recovery is the ordinary command: the availableNow pass finishes what is left.
     second = subprocess.run(
-        [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"], env=env, capture_output=True, text=True, timeout=300
     )
     assert second.returncode == 0, second.stderr[-2000:]
 

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 from .helpers import assert_accounting
 from .private_postgres import PrivatePostgres
@@ -57,7 +57,7 @@ def _ingest(tmp_path: Path, url: str, retry_seconds: int) -> subprocess.Popen:
         "ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1", "ECOM_INGEST_DB_RETRY_SECONDS": str(retry_seconds),
     })
     return subprocess.Popen(
-        [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"],
+        [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

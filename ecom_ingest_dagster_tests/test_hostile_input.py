@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.loader import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
 
 from .helpers import assert_accounting, csv_text, row
 

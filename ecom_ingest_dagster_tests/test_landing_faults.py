@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.generator import generate_events, write_drop
-from ecom_ingest_dagster.loader import FileTask, ingest_file
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
 
 from .helpers import assert_accounting, copy_in_flight, csv_text, drop, ledger, row
 
@@ -103,7 +103,7 @@ def test_an_unreadable_drop_is_rejected_with_a_reason_and_the_others_load(tmp_pa
         "ECOM_INGEST_SPARK_MASTER": "local[1]",
     })
     result = subprocess.run(
-        [*_without_file_permission_bypass(), sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"],
+        [*_without_file_permission_bypass(), sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -37,10 +37,10 @@ from dagster._serdes import serialize_value
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster import database
+from ecom_ingest_dagster.pipeline import database
 from ecom_ingest_dagster.defs.metrics.assets import data_quality
 from ecom_ingest_dagster.defs.resources import build_resources
-from ecom_ingest_dagster.loader import FileTask, ingest_files
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_files
 from ecom_ingest_dagster.settings import ENV_PREFIX, Settings, SettingsError, redact_url
 
 from .defs import conftest as dagster_fixtures
@@ -301,7 +301,7 @@ def test_a_failed_step_shows_the_database_url_redacted(dagster_resources, instan
 @pytest.mark.skipif(shutil.which("psql") is None, reason="no psql: the benchmark COPYs through psycopg")
 def test_the_benchmark_gives_psql_the_password_in_its_environment_not_its_command_line(secret, db_schema, tmp_path):
     """A command line is public (ps, /proc) and CalledProcessError quotes it whole."""
-    from ecom_ingest_dagster import bench
+    from ecom_ingest_dagster.tools import bench
 
     data = tmp_path / "a.csv"
     data.write_text("a\n1\n2\n")

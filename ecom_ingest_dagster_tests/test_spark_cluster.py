@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 from .helpers import assert_accounting, csv_text, drop, ledger, row
 
@@ -208,7 +208,7 @@ DRIVER_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     from ecom_ingest_dagster.settings import Settings
-    from ecom_ingest_dagster.spark_job import IngestQuery, build_spark_session
+    from ecom_ingest_dagster.pipeline.query import IngestQuery, build_spark_session
 
     args = json.loads(sys.argv[1])
     settings = Settings(

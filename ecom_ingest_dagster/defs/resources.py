@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ecom_ingest_dagster import database
-from ecom_ingest_dagster.report import Targets
+from ecom_ingest_dagster.pipeline import database
+from ecom_ingest_dagster.tools.report import Targets
 from ecom_ingest_dagster.settings import ENV_PREFIX, Settings, check_database_url
 
 
@@ -76,7 +76,7 @@ class SparkResource(dg.ConfigurableResource):
 
     def session(self, settings: Settings):
         if self._session is None:
-            from ecom_ingest_dagster.spark_job import build_spark_session
+            from ecom_ingest_dagster.pipeline.query import build_spark_session
 
             self._session = build_spark_session(dataclasses.replace(settings, spark_master=self.master))
         return self._session

@@ -20,7 +20,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -47,7 +47,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 def dagster_dev(tmp_path_factory, database_url):
     import psycopg
 
-    from ecom_ingest_dagster import database
+    from ecom_ingest_dagster.pipeline import database
 
     base = tmp_path_factory.mktemp("dagster_dev")
     schema = "e2e_" + base.name.replace("-", "_")[-20:]

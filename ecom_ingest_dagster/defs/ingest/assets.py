@@ -5,8 +5,8 @@ import dagster as dg
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
-from ecom_ingest_dagster.spark_job import IngestQuery, RunSummary
-from ecom_ingest_dagster.validation import build_schema
+from ecom_ingest_dagster.pipeline.query import IngestQuery, RunSummary
+from ecom_ingest_dagster.pipeline.validate import build_schema
 
 INGEST_GROUP = "ingest"
 
@@ -89,7 +89,7 @@ INGEST_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.
 def table_rows(postgres: PostgresResource) -> dict[str, int]:
     from psycopg import sql
 
-    from ecom_ingest_dagster.database import table
+    from ecom_ingest_dagster.pipeline.database import table
 
     with postgres.connection() as conn:
         return {

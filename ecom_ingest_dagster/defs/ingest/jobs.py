@@ -17,7 +17,7 @@ from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, table_ma
 from ecom_ingest_dagster.defs.metrics.assets import latency_metadata, quality_metadata, throughput_metadata
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
 from ecom_ingest_dagster.settings import Settings
-from ecom_ingest_dagster.spark_job import IngestQuery
+from ecom_ingest_dagster.pipeline.query import IngestQuery
 
 LANDING_TAG = "ecom_ingest/landing"
 

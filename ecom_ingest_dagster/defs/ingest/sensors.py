@@ -8,7 +8,7 @@ import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.jobs import ingest_job, stream_job
 from ecom_ingest_dagster.defs.resources import LandingResource
-from ecom_ingest_dagster.landing import LandingCursor, scan_new_drops
+from ecom_ingest_dagster.pipeline.landing import LandingCursor, scan_new_drops
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("ECOM_INGEST_SENSOR_INTERVAL_SECONDS", "5"))
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]

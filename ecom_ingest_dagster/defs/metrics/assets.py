@@ -10,8 +10,8 @@ import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.assets import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.resources import PostgresResource, ServiceTargetsResource
-from ecom_ingest_dagster.metrics import accounting_violations, fetch_batches, summarize, unaccounted_rows
-from ecom_ingest_dagster.report import judge
+from ecom_ingest_dagster.pipeline.measure import accounting_violations, fetch_batches, summarize, unaccounted_rows
+from ecom_ingest_dagster.tools.report import judge
 
 METRICS_GROUP = "metrics"
 WARN = dg.AssetCheckSeverity.WARN

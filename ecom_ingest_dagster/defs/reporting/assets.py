@@ -5,8 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ecom_ingest_dagster import report
-from ecom_ingest_dagster.cli import report_paths
+from ecom_ingest_dagster.tools import report
+from ecom_ingest_dagster.tools.cli import report_paths
 from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, ServiceTargetsResource, SparkResource
 
 

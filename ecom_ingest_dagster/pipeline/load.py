@@ -41,9 +41,9 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.csv_drop import EMPTY, CsvDrop, FileRejected, count_lines
-from ecom_ingest_dagster.database import ReconnectingConnection, table
-from ecom_ingest_dagster.validation import validate
+from ecom_ingest_dagster.pipeline.read import EMPTY, CsvDrop, FileRejected, count_lines
+from ecom_ingest_dagster.pipeline.database import ReconnectingConnection, table
+from ecom_ingest_dagster.pipeline.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from typing import Callable
 import numpy as np
 import psutil
 
-from ecom_ingest_dagster.database import connection, migrate
-from ecom_ingest_dagster.generator import generate_events, write_drop
-from ecom_ingest_dagster.metrics import percentile
+from ecom_ingest_dagster.pipeline.database import connection, migrate
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
+from ecom_ingest_dagster.pipeline.measure import percentile
 
 ROWS_PER_FILE = 1_000_000
 JDBC_JARS = ("/usr/share/java/postgresql.jar",)
@@ -238,9 +238,9 @@ def raw_copy(url: str, files: list[Path]) -> dict:
 
 def shape_valid_rows(files: list[Path], out: Path) -> list[Path]:
     """The files' valid rows exactly as the loader sends them to user_events (not timed)."""
-    from ecom_ingest_dagster.csv_drop import CsvDrop
-    from ecom_ingest_dagster.loader import _direct_frame, _to_csv
-    from ecom_ingest_dagster.validation import validate
+    from ecom_ingest_dagster.pipeline.read import CsvDrop
+    from ecom_ingest_dagster.pipeline.load import _direct_frame, _to_csv
+    from ecom_ingest_dagster.pipeline.validate import validate
 
     out.mkdir(parents=True, exist_ok=True)
     shaped = []
@@ -336,7 +336,7 @@ def pipeline(url: str, files: list[Path], home: Path) -> dict:
     try:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "ecom_ingest_dagster.cli", "ingest"], env=env,
+            [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         code, peak = _watch_tree(process)
@@ -431,7 +431,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
         "ECOM_INGEST_DATABASE_URL": config.database_url, "ECOM_INGEST_DB_SCHEMA": schema,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "ecom_ingest_dagster.cli", "stream", "--trigger-seconds", "0", "--max-files-per-trigger", "1"],
+        [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", "--trigger-seconds", "0", "--max-files-per-trigger", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
@@ -451,7 +451,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
 
 def latency_sensor(config: BenchConfig, work: Path, interval_s: int = 2) -> dict:
     """Sensor mode through the real daemon: a run per drop set, drop → queryable."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     home = work / "sensor"
     landing = home / "landing"
     dagster_home = home / "dagster_home"

@@ -14,7 +14,7 @@ import sys
 def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     out = tmp_path / "results"
     env_cmd = [
-        sys.executable, "-m", "ecom_ingest_dagster.cli", "bench",
+        sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "bench",
         "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--no-jdbc", "--out", str(out),
     ]
     import os

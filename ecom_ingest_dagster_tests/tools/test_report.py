@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from ecom_ingest_dagster import report
-from ecom_ingest_dagster.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools import report
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 HEADINGS = [
     "# Performance Metrics Report", "## 1. Executive Summary", "### Key Findings", "## 2. Test Configuration",

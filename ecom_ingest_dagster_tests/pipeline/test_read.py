@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster import csv_drop
-from ecom_ingest_dagster.csv_drop import CsvDrop, FileRejected, count_lines, is_utf8
+from ecom_ingest_dagster.pipeline import read as csv_drop
+from ecom_ingest_dagster.pipeline.read import CsvDrop, FileRejected, count_lines, is_utf8
 
 HEADER = ",".join(c.COLUMNS)
 # Small enough that a few rows fill a block, large enough for the header line.

@@ -18,8 +18,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.database import table
-from ecom_ingest_dagster.validation import validate
+from ecom_ingest_dagster.pipeline.database import table
+from ecom_ingest_dagster.pipeline.validate import validate
 
 
 @dataclasses.dataclass

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.loader import FileTask, ingest_file
-from ecom_ingest_dagster.replay import replay_rejected
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
+from ecom_ingest_dagster.tools.replay import replay_rejected
 
-from .helpers import assert_accounting, csv_text, drop, event_id, ledger, row
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, event_id, ledger, row
 
 FUTURE = "2026-12-01T10:00:00Z"  # more than 24 h after the first load's "now"
 

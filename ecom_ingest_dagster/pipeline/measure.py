@@ -194,7 +194,7 @@ def fetch_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str 
     """
     from psycopg import sql
 
-    from ecom_ingest_dagster.database import table
+    from ecom_ingest_dagster.pipeline.database import table
 
     batches_table = table(schema, "ingest_batches")
     if run_id is not None:
@@ -224,7 +224,7 @@ def accounting_violations(
     loaded + duplicate + rejected, or disagree with the rows in ``user_events`` / ``rejected_events``."""
     from psycopg import sql
 
-    from ecom_ingest_dagster.database import table
+    from ecom_ingest_dagster.pipeline.database import table
 
     query = sql.SQL(
         """

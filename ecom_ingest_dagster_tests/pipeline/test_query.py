@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.generator import generate_events, write_drop
-from ecom_ingest_dagster.spark_job import IngestQuery
+from ecom_ingest_dagster.tools.generator import generate_events, write_drop
+from ecom_ingest_dagster.pipeline.query import IngestQuery
 
-from .helpers import assert_accounting, csv_text, drop, ledger, row
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row
 
 
 def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path):
@@ -141,7 +141,7 @@ def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, set
 def test_a_second_run_on_the_same_checkpoint_is_refused_clearly(spark, settings, db, database_url):
     import psycopg
 
-    from ecom_ingest_dagster.spark_job import IngestBusy, IngestQuery
+    from ecom_ingest_dagster.pipeline.query import IngestBusy, IngestQuery
 
     drop(settings.landing_dir, "a.csv", csv_text([row(1)]))
     query = IngestQuery(spark, settings, settings.database_url)

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecom_ingest_dagster import contract, generator
-from ecom_ingest_dagster.generator import (
+from ecom_ingest_dagster import contract
+from ecom_ingest_dagster.tools import generator
+from ecom_ingest_dagster.tools.generator import (
     EXPECTED_REASON,
     INVALID_REASONS,
     DropSummary,

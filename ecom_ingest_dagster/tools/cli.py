@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ecom_ingest_dagster.database import DatabaseUnavailable
+from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
 from ecom_ingest_dagster.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
@@ -129,7 +129,7 @@ def _fail(exc: CliError) -> int:
 
 
 def _generate(settings: Settings, args) -> int:
-    from ecom_ingest_dagster.generator import generate_drops
+    from ecom_ingest_dagster.tools.generator import generate_drops
 
     if args.events < 0:
         raise CliError("--events must be >= 0", EXIT_USAGE)
@@ -154,12 +154,12 @@ def _generate(settings: Settings, args) -> int:
 
 def _open_pipeline(settings: Settings):
     """Database ready (migrated) and a Spark session: what both run modes need."""
-    from ecom_ingest_dagster.database import ready_database
+    from ecom_ingest_dagster.pipeline.database import ready_database
 
     if not settings.landing_dir.is_dir():
         raise CliError(f"landing directory {settings.landing_dir} does not exist", EXIT_USAGE)
     url = ready_database(settings, retry_s=settings.db_retry_seconds)
-    from ecom_ingest_dagster.spark_job import build_spark_session
+    from ecom_ingest_dagster.pipeline.query import build_spark_session
 
     started = time.perf_counter()
     spark = build_spark_session(settings)
@@ -178,7 +178,7 @@ def _print_batch(metrics: dict) -> None:
 
 
 def _run(settings: Settings, runner) -> int:
-    from ecom_ingest_dagster.spark_job import IngestQuery
+    from ecom_ingest_dagster.pipeline.query import IngestQuery
 
     url, spark = _open_pipeline(settings)
     try:
@@ -210,7 +210,7 @@ def _stream(settings: Settings, args) -> int:
 
 
 def _status(settings: Settings, args=None) -> int:
-    from ecom_ingest_dagster.database import connection, ready_database
+    from ecom_ingest_dagster.pipeline.database import connection, ready_database
     from ecom_ingest_dagster.settings import redact_url
 
     url = ready_database(settings)
@@ -234,8 +234,8 @@ def _status(settings: Settings, args=None) -> int:
 
 
 def _report(settings: Settings, args) -> int:
-    from ecom_ingest_dagster import report
-    from ecom_ingest_dagster.database import connection, ready_database
+    from ecom_ingest_dagster.tools import report
+    from ecom_ingest_dagster.pipeline.database import connection, ready_database
 
     try:
         since = report.parse_since(args.since) if args.since else None
@@ -254,8 +254,8 @@ def _report(settings: Settings, args) -> int:
 
 
 def _replay(settings: Settings, args) -> int:
-    from ecom_ingest_dagster.database import connection, ready_database
-    from ecom_ingest_dagster.replay import replay_rejected
+    from ecom_ingest_dagster.pipeline.database import connection, ready_database
+    from ecom_ingest_dagster.tools.replay import replay_rejected
 
     try:
         with connection(ready_database(settings)) as conn:
@@ -270,8 +270,8 @@ def _replay(settings: Settings, args) -> int:
 
 
 def _bench(settings: Settings, args) -> int:
-    from ecom_ingest_dagster import bench
-    from ecom_ingest_dagster.database import ready_database
+    from ecom_ingest_dagster.tools import bench
+    from ecom_ingest_dagster.pipeline.database import ready_database
 
     if args.rows < 0 or args.latency_drops < 0 or args.sensor_drops < 0:
         raise CliError("--rows, --latency-drops and --sensor-drops must be >= 0", EXIT_USAGE)
@@ -289,7 +289,7 @@ def _bench(settings: Settings, args) -> int:
 
 def report_paths(settings: Settings) -> dict[str, str]:
     """Where the report says the metrics live, for this installation."""
-    from ecom_ingest_dagster.metrics import MetricsLog
+    from ecom_ingest_dagster.pipeline.measure import MetricsLog
 
     logs = MetricsLog(settings.logs_dir)
     return {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, percentile, summarize
+from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, percentile, summarize
 
 T0 = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
 

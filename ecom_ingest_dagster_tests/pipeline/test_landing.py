@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from ecom_ingest_dagster import landing as landing_module
-from ecom_ingest_dagster.landing import LandingCursor
+from ecom_ingest_dagster.pipeline import landing as landing_module
+from ecom_ingest_dagster.pipeline.landing import LandingCursor
 
 # Most tests look at files they have just made: no settling margin unless a test asks.
 scan_new_drops = functools.partial(landing_module.scan_new_drops, settle_ns=0)

@@ -35,11 +35,11 @@ import pandas as pd
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ecom_ingest_dagster.database import DatabaseUnavailable, ReconnectingConnection, connect, connection, prepare, table
-from ecom_ingest_dagster.landing import replaced_after_ingest
-from ecom_ingest_dagster.loader import FileTask, ingest_files
-from ecom_ingest_dagster.metrics import MetricsLog, batch_metrics, summarize
-from ecom_ingest_dagster.resource_monitor import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
+from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection, prepare, table
+from ecom_ingest_dagster.pipeline.landing import replaced_after_ingest
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_files
+from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
+from ecom_ingest_dagster.pipeline.sampling import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
 from ecom_ingest_dagster.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -453,7 +453,7 @@ def _database_failures():
 
 
 def _warm_worker(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    from ecom_ingest_dagster import validation
+    from ecom_ingest_dagster.pipeline import validate as validation
 
     validation.validate(pd.DataFrame(columns=["event_id"]))
     yield from frames

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.loader import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
 
-from .helpers import assert_accounting, csv_text, drop, event_id, ledger, row
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, event_id, ledger, row
 
 
 def load(db, db_schema, path: Path, tmp_path: Path, batch_id: int = 0):
@@ -124,7 +124,7 @@ def test_two_tasks_loading_one_file_at_once_load_it_once(db, db_schema, tmp_path
     import numpy as np
     import psycopg
 
-    from ecom_ingest_dagster.generator import generate_events, write_drop
+    from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
     good = tmp_path / "in" / "shared.csv"
     write_drop(generate_events(50_000, rng=np.random.default_rng(3), invalid_rate=0.02), good.parent, good.name)

@@ -211,7 +211,7 @@ def summarize_samples(samples: Iterable) -> dict[str, dict[str, float | None]]:
 def store_samples(conn, schema: str, run_id: str, samples: Sequence[Sample]) -> None:
     from psycopg import sql
 
-    from ecom_ingest_dagster.database import table
+    from ecom_ingest_dagster.pipeline.database import table
 
     if not samples:
         return

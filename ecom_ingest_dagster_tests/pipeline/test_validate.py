@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.validation import validate
+from ecom_ingest_dagster.pipeline.validate import validate
 
-from .helpers import GOOD_ROW
+from ecom_ingest_dagster_tests.helpers import GOOD_ROW
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
 # The shared good row, with microseconds to check the timestamp's precision.
@@ -133,7 +133,7 @@ def test_empty_frame():
 def test_generator_rows_validate_as_the_generator_intended():
     import numpy as np
 
-    from ecom_ingest_dagster.generator import generate_events
+    from ecom_ingest_dagster.tools.generator import generate_events
 
     frame = generate_events(5000, rng=np.random.default_rng(7), invalid_rate=0.2, now=NOW)
     result = validate(frame, now=NOW)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import csv_text, drop, row
-from .helpers import run_cli as run
+from ecom_ingest_dagster_tests.helpers import csv_text, drop, row
+from ecom_ingest_dagster_tests.helpers import run_cli as run
 
 
 def _ingest_into_a_closed_port(tmp_path, retry_seconds: str):
@@ -91,9 +91,9 @@ def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_s
     import numpy as np
     import psutil
 
-    from ecom_ingest_dagster.generator import generate_events, write_drop
+    from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-    from .helpers import assert_accounting, copy_in_flight, start_cli
+    from ecom_ingest_dagster_tests.helpers import assert_accounting, copy_in_flight, start_cli
 
     landing = tmp_path / "landing"
     for i in range(2):
