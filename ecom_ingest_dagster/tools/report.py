@@ -5,6 +5,10 @@ from PostgreSQL; ``render`` writes ``performance_report.md`` with PNG plots besi
 Every figure comes from the data, every status is computed against the targets, and the
 analysis sentences are derived from the same numbers, so the prose cannot contradict
 the tables.
+
+The prose and tables live in ``templates/performance_report.md.j2`` while ``markdown``
+computes every figure, status and sentence: the computation stays in Python so it can
+be tested, the wording in the template so it can be read and edited as the document it is.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ import statistics
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import jinja2
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.database import table
-from ecom_ingest_dagster.pipeline.measure import STAGES, accounting_violations, summarize, unaccounted_rows
+from ecom_ingest_dagster.pipeline.checks import judge
+from ecom_ingest_dagster.pipeline.ledger import accounting_violations
+from ecom_ingest_dagster.pipeline.measure import STAGES, summarize, unaccounted_rows
 from ecom_ingest_dagster.pipeline.sampling import summarize_samples
-from ecom_ingest_dagster.settings import SettingsError
+from ecom_ingest_dagster.settings import Targets
 
 REPORT_NAME = "performance_report.md"
 PLOTS = {
@@ -64,33 +71,6 @@ LOAD_LEVELS = (
     ("Bulk (100-9,999)", 100, 10_000),
     ("Large (10,000+)", 10_000, None),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Targets:
-    """The original report's requirements (section 9.1)."""
-
-    min_throughput_rps: float = 10.0
-    max_latency_ms: float = 5000.0
-    min_validation_rate_pct: float = 95.0
-    max_data_loss_pct: float = 0.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Targets":
-        """ECOM_INGEST_TARGET_* overrides: the CLI's report and Dagster's checks read the same."""
-        import os
-
-        env = os.environ if environ is None else environ
-        values = {}
-        for field in dataclasses.fields(cls):
-            name = f"ECOM_INGEST_TARGET_{field.name.upper()}"
-            raw = env.get(name, "").strip()
-            if raw:
-                try:
-                    values[field.name] = float(raw)
-                except ValueError:
-                    raise SettingsError(f"{name}={raw!r} is not a number") from None
-        return cls(**values)
 
 
 @dataclasses.dataclass
@@ -216,28 +196,6 @@ def _environment(pg_version: str) -> dict[str, str]:
 # -- figures the report states -------------------------------------------------------
 
 
-def judge(summary: Mapping, targets: Targets, loss_pct: float) -> dict[str, dict]:
-    """The four requirements judged on a summary: the one place a status is decided.
-
-    ``passed`` is None when there is nothing to judge (no batch: no throughput, no latency).
-    The Dagster asset checks and the report's tables both read this.
-    """
-    has = bool(summary["total_batches"])
-    throughput = summary["avg_records_per_second"]
-    latency = summary["batch_latency_ms"]["max"]
-    rate = summary["validation_success_rate"]
-    return {
-        "min_throughput": {"measured": throughput, "target": targets.min_throughput_rps,
-                           "passed": throughput >= targets.min_throughput_rps if has else None},
-        "max_latency": {"measured": latency, "target": targets.max_latency_ms,
-                        "passed": latency <= targets.max_latency_ms if has else None},
-        "validation_rate": {"measured": rate, "target": targets.min_validation_rate_pct,
-                            "passed": rate > targets.min_validation_rate_pct if has else None},
-        "zero_data_loss": {"measured": loss_pct, "target": targets.max_data_loss_pct,
-                           "passed": loss_pct <= targets.max_data_loss_pct},
-    }
-
-
 def requirements(data: ReportData, targets: Targets) -> list[dict]:
     """Section 9.1: each requirement with its measured value and its judged status."""
     j = judge(data.summary, targets, data_loss_pct(data))
@@ -328,6 +286,17 @@ def _when(moment: dt.datetime | None) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "n/a"
 
 
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("ecom_ingest_dagster.tools", "templates"),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+_TEMPLATES.filters.update(num=_num, status=_status, when=_when, thousands="{:,}".format)
+TEMPLATE = _TEMPLATES.get_template("performance_report.md.j2")
+
+
 def render(data: ReportData, out_dir: Path, targets: Targets = Targets()) -> Path:
     """Write the report and its plots into ``out_dir``; returns the Markdown file."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,293 +306,86 @@ def render(data: ReportData, out_dir: Path, targets: Targets = Targets()) -> Pat
     return path
 
 
-def markdown(data: ReportData, targets: Targets = Targets()) -> str:  # noqa: C901 - one section after another
+def markdown(data: ReportData, targets: Targets = Targets()) -> str:
+    """The report as Markdown: the figures computed here, the wording in ``TEMPLATE``."""
     s = data.summary
     res = data.resources
     reqs = requirements(data, targets)
-    lat = s["batch_latency_ms"]
-    e2e = s["end_to_end_latency_ms"]
-    params = drop_parameters(data.files)
     shares = stage_shares(s)
     levels = load_levels(data.batches)
     loss = data_loss_pct(data)
-    first = min((b["committed_at"] for b in data.batches), default=None)
-    last = max((b["committed_at"] for b in data.batches), default=None)
-    modes = sorted({b.get("mode", "?") for b in data.batches}) or ["none"]
-    trigger_seconds = sorted({b.get("trigger_seconds") for b in data.batches if b.get("trigger_seconds") is not None})
-    max_files = sorted({b.get("max_files_per_trigger") for b in data.batches if b.get("max_files_per_trigger")})
-    max_bytes = sorted({b.get("max_bytes_per_trigger") for b in data.batches if b.get("max_bytes_per_trigger")})
     cores = _cores(data.environment)
-    failing = [r for r in reqs if r["passed"] is False]
     reasons = {reason: int(s["reason_counts"].get(reason, 0)) for reason in c.REJECTION_REASONS + c.FILE_REJECTION_REASONS}
-    type_total = sum(n for _, n in data.event_types)
     dominant = max(shares[:-1], key=lambda row: row[1]) if s["total_batches"] else None
-    key_status = {r["name"]: r["passed"] for r in reqs}
-
-    out: list[str] = []
-    w = out.append
-    w("# Performance Metrics Report\n")
-    w("## Real-Time Data Ingestion Pipeline - E-Commerce Events\n")
-    w(f"**Report Date:** {_when(data.generated_at)}  ")
-    w(f"**Test Duration:** {_when(first)} to {_when(last)}  ")
-    w(f"**Test Environment:** {data.environment['machine']}, Spark {data.environment['spark']} "
-      f"({', '.join(modes)}), PostgreSQL {data.environment['postgresql']}\n")
-    w("---\n")
-    w("## 1. Executive Summary\n")
-    w("This report presents the measured performance of the ingestion pipeline that processes e-commerce user "
-      "events with Apache Spark Structured Streaming, validates them with Pandera and writes them to PostgreSQL, "
-      f"over {s['total_batches']} micro-batch(es) and {_num(s['total_records'])} records.\n")
-    w("### Key Findings\n")
-    w("| Metric | Value | Status |")
-    w("|--------|-------|--------|")
-    w(f"| Average Throughput | {_num(s['avg_records_per_second'])} records/sec | {_status(key_status['Min Throughput'])} |")
-    w(f"| Average Latency | {_num(lat['avg'])} ms | {_status(key_status['Max Latency'])} |")
-    w(f"| Validation Success Rate | {_num(s['validation_success_rate'])}% | {_status(key_status['Validation Rate'])} |")
-    w(f"| Data Loss Rate | {_num(loss)}% | {_status(key_status['Data Loss'])} |\n")
-    w("---\n")
-    w("## 2. Test Configuration\n")
-    w("### 2.1 System Specifications\n")
-    w("| Component | Configuration |")
-    w("|-----------|---------------|")
-    w(f"| **Spark Version** | {data.environment['spark']} |")
-    w(f"| **PostgreSQL Version** | {data.environment['postgresql']} |")
-    w(f"| **Python Version** | {data.environment['python']} |")
-    w(f"| **Pandera Version** | {data.environment['pandera']} |")
-    w(f"| **Run Modes** | {', '.join(modes)} |")
-    w(f"| **Trigger Interval** | {', '.join(f'{_num(t)} seconds' for t in trigger_seconds) or 'availableNow (process what has landed, then stop)'} |")
-    w(f"| **Max Files Per Trigger** | {', '.join(str(m) for m in max_files) or 'not set'} |")
-    w(f"| **Max Bytes Per Trigger** | {', '.join(f'{m:,}' for m in max_bytes) or 'not set'} |\n")
-    w("### 2.2 Data Generation Parameters\n")
-    w("As observed in the drops the window covers:\n")
-    w("| Parameter | Value |")
-    w("|-----------|-------|")
-    w(f"| Events per batch (file) | {params['rows_per_file_min']}-{params['rows_per_file_max']} (average {_num(params['rows_per_file_avg'])}) |")
-    w(f"| Batch interval | {_num(params['median_interval_s'])} seconds (median time between drops) |")
-    w(f"| Total batches tested | {s['total_batches']} micro-batches, {params['files']} files |")
-    w(f"| Total records generated | {_num(params['rows'])} |\n")
-    w("### 2.3 Event Types Distribution\n")
-    w("Of the events loaded in the window:\n")
-    w("| Event Type | Percentage |")
-    w("|------------|------------|")
     counts = dict(data.event_types)
-    for event_type in c.EVENT_TYPES:
-        n = counts.get(event_type, 0)
-        w(f"| {event_type} | {_num(100.0 * n / type_total if type_total else 0.0)}% ({_num(n)}) |")
-    w("")
-    w("---\n")
-    w("## 3. Throughput Metrics\n")
-    w("### 3.1 Overall Throughput\n")
-    w("| Metric | Value |")
-    w("|--------|-------|")
-    w(f"| **Total Records Processed** | {_num(s['total_records'])} |")
-    w(f"| **Total Batches** | {s['total_batches']} |")
-    w(f"| **Average Records per Batch** | {_num(s['avg_records_per_batch'])} |")
-    w(f"| **Average Throughput** | {_num(s['avg_records_per_second'])} records/sec |")
-    w(f"| **Peak Throughput** | {_num(s['peak_records_per_second'])} records/sec |\n")
-    w("### 3.2 Throughput Over Time\n")
-    w(f"![Throughput per batch]({PLOTS['throughput']})\n")
-    w("```")
-    w("Batch ID | Records | Throughput (rec/sec)")
-    w("---------|---------|---------------------")
-    shown = data.batches if len(data.batches) <= 20 else data.batches[:10] + data.batches[-10:]
-    for i, b in enumerate(shown):
-        if len(data.batches) > 20 and i == 10:
-            w(f"... ({len(data.batches) - 20} more)")
-        w(f"{b['batch_id']:<8} | {b['total_records']:<7} | {_num(b['records_per_second'])}")
-    w("```\n")
-    w("### 3.3 Analysis\n")
-    w(_throughput_analysis(s, levels, targets) + "\n")
-    w("---\n")
-    w("## 4. Latency Metrics\n")
-    w("### 4.1 End-to-End Latency\n")
-    w("Batch latency is the wall time of a micro-batch (files read, validated and committed); end-to-end "
-      "latency runs from a file landing to its rows being committed.\n")
-    w("| Metric | Value (ms) |")
-    w("|--------|------------|")
-    w(f"| **Average Batch Latency** | {_num(lat['avg'])} |")
-    w(f"| **Minimum Latency** | {_num(lat['min'])} |")
-    w(f"| **Maximum Latency** | {_num(lat['max'])} |")
-    w(f"| **Median Latency** | {_num(lat['p50'])} |")
-    w(f"| **P95 Latency** | {_num(lat['p95'])} |")
-    w(f"| **P99 Latency** | {_num(lat['p99'])} |")
-    w(f"| **Drop to Committed, median** | {_num(e2e['p50'])} |")
-    w(f"| **Drop to Committed, P95** | {_num(e2e['p95'])} |\n")
-    w(f"![Latency distribution]({PLOTS['latency']})\n")
-    w("### 4.2 Latency Breakdown\n")
-    w("Stage times are summed over a batch's files (tasks run in parallel on the executors).\n")
-    w("| Stage | Average Time (ms) | % of Total |")
-    w("|-------|-------------------|------------|")
-    for label, ms, pct in shares:
-        w(f"| {label} | {_num(ms)} | {_num(pct)}% |")
-    w(f"| **Total** | {_num(lat['avg'])} | 100% |\n")
-    w(f"![Stage breakdown]({PLOTS['stages']})\n")
-    w("### 4.3 Analysis\n")
-    w(_latency_analysis(s, shares, dominant, targets) + "\n")
-    w("---\n")
-    w("## 5. Validation Metrics\n")
-    w("### 5.1 Validation Results\n")
-    w("| Metric | Value |")
-    w("|--------|-------|")
-    w(f"| **Total Records Validated** | {_num(s['total_records'])} |")
-    w(f"| **Valid Records** | {_num(s['valid_records'])} ({_num(s['loaded_records'])} loaded, {_num(s['duplicate_records'])} duplicates skipped) |")
-    w(f"| **Invalid Records** | {_num(s['invalid_records'])} |")
-    w(f"| **Validation Success Rate** | {_num(s['validation_success_rate'])}% |\n")
-    w("### 5.2 Validation Error Breakdown\n")
-    w("A rejected row carries every reason that applies, so the counts can add up to more than the invalid records.\n")
-    w("| Error Type | Count | Percentage of records |")
-    w("|------------|-------|------------|")
-    for reason, n in reasons.items():
-        label = REASON_LABELS.get(reason, reason)
-        w(f"| {label} (`{reason}`) | {_num(n)} | {_num(100.0 * n / s['total_records'] if s['total_records'] else 0.0)}% |")
-    w("")
-    w(f"![Rejections by reason]({PLOTS['rejections']})\n")
-    w("### 5.3 Analysis\n")
-    w(_validation_analysis(s, reasons, targets, data.paths) + "\n")
-    w("---\n")
-    w("## 6. Database Performance\n")
-    w("### 6.1 PostgreSQL Write Performance\n")
+    type_total = sum(n for _, n in data.event_types)
     writes = [float(b["db_write_time_ms"]) for b in data.batches]
-    accounted = 100.0 - loss
-    w("| Metric | Value |")
-    w("|--------|-------|")
-    w(f"| **Average Write Time** | {_num(sum(writes) / len(writes) if writes else None)} ms |")
-    w(f"| **Maximum Write Time** | {_num(max(writes) if writes else None)} ms |")
-    w(f"| **Write Success Rate** | {_num(accounted)}% of rows have a committed outcome |")
-    w(f"| **Connections** | average {_num(res['pg_connections']['avg'])}, peak {_num(res['pg_connections']['peak'])} |\n")
-    w("### 6.2 Database Verification\n")
-    w("```sql")
-    w("-- Total records in database")
-    w("SELECT COUNT(*) FROM user_events;")
-    w(f"-- Result: {data.user_events_total:,}")
-    w("")
-    w("-- Records by event type (loaded in the window)")
-    w("SELECT event_type, COUNT(*) FROM user_events GROUP BY event_type;")
-    for event_type, n in data.event_types:
-        w(f"-- {event_type}: {n:,}")
-    w("")
-    w("-- Records per minute (loaded in the window)")
-    w("SELECT date_trunc('minute', created_at) AS minute, COUNT(*) AS record_count")
-    w("FROM user_events GROUP BY 1 ORDER BY 1;")
-    for minute, n in data.per_minute[:15]:
-        w(f"-- {_when(minute)}: {n:,}")
-    if len(data.per_minute) > 15:
-        w(f"-- ... {len(data.per_minute) - 15} more minutes")
-    w("```\n")
-    w("### 6.3 Analysis\n")
-    w(_database_analysis(s, writes) + "\n")
-    w("---\n")
-    w("## 7. Resource Utilization\n")
-    w(f"Sampled twice a second during the runs ({len(data.samples)} samples); CPU is in % of one core "
-      f"({cores} cores = {cores * 100}%); PostgreSQL writes count WAL and flushed data pages.\n")
-    w("### 7.1 Spark Resource Usage\n")
-    w("| Resource | Average | Peak |")
-    w("|----------|---------|------|")
-    w(f"| CPU Usage (driver, JVM, Python workers) | {_num(res['cpu_pct']['avg'])}% | {_num(res['cpu_pct']['peak'])}% |")
-    w(f"| Memory Usage (whole process tree) | {_num(res['rss_mb']['avg'])} MB | {_num(res['rss_mb']['peak'])} MB |")
-    w(f"| Memory of the Spark JVM | {_num(res['jvm_rss_mb']['avg'])} MB | {_num(res['jvm_rss_mb']['peak'])} MB |")
-    w(f"| Memory of Python workers | {_num(res['python_workers_rss_mb']['avg'])} MB | {_num(res['python_workers_rss_mb']['peak'])} MB |")
-    w(f"| Active Tasks | {_num(res['active_tasks']['avg'])} | {_num(res['active_tasks']['peak'])} |\n")
-    w("### 7.2 PostgreSQL Resource Usage\n")
-    w("| Resource | Average | Peak |")
-    w("|----------|---------|------|")
-    w(f"| Connections | {_num(res['pg_connections']['avg'])} | {_num(res['pg_connections']['peak'])} |")
-    w(f"| Transaction Rate | {_num(res['pg_xact_per_s']['avg'])}/sec | {_num(res['pg_xact_per_s']['peak'])}/sec |")
-    w(f"| Disk I/O (read) | {_num(res['pg_read_mb_s']['avg'], 3)} MB/s | {_num(res['pg_read_mb_s']['peak'], 3)} MB/s |")
-    w(f"| Disk I/O (write) | {_num(res['pg_write_mb_s']['avg'], 3)} MB/s | {_num(res['pg_write_mb_s']['peak'], 3)} MB/s |\n")
-    w(f"![Resource usage]({PLOTS['resources']})\n")
-    w("---\n")
-    w("## 8. Error Handling & Reliability\n")
-    w("### 8.1 Error Statistics\n")
-    files_rejected = sum(1 for f in data.files if f["status"] == "rejected")
-    w("| Error Type | Count | Impact |")
-    w("|------------|-------|--------|")
-    w(f"| Validation Errors | {_num(s['invalid_records'])} | Rows quarantined in `rejected_events` with every reason |")
-    w(f"| Files Rejected Whole | {files_rejected} | Moved to the rejected directory with a reason; every line counted |")
-    w(f"| Duplicate Events | {_num(s['duplicate_records'])} | Skipped by the unique `event_id`, counted |")
-    w(f"| Files Breaking the Accounting Identity | {len(data.violations)} | {'None' if not data.violations else 'Investigate: rows without an outcome'} |\n")
-    w("### 8.2 Data Integrity\n")
-    w(f"- **Data Loss:** {unaccounted_rows(data.violations):,} records lost ({_num(loss)}%): for every file, "
-      "rows in = loaded + duplicate + rejected, checked against the tables")
-    w(f"- **Duplicate Prevention:** {s['duplicate_records']:,} duplicates skipped by the unique `event_id` (UUID semantics)")
-    w("- **Order Preservation:** rows of a file are loaded in file order; files of one micro-batch load in parallel\n")
-    w("### 8.3 Recovery Capabilities\n")
-    w("- **Checkpoint Recovery:** Spark checkpoint per landing directory and database "
-      f"({data.paths.get('checkpoints', 'under the state directory')})")
-    w("- **Restart Behavior:** resumes from the last committed micro-batch; a replayed batch is skipped by the batch "
-      "ledger (`ingest_batches`), a re-seen file by the file ledger (`ingest_files`)")
-    w(f"- **Log Retention:** validation errors in `{data.paths.get('errors_log', 'logs/validation_errors.log')}` and in `rejected_events`\n")
-    w("---\n")
-    w("## 9. Performance Benchmarks\n")
-    w("### 9.1 Comparison with Requirements\n")
-    w("| Requirement | Target | Actual | Status |")
-    w("|-------------|--------|--------|--------|")
-    for r in reqs:
-        w(f"| {r['name']} | {r['target']} | {r['actual']} | {_status(r['passed'])} |")
-    w("")
-    w("### 9.2 Scalability Observations\n")
-    w("| Load Level | Records/Batch | Avg Latency | Throughput | Source |")
-    w("|------------|---------------|-------------|------------|--------|")
-    for row in levels:
-        w(f"| {row['label']} | {_num(row['records_per_batch'])} | {_num(row['avg_latency_ms'])} ms | "
-          f"{_num(row['throughput'])} rec/sec | {row['source']} |")
-    w("")
-    w("---\n")
-    w("## 10. Recommendations\n")
-    w("### 10.1 Optimizations Implemented\n")
-    w("1. **Batch Processing:** `foreachBatch` micro-batches; each file is parsed and loaded on an executor, only per-file outcomes reach the driver")
-    w("2. **Schema Validation:** a Pandera schema over Arrow-backed columns, every reason of every row")
-    w("3. **Bulk Loading:** psycopg `COPY` into a staging table, `INSERT ... ON CONFLICT DO NOTHING`, one transaction per file")
-    w("4. **Checkpointing:** Spark checkpoints plus file and batch ledgers for an exactly-once effect\n")
-    w("### 10.2 Potential Improvements\n")
-    for i, item in enumerate(_recommendations(s, shares, dominant, levels, res, reqs, cores), start=1):
-        w(f"{i}. {item}")
-    w("")
-    w("---\n")
-    w("## 11. Conclusion\n")
-    if failing:
-        w(f"The pipeline misses {len(failing)} of {len(reqs)} requirements:\n")
-    elif any(r["passed"] is None for r in reqs):
-        w("No micro-batch was committed in the window, so only data loss can be judged:\n")
-    else:
-        w("The real-time data ingestion pipeline meets all performance requirements:\n")
-    for r in reqs:
-        w(f"- {_status(r['passed']).split()[0]} **{r['name']}:** {r['actual']} against {r['target']}")
-    w("")
-    w("---\n")
-    w("## Appendix A: How to Collect Metrics\n")
-    w("### Running Performance Tests\n")
-    w("```bash")
-    w("# 1. Drop events into the landing directory")
-    w("ecom-ingest generate --events 20 --batches 10 --interval 5 --invalid-rate 0.02")
-    w("# 2. Ingest them once (or let the Dagster sensor do it: scripts/dev)")
-    w("ecom-ingest ingest            # or: ecom-ingest stream --trigger-seconds 10 --max-files-per-trigger 1")
-    w("# 3. Render this report")
-    w("ecom-ingest report --since 24h")
-    w("```\n")
-    w("### Metrics Files Location\n")
-    w("| File | Description |")
-    w("|------|-------------|")
-    w(f"| `{data.paths.get('metrics', 'logs/performance_metrics.json')}` | Per-batch metrics (JSONL format) |")
-    w(f"| `{data.paths.get('summary', 'logs/performance_summary.json')}` | Aggregate summary |")
-    w(f"| `{data.paths.get('errors_log', 'logs/validation_errors.log')}` | Human-readable error log |")
-    w(f"| `{data.paths.get('errors_json', 'logs/validation_errors_detailed.json')}` | Structured error data |")
-    w("| PostgreSQL `ingest_batches`, `ingest_files`, `resource_samples` | The same figures, queryable |\n")
-    w("### Querying Metrics\n")
-    w("```python")
-    w("import json")
-    w("with open('logs/performance_metrics.json') as f:")
-    w("    for line in f:")
-    w("        batch = json.loads(line)")
-    w("        print(f\"Batch {batch['batch_id']}: {batch['total_processing_time_ms']:.2f}ms\")")
-    w("```\n")
-    w("## Appendix B: Sample Raw Metrics\n")
-    w("```json")
+    # Section 3.2 lists the first and last ten batches of a long window.
+    batches_hidden = max(len(data.batches) - 20, 0)
     sample = {k: v for k, v in (data.batches[0] if data.batches else {}).items() if k != "committed_at"}
-    w(json.dumps(sample, indent=2, default=str) if sample else "{}")
-    w("```\n")
-    w("---\n")
-    w(f"*Report generated by `ecom-ingest report` (`ecom_ingest_dagster/tools/report.py`) at {_when(data.generated_at)}.*")
-    return "\n".join(out) + "\n"
+    return TEMPLATE.render(
+        generated_at=data.generated_at,
+        first_batch_at=min((b["committed_at"] for b in data.batches), default=None),
+        last_batch_at=max((b["committed_at"] for b in data.batches), default=None),
+        env=data.environment,
+        modes=sorted({b.get("mode", "?") for b in data.batches}) or ["none"],
+        summary=s,
+        latency=s["batch_latency_ms"],
+        end_to_end=s["end_to_end_latency_ms"],
+        resources=res,
+        passed={r["name"]: r["passed"] for r in reqs},
+        loss_pct=loss,
+        trigger_seconds=sorted({b.get("trigger_seconds") for b in data.batches if b.get("trigger_seconds") is not None}),
+        max_files=sorted({b.get("max_files_per_trigger") for b in data.batches if b.get("max_files_per_trigger")}),
+        max_bytes=sorted({b.get("max_bytes_per_trigger") for b in data.batches if b.get("max_bytes_per_trigger")}),
+        drops=drop_parameters(data.files),
+        event_type_shares=[
+            {"event_type": t, "count": counts.get(t, 0),
+             "pct": 100.0 * counts.get(t, 0) / type_total if type_total else 0.0}
+            for t in c.EVENT_TYPES
+        ],
+        plots=PLOTS,
+        batches_shown=data.batches[:10] + data.batches[-10:] if batches_hidden else data.batches,
+        batches_gap_at=10 if batches_hidden else None,
+        batches_hidden=batches_hidden,
+        throughput_analysis=_throughput_analysis(s, levels, targets),
+        stage_shares=shares,
+        latency_analysis=_latency_analysis(s, shares, dominant, targets),
+        rejection_reasons=[
+            {"reason": reason, "label": REASON_LABELS.get(reason, reason), "count": n,
+             "pct": 100.0 * n / s["total_records"] if s["total_records"] else 0.0}
+            for reason, n in reasons.items()
+        ],
+        validation_analysis=_validation_analysis(s, reasons, targets, data.paths),
+        write_avg_ms=sum(writes) / len(writes) if writes else None,
+        write_max_ms=max(writes) if writes else None,
+        accounted_pct=100.0 - loss,
+        user_events_total=data.user_events_total,
+        event_types=data.event_types,
+        minutes_shown=data.per_minute[:15],
+        minutes_hidden=max(len(data.per_minute) - 15, 0),
+        database_analysis=_database_analysis(s, writes),
+        sample_count=len(data.samples),
+        cores=cores,
+        cpu_capacity_pct=cores * 100,
+        files_rejected=sum(1 for f in data.files if f["status"] == "rejected"),
+        violations=len(data.violations),
+        unaccounted_rows=unaccounted_rows(data.violations),
+        paths={
+            "checkpoints": "under the state directory",
+            "errors_log": "logs/validation_errors.log",
+            "errors_json": "logs/validation_errors_detailed.json",
+            "metrics": "logs/performance_metrics.json",
+            "summary": "logs/performance_summary.json",
+            **data.paths,
+        },
+        requirements=reqs,
+        load_levels=levels,
+        recommendations=_recommendations(s, shares, dominant, levels, res, reqs, cores),
+        failing=sum(1 for r in reqs if r["passed"] is False),
+        unjudged=any(r["passed"] is None for r in reqs),
+        sample_json=json.dumps(sample, indent=2, default=str) if sample else "{}",
+    )
 
 
 def _cores(environment: Mapping[str, str]) -> int:
@@ -673,7 +435,8 @@ def _validation_analysis(s: Mapping, reasons: Mapping[str, int], targets: Target
     top = sorted(((n, r) for r, n in reasons.items() if n), reverse=True)[:3]
     rate = s["validation_success_rate"]
     text = (f"The validation success rate of {_num(rate)}% is "
-            f"{'above' if rate > targets.min_validation_rate_pct else 'at or below'} the {_num(targets.min_validation_rate_pct)}% requirement.")
+            f"{'above' if rate > targets.min_validation_rate_pct else 'at or below'} "
+            f"the {_num(targets.min_validation_rate_pct)}% requirement.")
     if top:
         text += " The most frequent reasons were " + ", ".join(f"`{r}` ({n:,})" for n, r in top) + "."
     text += (f" Failed rows are kept in `rejected_events` and logged to `{paths.get('errors_log', 'logs/validation_errors.log')}` "
