@@ -42,6 +42,30 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in REQUIRED_COLUMNS)
 
+# How each column is stored in ``user_events``: the one place the types are written. The
+# load's stage tables, the Dagster table schema and the benchmark's tables derive theirs
+# from it (the migrations in pipeline/database.py stay literal: they must never change).
+SQL_TYPES: dict[str, str] = {
+    "event_id": "uuid",
+    "user_id": "text",
+    "session_id": "uuid",
+    "event_type": "text",
+    "product_id": "text",
+    "product_name": "text",
+    "category": "text",
+    "price": "numeric(12,2)",
+    "quantity": "integer",
+    "event_timestamp": "timestamptz",
+}
+# Stages carry the timestamp as microseconds since the epoch (no text round trip).
+STAGE_COLUMNS: list[str] = [col for col in COLUMNS if col != "event_timestamp"] + ["event_ts_us"]
+
+
+def stage_ddl(*, extra: dict[str, str] | None = None) -> str:
+    """Column definitions of a stage table for validated rows (``extra`` columns first)."""
+    types = {**(extra or {}), **{col: SQL_TYPES[col] for col in STAGE_COLUMNS[:-1]}, "event_ts_us": "bigint"}
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in types.items())
+
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 USER_ID_PATTERN = r"^user_[0-9]{1,10}$"
 PRODUCT_ID_PATTERN = r"^prod_[0-9]{1,10}$"

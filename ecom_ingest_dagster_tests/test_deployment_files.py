@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ecom_ingest_dagster.settings import ENV_PREFIX, Settings
+from ecom_ingest_dagster.settings import ENV_PREFIX, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -147,16 +147,8 @@ def _readme_variables() -> set[str]:
 
 
 def _code_variables() -> tuple[set[str], set[str]]:
-    """ECOM_INGEST_* names the package reads: (complete names, prefixes like TARGET_)."""
-    names: set[str] = set()
-    for path in (ROOT / "ecom_ingest_dagster").rglob("*.py"):
-        text = path.read_text()
-        names |= {ENV_PREFIX + n for n in re.findall(r"ECOM_INGEST_([A-Z0-9_]+)", text)}
-        # Settings.from_env's get("HOME"), positive_int("MAX_FILES_PER_TRIGGER"), ENV_PREFIX + "X"
-        for name in re.findall(r"\b(?:get|positive_int|positive_float|_env_float)\(\s*\"([A-Z][A-Z0-9_]+)\"", text):
-            names.add(name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name)
-        names |= {ENV_PREFIX + n for n in re.findall(r"ENV_PREFIX\s*\+\s*\"([A-Z0-9_]+)\"", text)}
-    return {n for n in names if not n.endswith("_")}, {n for n in names if n.endswith("_")}
+    """ECOM_INGEST_* names the package reads: (complete names, prefixes); all are Settings fields."""
+    return {env_name(name) for name in Settings.model_fields}, set()
 
 
 def _instance_pg_url_variable() -> str:
@@ -388,7 +380,7 @@ def test_instance_configuration_reads_the_documented_variable(compose):
     instance = yaml.safe_load(INSTANCE.read_text())
     variable = _instance_pg_url_variable()
     assert variable == "ECOM_INGEST_DAGSTER_PG_URL" and variable.startswith(ENV_PREFIX)
-    assert variable in _readme_variables()
+    assert f"`{variable}`" in (ROOT / "README.md").read_text()
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     for name in DAGSTER_SERVICES:
         assert _environment(compose["services"][name])[variable].startswith("postgresql://")
@@ -438,3 +430,21 @@ def test_spark_defaults_are_sensible_and_mounted(compose):
     for name in ("dagster-code", *SPARK_SERVICES):
         source = _mounts(compose["services"][name]).get(target)
         assert source and Path(source).resolve() == SPARK_DEFAULTS.resolve(), name
+
+
+def test_the_lock_pins_every_dependency_the_project_declares():
+    """scripts/setup installs requirements.lock: a dependency added to pyproject.toml alone
+    would be missing from a fresh install (and from CI)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    pinned = dict(
+        line.split("==", 1) for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    normalize = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    pinned = {normalize(name): version for name, version in pinned.items()}
+    missing = [req for req in declared if normalize(re.split(r"[\[<>=!~ ;]", req, maxsplit=1)[0]) not in pinned]
+    assert not missing, f"regenerate requirements.lock (see its header): {missing}"
+    assert "--no-deps" in (ROOT / "scripts" / "setup").read_text() and "requirements.lock" in (ROOT / "scripts" / "setup").read_text()

@@ -216,9 +216,9 @@ def test_ingest_job_and_cli_with_a_password_in_the_url_show_it_nowhere(
     cli_ingest = start_cli(["-v", "ingest"], cli_env, tmp_path)  # -v: our INFO logs too
     try:
         monkeypatch.setenv(URL_VAR, secret.url)
-        postgres = build_resources(settings)["postgres"]
-        assert isinstance(postgres.database_url, dg.EnvVar)  # what makes Dagster store the name only
-        resources = {**dagster_resources, "postgres": postgres}
+        resources = build_resources(settings, stop_spark_after_run=False)
+        # What makes Dagster store the name only:
+        assert isinstance(resources["pipeline"].database_url, dg.EnvVar)
         drop_sample(settings.landing_dir)
 
         result = definitions.resolve_job_def("ingest_job").execute_in_process(resources=resources, instance=instance)
@@ -287,7 +287,7 @@ def test_a_failed_step_shows_the_database_url_redacted(dagster_resources, instan
     else:
         url = with_credentials(f"postgresql://{CLOSED}/warehouse", "ingest", password, in_query=form == "query")
     monkeypatch.setenv(URL_VAR, url)
-    resources = {**dagster_resources, "postgres": build_resources(settings)["postgres"]}
+    resources = build_resources(settings, stop_spark_after_run=False)
     # The metric asset alone: it connects at once and has no retry policy to wait through.
     result = dg.materialize([data_quality], resources=resources, instance=instance, raise_on_error=False)
     assert not result.success
@@ -346,7 +346,7 @@ def tree(root: Path) -> set[str]:
 
 
 def test_loader_stores_odd_names_verbatim_and_keeps_rejected_files_in_the_rejected_dir(settings, db, tmp_path):
-    landing, rejected = settings.landing_dir, settings.rejected_files_dir
+    landing, rejected = settings.landing_dir, settings.rejected_dir
     names = ODD_NAMES + LOADER_ONLY_NAMES
     good = {name: 100 + i for i, name in enumerate(names)}
     bad = [rejected_variant(name) for name in names]
@@ -391,11 +391,11 @@ def test_a_rejected_file_with_the_longest_name_allowed_gets_its_reason(settings,
     path.write_text("not,the,header\n1,2\n")
     (outcome,) = ingest_files(
         [FileTask(str(path), path.stat().st_size)], database_url=settings.database_url, schema=settings.db_schema,
-        stream_id="long", batch_id=0, rejected_dir=settings.rejected_files_dir,
+        stream_id="long", batch_id=0, rejected_dir=settings.rejected_dir,
     )
     assert outcome.status == "rejected"
-    assert (settings.rejected_files_dir / name).exists()
-    (reason_file,) = settings.rejected_files_dir.glob("*.reason.json")  # shortened, with a digest
+    assert (settings.rejected_dir / name).exists()
+    (reason_file,) = settings.rejected_dir.glob("*.reason.json")  # shortened, with a digest
     assert json.loads(reason_file.read_text())["file_name"] == name
 
 
@@ -407,7 +407,7 @@ def test_spark_ingest_takes_odd_names_and_symlinks_without_leaving_its_directori
     outside the landing directory, is neither moved nor changed. Links to directories
     and dangling links are not drops.
     """
-    landing, rejected = settings.landing_dir, settings.rejected_files_dir
+    landing, rejected = settings.landing_dir, settings.rejected_dir
     for i, name in enumerate(ODD_NAMES):
         drop(landing, name, csv_text([row(200 + i)]))
     bad = rejected_variant(ODD_NAMES[3])
@@ -479,7 +479,7 @@ def test_a_drop_name_cannot_make_the_landing_directory_move(ingest, settings, db
     try:
         ingest()
     finally:
-        assert settings.landing_dir.is_dir() and not (settings.rejected_files_dir / "landing").exists()
+        assert settings.landing_dir.is_dir() and not (settings.rejected_dir / "landing").exists()
     files = ledger(db)
     assert set(files) == {"#x.csv", "innocent.csv"} and files["innocent.csv"]["rows_loaded"] == 1
 

@@ -27,7 +27,7 @@ def test_defaults(in_tmp):
     assert s.db_schema == "public"
     assert s.spark_master == "local[*]"
     assert s.checkpoint_dir == s.home / "checkpoints"
-    assert s.rejected_files_dir == s.home / "rejected"
+    assert s.rejected_dir == s.home / "rejected"
     assert s.logs_dir == s.home / "logs"
     assert s.embedded_pgdata == s.home / "pgdata"
     assert s.max_files_per_trigger is None
@@ -60,7 +60,7 @@ def test_every_variable_is_honoured(in_tmp):
     assert s.db_schema == "ingest_2"
     assert s.spark_master == "spark://m:7077"
     assert s.checkpoint_dir == in_tmp / "cp"
-    assert s.rejected_files_dir == Path("/var/rejected")
+    assert s.rejected_dir == Path("/var/rejected")
     assert s.max_bytes_per_trigger == 1048576
     assert s.max_files_per_trigger is None
     assert s.trigger_seconds == 2.5

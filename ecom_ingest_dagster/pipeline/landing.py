@@ -18,12 +18,22 @@ in place (each write moves its change time) out of the scan until it has been qu
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ecom_ingest_dagster.contract import is_drop_name
+
+if TYPE_CHECKING:
+    from ecom_ingest_dagster.pipeline.ledger import FileTask
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,3 +132,35 @@ def replaced_after_ingest(landing: Path, ledger: dict[str, tuple[int | None, int
         ):
             replaced.append(name)
     return sorted(replaced)
+
+
+def move_rejected(task: "FileTask", rejected_dir: Path, message: str, batch_id: int) -> None:
+    """Move a file rejected whole out of the landing directory, with its reason beside it."""
+    source = Path(task.path)
+    if not source.exists():
+        return  # moved by an earlier attempt
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    # Only the base name is used, so a crafted name cannot leave the rejected area.
+    target = rejected_dir / task.file_name
+    try:
+        shutil.move(str(source), target)
+    except OSError as exc:  # the ledger already has the reason; the file stays where it is
+        log.warning("could not move rejected file %s to %s: %s", task.file_name, rejected_dir, exc)
+        return
+    (rejected_dir / _reason_file_name(task.file_name)).write_text(
+        json.dumps(
+            {"file_name": task.file_name, "reason": message, "batch_id": batch_id,
+             "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat()},
+            indent=2,
+        )
+    )
+
+
+def _reason_file_name(file_name: str) -> str:
+    """``NAME.reason.json``, or a shortened name with a digest when that is too long for the file system."""
+    full = file_name + ".reason.json"
+    if len(os.fsencode(full)) <= 255:
+        return full
+    digest = hashlib.sha1(os.fsencode(file_name)).hexdigest()[:16]
+    head = os.fsencode(file_name)[:200].decode("utf-8", errors="ignore")
+    return f"{head}-{digest}.reason.json"  # the JSON inside names the file in full

@@ -9,13 +9,45 @@ and the report show.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
+import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 STAGES = ("read_parse", "validation", "dataframe_creation", "db_write")
+
+
+@dataclasses.dataclass
+class StageTimes:
+    """Milliseconds a file spent in each stage (the original report's breakdown)."""
+
+    read_ms: float = 0.0
+    validate_ms: float = 0.0
+    frame_ms: float = 0.0
+    write_ms: float = 0.0
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the time the block takes to stage ``name`` (``read``, ``validate``, ``frame``, ``write``)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            field = f"{name}_ms"
+            setattr(self, field, getattr(self, field) + (time.perf_counter() - started) * 1000.0)
+
+
+def format_batch(metrics: Mapping) -> str:
+    """The one line a committed micro-batch is reported with (CLI, Dagster's run log)."""
+    return (
+        f"batch {metrics['batch_id']}: {metrics['files']} file(s), {metrics['total_records']} rows "
+        f"({metrics['loaded_records']} loaded, {metrics['duplicate_records']} duplicate, "
+        f"{metrics['rejected_records']} rejected) in {metrics['total_processing_time_ms']:.0f} ms"
+    )
 
 
 def batch_metrics(
@@ -185,73 +217,6 @@ class MetricsLog:
                 )
                 structured.write(json.dumps(dict(row), default=str) + "\n")
         return count
-
-
-def fetch_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str | None, list[dict]]:
-    """Batch metrics of ``run_id``; without batches there, those of the latest run that had any.
-
-    Returns the run the figures describe and its batches in commit order.
-    """
-    from psycopg import sql
-
-    from ecom_ingest_dagster.pipeline.database import table
-
-    batches_table = table(schema, "ingest_batches")
-    if run_id is not None:
-        rows = conn.execute(
-            sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
-            (run_id,),
-        ).fetchall()
-        if rows:
-            return run_id, [r[0] for r in rows]
-    latest = conn.execute(
-        sql.SQL("SELECT run_id FROM {} WHERE run_id IS NOT NULL ORDER BY committed_at DESC LIMIT 1").format(batches_table)
-    ).fetchone()
-    if latest is None:
-        return None, []
-    rows = conn.execute(
-        sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
-        (latest[0],),
-    ).fetchall()
-    return latest[0], [r[0] for r in rows]
-
-
-def accounting_violations(
-    conn, schema: str, *, run_id: str | None = None,
-    since: dt.datetime | None = None, until: dt.datetime | None = None,
-) -> list[dict]:
-    """Files committed by ``run_id`` (or in a time window) whose counts break rows in =
-    loaded + duplicate + rejected, or disagree with the rows in ``user_events`` / ``rejected_events``."""
-    from psycopg import sql
-
-    from ecom_ingest_dagster.pipeline.database import table
-
-    query = sql.SQL(
-        """
-        SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
-               (SELECT count(*) FROM {events} u WHERE u.source_file = f.file_name) AS in_events,
-               (SELECT count(*) FROM {rejected} r WHERE r.source_file = f.file_name AND r.replayed_at IS NULL) AS in_rejected
-        FROM {files} f
-        LEFT JOIN {batches} b ON b.stream_id = f.stream_id AND b.batch_id = f.batch_id
-        WHERE (%(run_id)s::text IS NULL OR b.run_id = %(run_id)s)
-          AND (%(since)s::timestamptz IS NULL OR f.committed_at >= %(since)s)
-          AND (%(until)s::timestamptz IS NULL OR f.committed_at < %(until)s)
-        """
-    ).format(
-        events=table(schema, "user_events"),
-        rejected=table(schema, "rejected_events"),
-        files=table(schema, "ingest_files"),
-        batches=table(schema, "ingest_batches"),
-    )
-    problems = []
-    params = {"run_id": run_id, "since": since, "until": until}
-    for name, total, loaded, duplicate, rejected, in_events, in_rejected in conn.execute(query, params):
-        if total != loaded + duplicate + rejected or loaded != in_events or rejected != in_rejected:
-            problems.append(
-                {"file_name": name, "rows_total": total, "rows_loaded": loaded, "rows_duplicate": duplicate,
-                 "rows_rejected": rejected, "rows_in_user_events": in_events, "rows_in_rejected_events": in_rejected}
-            )
-    return problems
 
 
 def unaccounted_rows(violations: Iterable[Mapping]) -> int:

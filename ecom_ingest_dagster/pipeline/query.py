@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -32,14 +31,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
-from psycopg import sql
-from psycopg.rows import dict_row
 
-from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection, prepare, table
+from ecom_ingest_dagster.pipeline import ledger
+from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection
 from ecom_ingest_dagster.pipeline.landing import replaced_after_ingest
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_files
+from ecom_ingest_dagster.pipeline.ledger import FileTask
+from ecom_ingest_dagster.pipeline.load import ingest_files
 from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
-from ecom_ingest_dagster.pipeline.sampling import ResourceSampler, spark_active_tasks, store_samples, summarize_samples
+from ecom_ingest_dagster.pipeline.sampling import sampled
 from ecom_ingest_dagster.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
@@ -51,64 +50,12 @@ _OUTCOME_SCHEMA = (
 )
 
 
-def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool = True):
-    """A Spark session for ``settings.spark_master`` (``local[*]`` by default)."""
-    # Python workers must run this interpreter, or they start the system python3 and
-    # cannot import this package.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if settings.spark_master.startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pyspark.sql import SparkSession
-
-    builder = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName(app_name)
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.ui.enabled", "true" if ui else "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        # The driver handles file names and per-file outcomes only (rows never reach it),
-        # so a small heap suffices; it is the biggest part of the process tree's memory.
-        .config("spark.driver.memory", os.environ.get("ECOM_INGEST_SPARK_DRIVER_MEMORY", "512m"))
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
-        # Our tasks hold a database transaction per file; a speculative twin would only
-        # block on the same rows.
-        .config("spark.speculation", "false")
-    )
-    spark = _launch(builder)
-    spark.sparkContext.setLogLevel(os.environ.get("ECOM_INGEST_SPARK_LOG_LEVEL", "WARN"))
-    return spark
-
-
 class IngestBusy(RuntimeError):
     """Another run holds the query's checkpoint (two queries on one checkpoint corrupt it)."""
 
 
 class IngestStopped(KeyboardInterrupt):
     """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
-
-
-def _launch(builder):
-    """``getOrCreate()`` with SIGINT/SIGTERM held until the JVM is up, then honoured.
-
-    Interrupted mid-launch, py4j leaves behind a JVM that nothing stops (and that keeps
-    the caller's output open); deferring the signal lets the session stop properly.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return builder.getOrCreate()
-    requested: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: requested.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        spark = builder.getOrCreate()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if requested:
-        spark.stop()
-        raise KeyboardInterrupt(f"stopped (signal {requested[0]}) while Spark was starting")
-    return spark
 
 
 @dataclasses.dataclass
@@ -237,13 +184,8 @@ class IngestQuery:
     def check_replaced(self) -> list[str]:
         """Warn about drops replaced under a name that was already ingested (not re-read)."""
         with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT file_name, file_size, (extract(epoch FROM landed_at) * 1000)::bigint"
-                    " FROM {} WHERE status = 'ingested'"
-                ).format(table(self.settings.db_schema, "ingest_files"))
-            ).fetchall()
-        replaced = replaced_after_ingest(self.settings.landing_dir, {r[0]: (r[1], r[2]) for r in rows})
+            ingested = ledger.ingested_files(conn, self.settings.db_schema)
+        replaced = replaced_after_ingest(self.settings.landing_dir, ingested)
         if replaced:
             log.warning(
                 "%d drop(s) changed after they were ingested and will not be read again (a name is ingested "
@@ -259,7 +201,6 @@ class IngestQuery:
         Otherwise the first micro-batch of a run carries seconds of interpreter start-up
         and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
         """
-        prepare(self.database_url, self.settings.db_schema, retry_s=self.settings.db_retry_seconds)
         self.check_replaced()
         started = time.perf_counter()
         slots = self.spark.sparkContext.defaultParallelism
@@ -292,7 +233,8 @@ class IngestQuery:
             with self.exclusive():
                 self.warm_up()
                 started = time.perf_counter()
-                with self._sampling(), _database_failures():
+                with sampled(self.spark, self.database_url, self.settings.db_schema, self.run_id,
+                             self.sample_interval_s) as resources, _database_failures():
                     query = self._writer().trigger(**trigger).start()
                     while query.isActive and not stop_event.is_set():
                         query.awaitTermination(0.2)
@@ -308,49 +250,31 @@ class IngestQuery:
                         query.stop()
                     if query.exception() is not None:
                         raise query.exception()
+            self.summary.resources = resources.summary
         finally:
             restore()
         self.summary.elapsed_s = time.perf_counter() - started
         self._write_summary()
         return self.summary
 
-    @contextlib.contextmanager
-    def _sampling(self):
-        """Sample resource use while batches run; keep the samples with the run's id."""
-        sampler = ResourceSampler(
-            root_pid=os.getpid(),
-            connect=lambda: connect(self.database_url),
-            active_tasks=spark_active_tasks(self.spark),
-            interval_s=self.sample_interval_s,
-        ).start()
-        try:
-            yield
-        finally:
-            samples = sampler.stop()
-            self.summary.resources = summarize_samples(samples)
-            try:
-                with connection(self.database_url) as conn:
-                    store_samples(conn, self.settings.db_schema, self.run_id, samples)
-            except Exception as exc:  # resource figures are worth a warning, never a failed run
-                log.warning("could not store %d resource samples: %s", len(samples), exc)
-
     # -- one micro-batch ------------------------------------------------------------
 
     def _process_batch(self, batch_df, batch_id: int) -> None:
         started_at = dt.datetime.now(dt.timezone.utc)
         stream_id = _stream_id(self.checkpoint)
+        schema = self.settings.db_schema
         with ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
-            if db.run(lambda conn: self._batch_committed(conn, stream_id, batch_id)):
+            if db.run(lambda conn: ledger.batch_committed(conn, schema, stream_id, batch_id)):
                 log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
                 return
             outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
             self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
             finished_at = dt.datetime.now(dt.timezone.utc)
-            metrics, inserted = db.run(
-                lambda conn: self._record_batch(conn, stream_id, batch_id, started_at, finished_at)
-            )
+            metrics, inserted = db.run(lambda conn: self._record_batch(conn, stream_id, batch_id, started_at, finished_at))
             if inserted and metrics["rejected_records"]:
-                db.run(lambda conn: self.metrics_log.append_rejections(self._batch_rejections(conn, stream_id, batch_id)))
+                db.run(lambda conn: self.metrics_log.append_rejections(
+                    ledger.batch_rejections(conn, schema, stream_id, batch_id)
+                ))
         if inserted:
             self.metrics_log.append_batch(metrics)
             self.summary.batches.append(metrics)
@@ -359,60 +283,16 @@ class IngestQuery:
 
     def _record_batch(self, conn, stream_id: str, batch_id: int, started_at, finished_at) -> tuple[dict, bool]:
         """The batch's metrics from its files' ledger rows, into the batch ledger (once)."""
-        schema = self.settings.db_schema
-        ledger = conn.cursor(row_factory=dict_row).execute(
-            sql.SQL(
-                "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
-                " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
-                " FROM {} WHERE stream_id = %s AND batch_id = %s"
-            ).format(table(schema, "ingest_files")),
-            (stream_id, batch_id),
-        ).fetchall()
         metrics = batch_metrics(
-            batch_id=batch_id, stream_id=stream_id, mode=self.mode,
-            started_at=started_at, finished_at=finished_at, files=ledger,
+            batch_id=batch_id, stream_id=stream_id, mode=self.mode, started_at=started_at, finished_at=finished_at,
+            files=ledger.batch_files(conn, self.settings.db_schema, stream_id, batch_id),
         )
         metrics["run_id"] = self.run_id
         # The trigger settings in force, for the report's test configuration.
         metrics["trigger_seconds"] = self.settings.trigger_seconds if self.mode == "continuous" else None
         metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
         metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
-        with conn.transaction():
-            inserted = conn.execute(
-                sql.SQL(
-                    "INSERT INTO {} (stream_id, batch_id, started_at, files, rows_total, rows_loaded,"
-                    " rows_duplicate, rows_rejected, metrics, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                    " ON CONFLICT DO NOTHING"
-                ).format(table(schema, "ingest_batches")),
-                (
-                    stream_id, batch_id, started_at, metrics["files"], metrics["total_records"],
-                    metrics["loaded_records"], metrics["duplicate_records"], metrics["rejected_records"],
-                    json.dumps(metrics), self.run_id,
-                ),
-            ).rowcount
-        return metrics, bool(inserted)
-
-    def _batch_committed(self, conn, stream_id: str, batch_id: int) -> bool:
-        row = conn.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE stream_id = %s AND batch_id = %s").format(
-                table(self.settings.db_schema, "ingest_batches")
-            ),
-            (stream_id, batch_id),
-        ).fetchone()
-        return row is not None
-
-    def _batch_rejections(self, conn, stream_id: str, batch_id: int) -> Iterator[dict]:
-        query = sql.SQL(
-            "SELECT r.source_file, r.record_number, r.batch_id, r.event_id, r.reasons, r.details,"
-            " r.raw_line, r.rejected_at FROM {rejected} r JOIN {files} f ON f.file_name = r.source_file"
-            " WHERE f.stream_id = %s AND f.batch_id = %s ORDER BY r.id"
-        ).format(
-            rejected=table(self.settings.db_schema, "rejected_events"),
-            files=table(self.settings.db_schema, "ingest_files"),
-        )
-        with conn.cursor(name="batch_rejections", row_factory=dict_row) as cur:
-            cur.execute(query, (stream_id, batch_id))
-            yield from cur
+        return metrics, ledger.record_batch(conn, self.settings.db_schema, metrics, started_at)
 
     def _ingest_on_executors(self, batch_df, stream_id: str, batch_id: int) -> list[dict]:
         """Each task loads the files of its partition; only their outcomes come back.
@@ -427,7 +307,7 @@ class IngestQuery:
             stream_id=stream_id,
             batch_id=batch_id,
             landing_dir=str(self.settings.landing_dir),
-            rejected_dir=str(self.settings.rejected_files_dir),
+            rejected_dir=str(self.settings.rejected_dir),
             block_bytes=self.settings.csv_block_bytes,
             db_retry_s=self.settings.db_retry_seconds,
         )

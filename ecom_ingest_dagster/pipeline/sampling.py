@@ -8,12 +8,14 @@ Python driver, Spark's JVM and its Python workers, via psutil), Spark's active t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import psutil
 
@@ -222,3 +224,32 @@ def store_samples(conn, schema: str, run_id: str, samples: Sequence[Sample]) -> 
     with conn.cursor() as cur, cur.copy(statement) as copy:
         for s in samples:
             copy.write_row([run_id, s.sampled_at, *(getattr(s, f) for f in FIELDS)])
+
+
+@dataclasses.dataclass
+class SampledRun:
+    """Filled in when sampling ends: average and peak of each figure (``summarize_samples``)."""
+
+    summary: dict = dataclasses.field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def sampled(spark, database_url: str, schema: str, run_id: str, interval_s: float) -> Iterator[SampledRun]:
+    """Sample this process tree, Spark and PostgreSQL while the block runs; keep the samples with the run."""
+    from ecom_ingest_dagster.pipeline.database import connect, connection
+
+    sampler = ResourceSampler(
+        root_pid=os.getpid(), connect=lambda: connect(database_url),
+        active_tasks=spark_active_tasks(spark), interval_s=interval_s,
+    ).start()
+    run = SampledRun()
+    try:
+        yield run
+    finally:
+        samples = sampler.stop()
+        run.summary = summarize_samples(samples)
+        try:
+            with connection(database_url) as conn:
+                store_samples(conn, schema, run_id, samples)
+        except Exception as exc:  # resource figures are worth a warning, never a failed run
+            log.warning("could not store %d resource samples: %s", len(samples), exc)

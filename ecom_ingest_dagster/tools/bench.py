@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import psutil
 
+from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.database import connection, migrate
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 from ecom_ingest_dagster.pipeline.measure import percentile
@@ -257,8 +258,7 @@ def typed_copy(url: str, shaped: list[Path]) -> dict:
     """The ceiling for any loader that types the values and enforces a unique event_id:
     COPY of rows already validated and shaped into a fresh ``user_events``."""
     schema = _fresh_schema(url, "bench_typed")
-    columns = ("event_id, user_id, session_id, event_type, product_id, product_name, category, price, quantity,"
-               " event_timestamp, source_file, batch_id")
+    columns = ", ".join([*c.COLUMNS, "source_file", "batch_id"])
     try:
         with connection(url, autocommit=True) as conn:
             migrate(conn, schema)
@@ -514,7 +514,8 @@ def markdown(results: dict) -> str:
             "| loader | rows/s | vs raw COPY |", "|---|---|---|",
             f"| (a) raw COPY ({s['raw_copy_tool']}, text columns, no checks) | {_fmt(s['raw_copy_rows_per_s'])} | 1.00× |",
             f"| (a') typed COPY of the valid rows, pre-shaped, into `user_events` (uuid PK): the ceiling with uniqueness | "
-            f"{_fmt(s.get('typed_copy_rows_per_s'))} | {_fmt((s.get('typed_copy_rows_per_s') or 0) / s['raw_copy_rows_per_s'] if s['raw_copy_rows_per_s'] else None, 2)}× |",
+            f"{_fmt(s.get('typed_copy_rows_per_s'))} | "
+            f"{_fmt((s.get('typed_copy_rows_per_s') or 0) / s['raw_copy_rows_per_s'] if s['raw_copy_rows_per_s'] else None, 2)}× |",
             f"| (b) Spark JDBC sink, default options | {_fmt(s['spark_jdbc_rows_per_s'])} | "
             f"{_fmt(s.get('spark_jdbc_vs_raw_copy'), 2)}× {s['spark_jdbc_note'] or ''} |",
             f"| (c) ecom-ingest (validation, dedup, quarantine, ledger), steady state | {_fmt(s['pipeline_rows_per_s'])} | "

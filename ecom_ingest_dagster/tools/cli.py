@@ -10,12 +10,14 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
 from ecom_ingest_dagster.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from ecom_ingest_dagster.pipeline.run import Pipeline
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -74,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser("stream", help="process drops continuously until Ctrl+C / SIGTERM")
     stream.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
-    stream.add_argument("--trigger-seconds", type=_nonnegative_float, default=10.0, help="trigger interval (default 10)")
-    stream.add_argument("--max-files-per-trigger", type=_positive_int, default=1, help="files per micro-batch (default 1)")
+    stream.add_argument("--trigger-seconds", type=_nonnegative_float, help="trigger interval (default: ECOM_INGEST_TRIGGER_SECONDS)")
+    stream.add_argument("--max-files-per-trigger", type=_positive_int,
+                        help="files per micro-batch (default: ECOM_INGEST_MAX_FILES_PER_TRIGGER, else bounded by bytes)")
     commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
+    show = commands.add_parser("settings", help="show the settings in force (environment and defaults)")
+    show.add_argument("--json", action="store_true", help="as one JSON object (the database password redacted)")
 
     replay = commands.add_parser("replay-rejected", help="validate quarantined rows again and load those that now pass")
     replay.add_argument("--file", help="only rows of this source file (base name)")
@@ -152,113 +157,93 @@ def _generate(settings: Settings, args) -> int:
     return 0
 
 
-def _open_pipeline(settings: Settings):
-    """Database ready (migrated) and a Spark session: what both run modes need."""
-    from ecom_ingest_dagster.pipeline.database import ready_database
+def _pipeline(settings: Settings, *, run: bool = False) -> Pipeline:
+    """The pipeline for a command; a ``run`` (ingest, stream) waits for PostgreSQL as a run does."""
+    # Imported here: pandas, Arrow and PySpark take a second to import, `--help` should not.
+    from ecom_ingest_dagster.pipeline.run import Pipeline
 
-    if not settings.landing_dir.is_dir():
-        raise CliError(f"landing directory {settings.landing_dir} does not exist", EXIT_USAGE)
-    url = ready_database(settings, retry_s=settings.db_retry_seconds)
-    from ecom_ingest_dagster.pipeline.query import build_spark_session
-
-    started = time.perf_counter()
-    spark = build_spark_session(settings)
-    print(f"spark session ready in {time.perf_counter() - started:.1f} s ({settings.spark_master})", file=sys.stderr)
-    return url, spark
-
-
-def _print_batch(metrics: dict) -> None:
-    print(
-        f"batch {metrics['batch_id']}: {metrics['files']} file(s), {metrics['total_records']} rows "
-        f"({metrics['loaded_records']} loaded, {metrics['duplicate_records']} duplicate, "
-        f"{metrics['rejected_records']} rejected) in {metrics['total_processing_time_ms']:.0f} ms",
-        file=sys.stderr,
-        flush=True,
+    return Pipeline(
+        settings, interactive=not run,
+        on_spark_ready=lambda s: print(f"spark session ready in {s:.1f} s ({settings.spark_master})", file=sys.stderr),
     )
 
 
-def _run(settings: Settings, runner) -> int:
-    from ecom_ingest_dagster.pipeline.query import IngestQuery
+def _print_batch(metrics: dict) -> None:
+    from ecom_ingest_dagster.pipeline.measure import format_batch
 
-    url, spark = _open_pipeline(settings)
-    try:
-        query = IngestQuery(spark, settings, url, on_batch=_print_batch)
+    print(format_batch(metrics), file=sys.stderr, flush=True)
+
+
+def _run(settings: Settings, runner) -> int:
+    from ecom_ingest_dagster.pipeline.run import LandingMissing
+
+    with _pipeline(settings, run=True) as pipeline:
         try:
-            summary = runner(query)
-        except DatabaseUnavailable:
-            raise  # main() words it
+            summary = runner(pipeline)
+        except LandingMissing as exc:
+            raise CliError(str(exc), EXIT_USAGE) from exc
+        except (DatabaseUnavailable, KeyboardInterrupt):
+            raise  # main() words them
         except Exception as exc:  # Spark wraps task failures; keep the first line for the user
             raise CliError(f"ingest failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
-    finally:
-        spark.stop()
     print(format_summary(summary, settings))
     return 0
 
 
 def _ingest(settings: Settings, args) -> int:
-    if args.max_files_per_trigger:
-        settings = settings.with_overrides(max_files_per_trigger=args.max_files_per_trigger)
-    return _run(settings, lambda query: query.run_available_now())
+    settings = settings.with_overrides(max_files_per_trigger=args.max_files_per_trigger)
+    return _run(settings, lambda pipeline: pipeline.ingest(on_batch=_print_batch))
 
 
 def _stream(settings: Settings, args) -> int:
-    settings = settings.with_overrides(
-        max_files_per_trigger=args.max_files_per_trigger, trigger_seconds=args.trigger_seconds
-    )
-    print("streaming; Ctrl+C stops after the current micro-batch", file=sys.stderr)
-    return _run(settings, lambda query: query.run_continuous(trigger_seconds=settings.trigger_seconds))
+    settings = settings.with_overrides(max_files_per_trigger=args.max_files_per_trigger, trigger_seconds=args.trigger_seconds)
+
+    def stream(pipeline):
+        query = pipeline.query(on_batch=_print_batch)  # the landing directory and database first
+        print(f"streaming every {settings.trigger_seconds:g} s; Ctrl+C stops after the current micro-batch",
+              file=sys.stderr)
+        return query.run_continuous(trigger_seconds=settings.trigger_seconds)
+
+    return _run(settings, stream)
 
 
 def _status(settings: Settings, args=None) -> int:
-    from ecom_ingest_dagster.pipeline.database import connection, ready_database
     from ecom_ingest_dagster.settings import redact_url
 
-    url = ready_database(settings)
-    with connection(url) as conn:
-        conn.execute("SELECT set_config('search_path', %s, true)", (settings.db_schema,))
-        files = dict(conn.execute("SELECT status, count(*) FROM ingest_files GROUP BY 1").fetchall())
-        total, loaded, duplicate, rejected = conn.execute(
-            "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
-            " coalesce(sum(rows_rejected),0) FROM ingest_files"
-        ).fetchone()
-        reasons = conn.execute(
-            "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM rejected_events"
-            " WHERE replayed_at IS NULL) r GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
+    with _pipeline(settings) as pipeline:
+        status = pipeline.status()
+        url = pipeline.database_url
     print(f"database: {redact_url(url)} (schema {settings.db_schema})")
-    print(f"files: {files.get('ingested', 0)} ingested, {files.get('rejected', 0)} rejected whole")
-    print(f"rows: {total} in = {loaded} loaded + {duplicate} duplicate + {rejected} rejected")
-    for reason, count in reasons:
+    print(f"files: {status.files_ingested} ingested, {status.files_rejected} rejected whole")
+    print(f"rows: {status.rows_total} in = {status.rows_loaded} loaded + {status.rows_duplicate} duplicate"
+          f" + {status.rows_rejected} rejected")
+    for reason, count in status.reasons:
         print(f"  {reason}: {count}")
     return 0
 
 
 def _report(settings: Settings, args) -> int:
     from ecom_ingest_dagster.tools import report
-    from ecom_ingest_dagster.pipeline.database import connection, ready_database
 
     try:
         since = report.parse_since(args.since) if args.since else None
         until = report.parse_since(args.until) if args.until else None
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    out = (args.out or settings.home / "reports").expanduser().absolute()
-    with connection(ready_database(settings)) as conn:
-        data = report.collect(conn, settings.db_schema, since=since, until=until, paths=report_paths(settings))
-    targets = report.Targets.from_env()
-    path = report.render(data, out, targets)
-    failing = [r["name"] for r in report.requirements(data, targets) if not r["passed"]]
-    print(f"report: {path} ({data.summary['total_batches']} batches, {len(data.samples)} resource samples)")
+    out = args.out.expanduser().absolute() if args.out else None
+    with _pipeline(settings) as pipeline:
+        outcome = pipeline.report(since=since, until=until, out_dir=out)
+    failing = [r["name"] for r in outcome.requirements if not r["passed"]]
+    print(f"report: {outcome.path} ({outcome.batches} batches, {outcome.samples} resource samples)")
     print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))
     return 0
 
 
 def _replay(settings: Settings, args) -> int:
-    from ecom_ingest_dagster.pipeline.database import connection, ready_database
     from ecom_ingest_dagster.tools.replay import replay_rejected
 
     try:
-        with connection(ready_database(settings)) as conn:
+        with _pipeline(settings) as pipeline, pipeline.connect() as conn:
             outcome = replay_rejected(conn, settings.db_schema, file_name=args.file, reason=args.reason)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -271,11 +256,11 @@ def _replay(settings: Settings, args) -> int:
 
 def _bench(settings: Settings, args) -> int:
     from ecom_ingest_dagster.tools import bench
-    from ecom_ingest_dagster.pipeline.database import ready_database
 
     if args.rows < 0 or args.latency_drops < 0 or args.sensor_drops < 0:
         raise CliError("--rows, --latency-drops and --sensor-drops must be >= 0", EXIT_USAGE)
-    url = ready_database(settings)
+    with _pipeline(settings) as pipeline:
+        url = pipeline.database_url
     config = bench.BenchConfig(
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
         repeat=args.repeat, jdbc=not args.no_jdbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
@@ -287,16 +272,20 @@ def _bench(settings: Settings, args) -> int:
     return 0
 
 
-def report_paths(settings: Settings) -> dict[str, str]:
-    """Where the report says the metrics live, for this installation."""
-    from ecom_ingest_dagster.pipeline.measure import MetricsLog
+def _settings(settings: Settings, args) -> int:
+    import json
 
-    logs = MetricsLog(settings.logs_dir)
-    return {
-        "metrics": str(logs.metrics_path), "summary": str(logs.summary_path),
-        "errors_log": str(logs.errors_log_path), "errors_json": str(logs.errors_json_path),
-        "checkpoints": str(settings.checkpoint_dir),
-    }
+    from ecom_ingest_dagster.settings import env_name, redact_url
+
+    values = settings.model_dump(mode="json")
+    if values.get("database_url"):
+        values["database_url"] = redact_url(values["database_url"])
+    if args.json:
+        print(json.dumps(values, indent=2))
+    else:
+        for name, value in values.items():
+            print(f"{env_name(name)}={'' if value is None else value}")
+    return 0
 
 
 def format_summary(summary, settings: Settings) -> str:
@@ -329,7 +318,7 @@ def format_summary(summary, settings: Settings) -> str:
 
 
 COMMANDS = {
-    "generate": _generate, "ingest": _ingest, "stream": _stream, "status": _status,
+    "generate": _generate, "ingest": _ingest, "stream": _stream, "status": _status, "settings": _settings,
     "report": _report, "bench": _bench, "replay-rejected": _replay,
 }
 

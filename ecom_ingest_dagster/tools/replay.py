@@ -58,17 +58,16 @@ def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: 
             return outcome
         valid = result.valid.join(frame[["source_file", "batch_id"]])
         conn.execute(
-            "CREATE TEMP TABLE ecom_ingest_replay (id bigint, event_id uuid, user_id text, session_id uuid,"
-            " event_type text, product_id text, product_name text, category text, price numeric(12,2),"
-            " quantity integer, event_ts_us bigint, source_file text, batch_id bigint) ON COMMIT DROP"
+            f"CREATE TEMP TABLE ecom_ingest_replay ({c.stage_ddl(extra={'id': 'bigint'})},"
+            " source_file text, batch_id bigint) ON COMMIT DROP"
         )
-        stage_columns = ["id", *[col for col in c.COLUMNS if col != "event_timestamp"], "event_ts_us", "source_file", "batch_id"]
+        stage_columns = ["id", *c.STAGE_COLUMNS, "source_file", "batch_id"]
         with conn.cursor().copy(
             sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
         ) as copy:
             for record in valid.reset_index()[stage_columns].itertuples(index=False):
                 copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
-        target_columns = [col for col in c.COLUMNS if col != "event_timestamp"]
+        target_columns = c.STAGE_COLUMNS[:-1]
         loaded_ids = {
             r[0] for r in conn.execute(
                 sql.SQL(

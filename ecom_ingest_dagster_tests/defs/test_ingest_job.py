@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecom_ingest_dagster.defs.resources import ServiceTargetsResource
+from ecom_ingest_dagster.defs.resources import build_resources
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
 
 
@@ -60,8 +60,10 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
 
 def test_checks_fail_visibly_when_targets_are_out_of_reach(definitions, dagster_resources, instance, settings, db):
     drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 11)]))
-    resources = dict(dagster_resources)
-    resources["targets"] = ServiceTargetsResource(min_throughput_rps=1e9, max_latency_ms=0.001, min_validation_rate_pct=100.0)
+    resources = build_resources(
+        settings, stop_spark_after_run=False,
+        target_min_throughput_rps=1e9, target_max_latency_ms=0.001, target_min_validation_rate_pct=100.0,
+    )
     result = run_ingest(definitions, resources, instance)
     assert result.success  # WARN checks do not fail the run
     outcome = checks(result)

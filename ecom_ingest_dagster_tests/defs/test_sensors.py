@@ -8,20 +8,17 @@ import time
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.sensors import landing_sensor
-from ecom_ingest_dagster.defs.resources import LandingResource, build_resources
+from ecom_ingest_dagster.defs.resources import PipelineResource, build_resources
 from ecom_ingest_dagster.settings import Settings
 
 
 def evaluate(landing_dir, cursor=None, instance=None, settle_seconds=0.0):
-    context = dg.build_sensor_context(
-        cursor=cursor,
-        instance=instance,
-        resources={
-            "landing": LandingResource(landing_dir=str(landing_dir), home=str(landing_dir), settle_seconds=settle_seconds)
-        },
-    )
-    result = landing_sensor.evaluate_tick(context)
-    return result, context.cursor
+    resources = {
+        "pipeline": PipelineResource(landing_dir=str(landing_dir), home=str(landing_dir), settle_seconds=settle_seconds)
+    }
+    with dg.build_sensor_context(cursor=cursor, instance=instance, resources=resources) as context:
+        result = landing_sensor.evaluate_tick(context)
+        return result, context.cursor
 
 
 def test_new_drops_make_one_run_request_and_advance_the_cursor(tmp_path, instance):
@@ -89,8 +86,7 @@ def test_the_sensor_works_while_the_database_is_down(tmp_path, instance, monkeyp
     monkeypatch.setenv("ECOM_INGEST_DATABASE_URL", "postgresql://ingest:pw@127.0.0.1:1/none?connect_timeout=1")
     monkeypatch.setenv("ECOM_INGEST_LANDING_DIR", str(tmp_path))
     monkeypatch.setenv("ECOM_INGEST_HOME", str(tmp_path / "home"))
-    resources = build_resources(Settings.from_env())  # everything the code location binds
-    resources["landing"] = LandingResource(landing_dir=str(tmp_path), home=str(tmp_path / "home"), settle_seconds=0)
+    resources = build_resources(Settings.from_env(), settle_seconds=0)  # everything the code location binds
     (tmp_path / "a.csv").write_text("x\n")
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = landing_sensor.evaluate_tick(context)

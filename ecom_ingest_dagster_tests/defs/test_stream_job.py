@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import dagster as dg
+
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
 
 
@@ -38,4 +40,17 @@ def test_stream_job_ingests_live_drops_and_records_metric_materializations(
     assert mats["user_events"]["rows_loaded"].value == 15
     assert mats["ingestion_throughput"]["total_records"].value == 15
     assert mats["ingestion_throughput"]["batches"].value == 3  # one file per trigger
+    # The same checks as ingest_job's assets, evaluated on the stream's own batches.
+    evaluations = {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert set(evaluations) == {"min_throughput", "max_latency", "validation_rate", "zero_data_loss"}
+    assert all(e.passed for e in evaluations.values())
+    assert evaluations["zero_data_loss"].asset_key.to_user_string() == "data_quality"
+    assert evaluations["max_latency"].metadata["unit"].value == "ms"
+    stored = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("data_quality"), "zero_data_loss")]
+    )
+    assert stored[dg.AssetCheckKey(dg.AssetKey("data_quality"), "zero_data_loss")].run_id == result.run_id
     assert_accounting(db)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import threading
@@ -41,7 +40,7 @@ def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path):
     # Files of one batch load concurrently: which copy wins is not fixed, the count is.
     assert sum(f["rows_duplicate"] for f in files.values()) == first_20_valid
     assert files["latin1.csv"]["status"] == "rejected"
-    assert (settings.rejected_files_dir / "latin1.csv").exists()
+    assert (settings.rejected_dir / "latin1.csv").exists()
     for ignored in (".hidden.csv", "_partial.csv", "notes.txt"):
         assert (landing / ignored).exists()
     # Every valid generated id is loaded, once.
@@ -107,13 +106,13 @@ def test_replayed_batch_commits_nothing_twice(ingest, settings, db, spark):
 def test_max_files_per_trigger_bounds_batches(ingest, settings, db):
     for i in range(3):
         drop(settings.landing_dir, f"f{i}.csv", csv_text([row(10 + i)]))
-    summary = ingest(dataclasses.replace(settings, max_files_per_trigger=1, max_bytes_per_trigger=None))
+    summary = ingest(settings.with_overrides(max_files_per_trigger=1))
     assert [b["files"] for b in summary.batches] == [1, 1, 1]
     assert sorted(r["batch_id"] for r in ledger(db).values()) == [0, 1, 2]
 
 
 def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, settings, db):
-    query = IngestQuery(spark, dataclasses.replace(settings, max_files_per_trigger=1), settings.database_url)
+    query = IngestQuery(spark, settings.with_overrides(max_files_per_trigger=1), settings.database_url)
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.update(summary=query.run_continuous(trigger_seconds=0.5, stop_event=stop)))

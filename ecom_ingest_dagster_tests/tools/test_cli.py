@@ -48,7 +48,9 @@ def test_bad_configuration_exits_2_with_the_culprit_named(tmp_path, env, args, m
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["generate", "--invalid-rate", "1.5"], ["generate", "--batches", "0"], ["stream", "--trigger-seconds", "-1"]])
+@pytest.mark.parametrize(
+    "args", [["generate", "--invalid-rate", "1.5"], ["generate", "--batches", "0"], ["stream", "--trigger-seconds", "-1"]]
+)
 def test_bad_arguments_are_usage_errors(tmp_path, args):
     result = run(args, {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
     assert result.returncode == 2 and "error" in result.stderr

@@ -30,15 +30,14 @@ HEADINGS = [
 @pytest.fixture
 def recorded(ingest, settings, db):
     """Two real runs: 20-row files one per batch, then 50-row files, 5% invalid."""
-    import dataclasses
 
     rng = np.random.default_rng(21)
     for i in range(3):
         write_drop(generate_events(20, rng=rng, invalid_rate=0.05), settings.landing_dir, f"small_{i}.csv")
-    ingest(dataclasses.replace(settings, max_files_per_trigger=1, max_bytes_per_trigger=None))
+    ingest(settings.with_overrides(max_files_per_trigger=1))
     for i in range(2):
         write_drop(generate_events(50, rng=rng, invalid_rate=0.05), settings.landing_dir, f"heavy_{i}.csv")
-    ingest(dataclasses.replace(settings, max_files_per_trigger=1, max_bytes_per_trigger=None))
+    ingest(settings.with_overrides(max_files_per_trigger=1))
     return settings
 
 

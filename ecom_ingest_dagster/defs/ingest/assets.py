@@ -1,32 +1,27 @@
 """The ingest step: one availableNow pass of the streaming query (the CLI's ``ingest``)."""
 
+import datetime as dt
 
 import dagster as dg
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
-from ecom_ingest_dagster.pipeline.query import IngestQuery, RunSummary
+from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.pipeline.measure import format_batch
+from ecom_ingest_dagster.pipeline.query import RunSummary
 from ecom_ingest_dagster.pipeline.validate import build_schema
 
 INGEST_GROUP = "ingest"
-
-# Column types as stored (database.py's migrations); descriptions from the Pandera checks.
-_USER_EVENT_TYPES = {
-    "event_id": "uuid", "user_id": "text", "session_id": "uuid", "event_type": "text",
-    "product_id": "text", "product_name": "text", "category": "text", "price": "numeric(12,2)",
-    "quantity": "integer", "event_timestamp": "timestamptz",
-}
+USER_EVENTS = dg.AssetKey("user_events")
+REJECTED_EVENTS = dg.AssetKey("rejected_events")
 
 
 def user_events_table_schema() -> dg.TableSchema:
-    """The loaded table's columns, with the Pandera schema's rules as constraints."""
-    import datetime as dt
-
+    """The loaded table's columns (types from the contract), with the Pandera rules as constraints."""
     pandera_columns = build_schema(dt.datetime.now(dt.timezone.utc)).columns
     columns = [
         dg.TableColumn(
             name=name,
-            type=_USER_EVENT_TYPES[name],
+            type=c.SQL_TYPES[name],
             description="required" if name in c.REQUIRED_COLUMNS else "optional",
             constraints=dg.TableColumnConstraints(
                 nullable=pandera_columns[name].nullable,
@@ -58,10 +53,6 @@ def rejected_events_table_schema() -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
-USER_EVENTS = dg.AssetKey("user_events")
-REJECTED_EVENTS = dg.AssetKey("rejected_events")
-
-
 def _table_specs() -> list[dg.AssetSpec]:
     # Built in a function: module-level specs would be loaded as definitions of their own.
     return [
@@ -81,27 +72,15 @@ def _table_specs() -> list[dg.AssetSpec]:
         ),
     ]
 
+
 # Transient failures (PostgreSQL restarting, a lost executor) are worth retrying: the
 # load is idempotent per file, so a retry redoes only what did not commit.
 INGEST_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def table_rows(postgres: PostgresResource) -> dict[str, int]:
-    from psycopg import sql
-
-    from ecom_ingest_dagster.pipeline.database import table
-
-    with postgres.connection() as conn:
-        return {
-            name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(postgres.db_schema, name))).fetchone()[0]
-            for name in ("user_events", "rejected_events")
-        }
-
-
-def table_materializations(summary: RunSummary, postgres: PostgresResource, *, result_type=dg.MaterializeResult):
+def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, result_type=dg.MaterializeResult):
     """What a pass of the query did to the two tables, as metadata the UI can plot."""
     totals = summary.totals
-    rows = table_rows(postgres)
     common = {
         "batches": totals["total_batches"],
         "files": totals["total_files"],
@@ -117,7 +96,7 @@ def table_materializations(summary: RunSummary, postgres: PostgresResource, *, r
             **common,
             "rows_loaded": totals["loaded_records"],
             "rows_duplicate": totals["duplicate_records"],
-            "dagster/row_count": rows["user_events"],
+            "dagster/row_count": table_rows["user_events"],
         },
     )
     yield result_type(
@@ -125,10 +104,18 @@ def table_materializations(summary: RunSummary, postgres: PostgresResource, *, r
         metadata={
             **common,
             "rows_rejected": totals["rejected_records"],
-            "dagster/row_count": rows["rejected_events"],
+            "dagster/row_count": table_rows["rejected_events"],
             **{f"reason/{reason}": count for reason, count in totals["reason_counts"].items()},
         },
     )
+
+
+def stopped_by_user(context: dg.OpExecutionContext, stopped: KeyboardInterrupt) -> None:
+    """Dagster retries an interrupted step under its retry policy, which is right for a
+    pre-empted worker but would undo a user's "Terminate": tell the two apart."""
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+        raise dg.Failure(description=f"terminated on request; {stopped}", allow_retries=False) from stopped
 
 
 @dg.multi_asset(
@@ -137,35 +124,15 @@ def table_materializations(summary: RunSummary, postgres: PostgresResource, *, r
     retry_policy=INGEST_RETRY_POLICY,
     description="Process every drop that has landed (Spark availableNow), validate with Pandera, load with COPY.",
 )
-def ingest_landing(
-    context: dg.AssetExecutionContext,
-    landing: LandingResource,
-    postgres: PostgresResource,
-    spark: SparkResource,
-):
-    settings = landing.settings(postgres, spark)
+def ingest_landing(context: dg.AssetExecutionContext, pipeline: PipelineResource):
+    run = pipeline.pipeline()
     try:
-        query = IngestQuery(
-            spark.session(settings),
-            settings,
-            postgres.url(),
-            run_id=context.run_id,
-            on_batch=lambda m: context.log.info(
-                f"batch {m['batch_id']}: {m['files']} file(s), {m['total_records']} rows "
-                f"({m['loaded_records']} loaded, {m['duplicate_records']} duplicate, {m['rejected_records']} rejected) "
-                f"in {m['total_processing_time_ms']:.0f} ms"
-            ),
-        )
-        summary = query.run_available_now()
+        summary = run.ingest(run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)))
     except KeyboardInterrupt as stopped:  # IngestStopped, or a stop while Spark was starting
-        # Dagster retries an interrupted step under its retry policy, which is right for
-        # a pre-empted worker but would undo a user's "Terminate": tell the two apart.
-        run = context.instance.get_run_by_id(context.run_id)
-        if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
-            raise dg.Failure(description=f"terminated on request; {stopped}", allow_retries=False) from stopped
+        stopped_by_user(context, stopped)
         raise
     context.log.info(
         f"{summary.totals['total_files']} file(s), {summary.totals['total_records']} rows in "
         f"{summary.elapsed_s:.1f} s (warm-up {summary.warm_up_s:.1f} s)"
     )
-    yield from table_materializations(summary, postgres)
+    yield from table_materializations(summary, run.table_rows())

@@ -5,19 +5,16 @@ Both carry the landing directory's concurrency tag; the instance's run queue
 value, because both use the same streaming checkpoint.
 """
 
-
-import dataclasses
 import hashlib
-import threading
 from typing import Optional
 
 import dagster as dg
 
-from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, table_materializations
-from ecom_ingest_dagster.defs.metrics.assets import latency_metadata, quality_metadata, throughput_metadata
-from ecom_ingest_dagster.defs.resources import LandingResource, PostgresResource, SparkResource
+from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, stopped_by_user, table_materializations
+from ecom_ingest_dagster.defs.metrics.assets import metric_events
+from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.pipeline.measure import format_batch
 from ecom_ingest_dagster.settings import Settings
-from ecom_ingest_dagster.pipeline.query import IngestQuery
 
 LANDING_TAG = "ecom_ingest/landing"
 
@@ -43,8 +40,10 @@ ingest_job = dg.define_asset_job(
 
 
 class StreamConfig(dg.Config):
-    trigger_seconds: float = 10.0
-    max_files_per_trigger: int = 1
+    """Overrides for this run; unset: ECOM_INGEST_TRIGGER_SECONDS / _MAX_FILES_PER_TRIGGER."""
+
+    trigger_seconds: Optional[float] = None
+    max_files_per_trigger: Optional[int] = None
     stop_after_seconds: Optional[float] = None  # None: stream until the run is terminated
 
 
@@ -54,44 +53,25 @@ class StreamConfig(dg.Config):
     # one returns normally and is not retried.
     retry_policy=INGEST_RETRY_POLICY,
 )
-def stream_landing(
-    context: dg.OpExecutionContext,
-    config: StreamConfig,
-    landing: LandingResource,
-    postgres: PostgresResource,
-    spark: SparkResource,
-):
-    settings = dataclasses.replace(
-        landing.settings(postgres, spark),
-        max_files_per_trigger=config.max_files_per_trigger,
-        max_bytes_per_trigger=None,
-        trigger_seconds=config.trigger_seconds,
+def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipeline: PipelineResource):
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+
+    base = pipeline.pipeline()
+    settings = base.settings.with_overrides(
+        trigger_seconds=config.trigger_seconds, max_files_per_trigger=config.max_files_per_trigger
     )
-    stop = threading.Event()
-    timer = threading.Timer(config.stop_after_seconds, stop.set) if config.stop_after_seconds else None
-    if timer:
-        timer.daemon = True
-        timer.start()
-    query = IngestQuery(
-        spark.session(settings), settings, postgres.url(), run_id=context.run_id,
-        on_batch=lambda m: context.log.info(
-            f"batch {m['batch_id']}: {m['total_records']} rows in {m['total_processing_time_ms']:.0f} ms"
-        ),
-    )
+    run = Pipeline(settings, spark=base.spark)  # the run's session, these trigger settings
     try:
-        summary = query.run_continuous(trigger_seconds=config.trigger_seconds, stop_event=stop)
-    finally:
-        if timer:
-            timer.cancel()
-    yield from table_materializations(summary, postgres, result_type=dg.AssetMaterialization)
-    totals = summary.totals
-    for key, metadata in (
-        ("ingestion_throughput", throughput_metadata(totals)),
-        ("ingestion_latency", latency_metadata(totals)),
-        ("data_quality", quality_metadata(totals)),
-    ):
-        yield dg.AssetMaterialization(asset_key=key, metadata={**metadata, "described_run_id": context.run_id})
-    yield dg.Output(totals["total_records"])
+        summary = run.stream(
+            run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
+            stop_after_s=config.stop_after_seconds,
+        )
+    except KeyboardInterrupt as stopped:
+        stopped_by_user(context, stopped)
+        raise
+    yield from table_materializations(summary, run.table_rows(), result_type=dg.AssetMaterialization)
+    yield from metric_events(run.evaluate(context.run_id), context.run_id)
+    yield dg.Output(summary.totals["total_records"])
 
 
 @dg.job(

@@ -1,37 +1,35 @@
 """The landing sensor: new drops become one bounded ingest run."""
 
-
-import os
-from pathlib import Path
-
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.jobs import ingest_job, stream_job
-from ecom_ingest_dagster.defs.resources import LandingResource
+from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.landing import LandingCursor, scan_new_drops
+from ecom_ingest_dagster.settings import Settings
 
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("ECOM_INGEST_SENSOR_INTERVAL_SECONDS", "5"))
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 @dg.sensor(
     job=ingest_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    # Read when the code location loads: Dagster fixes the interval with the definition.
+    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches ingest_job when new *.csv drops appear in the landing directory.",
 )
-def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource):
+def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     streaming = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=stream_job.name, statuses=_ACTIVE), limit=1
     )
     if streaming:
         # The stream run owns the checkpoint and picks the drops up itself.
         return dg.SkipReason(f"stream run {streaming[0].dagster_run.run_id} is active")
+    settings = pipeline.settings()
     cursor = LandingCursor.from_json(context.cursor)
-    new = scan_new_drops(Path(landing.landing_dir), cursor, settle_ns=int(landing.settle_seconds * 1e9))
+    new = scan_new_drops(settings.landing_dir, cursor, settle_ns=int(settings.settle_seconds * 1e9))
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
-        return dg.SkipReason(f"no new drops ({new.scanned} entries in {landing.landing_dir}{waiting})")
+        return dg.SkipReason(f"no new drops ({new.scanned} entries in {settings.landing_dir}{waiting})")
     context.update_cursor(new.cursor.to_json())
     # Whatever has landed goes into this one run (availableNow processes all of it);
     # the key names the newest drop, so no file set is requested twice.

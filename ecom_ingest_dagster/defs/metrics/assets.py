@@ -1,21 +1,20 @@
 """Metric assets for throughput, latency and data quality, with the service targets as checks.
 
 Each asset describes the batches of its own run (or, materialized alone, of the latest
-run that had any), computed by ``metrics.summarize`` from the batch ledger, so the UI
-plots the same figures the CLI prints and the JSON logs hold.
+run that had any), as judged by ``Pipeline.evaluate``: the same summary the CLI prints
+and the JSON logs hold, and the same verdicts the report states. ``metric_events``
+gives the stream job the same materializations and check evaluations.
 """
 
+from typing import Iterator
 
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.assets import REJECTED_EVENTS, USER_EVENTS
-from ecom_ingest_dagster.defs.resources import PostgresResource, ServiceTargetsResource
-from ecom_ingest_dagster.pipeline.measure import accounting_violations, fetch_batches, summarize, unaccounted_rows
-from ecom_ingest_dagster.tools.report import judge
+from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
 
 METRICS_GROUP = "metrics"
-WARN = dg.AssetCheckSeverity.WARN
-ERROR = dg.AssetCheckSeverity.ERROR
 
 
 def _number(value) -> float:
@@ -49,7 +48,8 @@ def latency_metadata(summary: dict) -> dict:
     }
 
 
-def quality_metadata(summary: dict) -> dict:
+def quality_metadata(evaluation: Evaluation) -> dict:
+    summary = evaluation.summary
     return {
         "validation_success_rate_pct": _number(summary["validation_success_rate"]),
         "rows_in": summary["total_records"],
@@ -58,104 +58,83 @@ def quality_metadata(summary: dict) -> dict:
         "rows_rejected": summary["rejected_records"],
         "files_rejected_whole": summary["files_rejected"],
         **{f"reason/{reason}": count for reason, count in summary["reason_counts"].items()},
+        "data_loss_pct": evaluation.loss_pct,
+        "files_breaking_accounting": len(evaluation.violations),
     }
 
 
-def _run_summary(context: dg.AssetExecutionContext, postgres: PostgresResource) -> tuple[str | None, dict]:
-    with postgres.connection() as conn:
-        run_id, batches = fetch_batches(conn, postgres.db_schema, run_id=context.run_id)
-    if run_id != context.run_id:
-        context.log.info(f"no batches in this run; describing run {run_id}")
-    return run_id, summarize(batches)
+def asset_metadata(evaluation: Evaluation) -> dict[str, dict]:
+    """Each metric asset's metadata for an evaluated run."""
+    described = {"described_run_id": evaluation.run_id or "none", "has_batches": bool(evaluation.summary["total_batches"])}
+    return {
+        "ingestion_throughput": {**throughput_metadata(evaluation.summary), **described},
+        "ingestion_latency": {**latency_metadata(evaluation.summary), **described},
+        "data_quality": {**quality_metadata(evaluation), **described},
+    }
 
 
-def _check_result(
-    name: str, summary: dict, targets: ServiceTargetsResource, severity: dg.AssetCheckSeverity,
-    loss_pct: float = 0.0, consistent: bool = True, **metadata,
-) -> dg.AssetCheckResult:
-    """A service target judged by report.judge, the same verdict the report prints."""
-    verdict = judge(summary, targets.targets(), loss_pct)[name]
-    return dg.AssetCheckResult(
-        check_name=name,
-        # No batches, nothing to be slow at: the targets speak of work done.
-        passed=verdict["passed"] is not False and consistent,
-        severity=severity,
-        metadata={"measured": _number(verdict["measured"]), "target": float(verdict["target"]),
-                  "judged": verdict["passed"] is not None, **metadata},
+def _severity(outcome: CheckOutcome) -> dg.AssetCheckSeverity:
+    # Slow or bad input is worth a look (it is quarantined, not lost); a row without an
+    # outcome is the one failure we never accept.
+    return dg.AssetCheckSeverity.ERROR if outcome.spec.blocking else dg.AssetCheckSeverity.WARN
+
+
+def _check_metadata(outcome: CheckOutcome) -> dict:
+    metadata = {"measured": _number(outcome.measured), "target": outcome.target, "unit": outcome.spec.unit,
+                "judged": outcome.judged}
+    for key, value in outcome.details.items():
+        metadata[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
+    return metadata
+
+
+def check_results(evaluation: Evaluation, asset: str) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(check_name=o.spec.name, passed=o.passed, severity=_severity(o), metadata=_check_metadata(o))
+        for o in evaluation.checks.values() if o.spec.asset == asset
+    ]
+
+
+def metric_events(evaluation: Evaluation, run_id: str) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """The metric assets' materializations and check evaluations, for a job made of ops."""
+    for asset, metadata in asset_metadata(evaluation).items():
+        yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
+    for outcome in evaluation.checks.values():
+        yield dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(outcome.spec.asset), check_name=outcome.spec.name, passed=outcome.passed,
+            severity=_severity(outcome), metadata=_check_metadata(outcome), blocking=outcome.spec.blocking,
+        )
+
+
+def _evaluate(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Evaluation:
+    evaluation = pipeline.pipeline().evaluate(context.run_id)
+    if evaluation.run_id != context.run_id:
+        context.log.info(f"no batches in this run; describing run {evaluation.run_id}")
+    return evaluation
+
+
+def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(s.name, asset=asset, description=s.description, blocking=s.blocking)
+            for s in CHECKS if s.asset == asset]
+
+
+def _metric_asset(name: str, description: str):
+    @dg.asset(
+        name=name, deps=[USER_EVENTS, REJECTED_EVENTS], group_name=METRICS_GROUP, kinds={"postgres"},
+        check_specs=_check_specs(name), description=description,
     )
+    def metric(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        evaluation = _evaluate(context, pipeline)
+        return dg.MaterializeResult(metadata=asset_metadata(evaluation)[name], check_results=check_results(evaluation, name))
+
+    return metric
 
 
-def _described(run_id: str | None, summary: dict) -> dict:
-    return {"described_run_id": run_id or "none", "has_batches": bool(summary["total_batches"])}
-
-
-@dg.asset(
-    deps=[USER_EVENTS, REJECTED_EVENTS],
-    group_name=METRICS_GROUP,
-    kinds={"postgres"},
-    check_specs=[dg.AssetCheckSpec("min_throughput", asset="ingestion_throughput", description="average records/s >= target")],
+ingestion_throughput = _metric_asset(
+    "ingestion_throughput", "Records per second over the run's micro-batches: average (over processing time) and peak."
 )
-def ingestion_throughput(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, targets: ServiceTargetsResource
-) -> dg.MaterializeResult:
-    """Records per second over the run's micro-batches: average (over processing time) and peak."""
-    run_id, summary = _run_summary(context, postgres)
-    return dg.MaterializeResult(
-        metadata={**throughput_metadata(summary), **_described(run_id, summary)},
-        # Slow is worth a look, but no data is wrong because of it.
-        check_results=[_check_result("min_throughput", summary, targets, WARN)],
-    )
-
-
-@dg.asset(
-    deps=[USER_EVENTS, REJECTED_EVENTS],
-    group_name=METRICS_GROUP,
-    kinds={"postgres"},
-    check_specs=[dg.AssetCheckSpec("max_latency", asset="ingestion_latency", description="slowest batch <= target ms")],
+ingestion_latency = _metric_asset(
+    "ingestion_latency", "Batch latency percentiles, end-to-end latency (landed to committed), stage breakdown."
 )
-def ingestion_latency(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, targets: ServiceTargetsResource
-) -> dg.MaterializeResult:
-    """Batch latency percentiles, end-to-end latency (landed to committed), stage breakdown."""
-    run_id, summary = _run_summary(context, postgres)
-    return dg.MaterializeResult(
-        metadata={**latency_metadata(summary), **_described(run_id, summary)},
-        check_results=[_check_result("max_latency", summary, targets, WARN)],
-    )
-
-
-@dg.asset(
-    deps=[USER_EVENTS, REJECTED_EVENTS],
-    group_name=METRICS_GROUP,
-    kinds={"postgres"},
-    check_specs=[
-        dg.AssetCheckSpec("validation_rate", asset="data_quality", description="valid rows / rows in > target %"),
-        dg.AssetCheckSpec(
-            "zero_data_loss", asset="data_quality", blocking=True,
-            description="every file of the run: rows in = loaded + duplicate + rejected, matching the tables",
-        ),
-    ],
+data_quality = _metric_asset(
+    "data_quality", "Validation success rate, rejections by reason, and the accounting identity of the run's files."
 )
-def data_quality(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, targets: ServiceTargetsResource
-) -> dg.MaterializeResult:
-    """Validation success rate, rejections by reason, and the accounting identity of the run's files."""
-    run_id, summary = _run_summary(context, postgres)
-    metadata = quality_metadata(summary)
-    with postgres.connection() as conn:
-        violations = accounting_violations(conn, postgres.db_schema, run_id=run_id) if run_id else []
-    lost = unaccounted_rows(violations)
-    loss_pct = 100.0 * lost / summary["total_records"] if summary["total_records"] else 0.0
-    return dg.MaterializeResult(
-        metadata={**metadata, "data_loss_pct": loss_pct, "files_breaking_accounting": len(violations),
-                  **_described(run_id, summary)},
-        check_results=[
-            # Bad input is the producer's problem: it is quarantined, not lost.
-            _check_result("validation_rate", summary, targets, WARN),
-            # A row without an outcome is the one failure we never accept.
-            _check_result(
-                "zero_data_loss", summary, targets, ERROR, loss_pct, consistent=not violations,
-                files_breaking_accounting=len(violations), examples=dg.MetadataValue.json(violations[:10]),
-            ),
-        ],
-    )

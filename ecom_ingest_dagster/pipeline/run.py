@@ -1,0 +1,192 @@
+"""The one way in: open the pipeline once, then ingest, stream, report, evaluate.
+
+The CLI and the Dagster assets are thin callers of ``Pipeline``: the database is made
+ready (embedded server started if no URL is set, schema migrated) once per pipeline, the
+Spark session is started once, on first use, and stopped on ``close`` when the pipeline
+started it. Nothing here knows Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from psycopg import sql
+
+from ecom_ingest_dagster.pipeline import checks
+from ecom_ingest_dagster.pipeline.database import connection, ready_database, table
+from ecom_ingest_dagster.pipeline.measure import MetricsLog
+from ecom_ingest_dagster.pipeline.query import IngestQuery, RunSummary
+from ecom_ingest_dagster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LandingMissing(FileNotFoundError):
+    """The landing directory is not there (or not a directory): nothing to ingest from."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What the database holds, over every run."""
+
+    files_ingested: int
+    files_rejected: int
+    rows_total: int
+    rows_loaded: int
+    rows_duplicate: int
+    rows_rejected: int
+    reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOutcome:
+    path: Path
+    batches: int
+    samples: int
+    requirements: list[dict]
+
+
+class Pipeline:
+    """The platform's data path for one set of settings.
+
+    ``interactive`` pipelines (a command typed by a person) fail at once when PostgreSQL
+    does not answer; the others wait ``settings.db_retry_seconds`` for it, as a run does
+    mid-way. ``spark`` hands in a session to share (the caller keeps ownership).
+    """
+
+    def __init__(self, settings: Settings, *, interactive: bool = False, spark=None,
+                 on_spark_ready: Callable[[float], None] | None = None):
+        self.settings = settings
+        self.interactive = interactive
+        self._url: str | None = None
+        self._spark = spark
+        self._owns_spark = spark is None
+        self._on_spark_ready = on_spark_ready
+
+    # -- opening -------------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        """A database that answers, migrated (once per pipeline)."""
+        if self._url is None:
+            self._url = ready_database(self.settings, retry_s=0.0 if self.interactive else self.settings.db_retry_seconds)
+        return self._url
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            from ecom_ingest_dagster.pipeline.spark import build_spark_session
+
+            started = time.perf_counter()
+            self._spark = build_spark_session(self.settings)
+            if self._on_spark_ready:
+                self._on_spark_ready(time.perf_counter() - started)
+        return self._spark
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator:
+        with connection(self.database_url, retry_s=0.0 if self.interactive else self.settings.db_retry_seconds) as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._spark is not None and self._owns_spark:
+            self._spark.stop()
+        self._spark = None
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- the data path -------------------------------------------------------------------
+    def query(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> IngestQuery:
+        landing = self.settings.landing_dir
+        if landing.exists() and not landing.is_dir():
+            raise LandingMissing(f"landing directory {landing} is not a directory")
+        if not landing.exists():
+            raise LandingMissing(f"landing directory {landing} does not exist")
+        url = self.database_url  # before Spark: a dead database fails in a second, not after a JVM
+        return IngestQuery(self.spark, self.settings, url, run_id=run_id, on_batch=on_batch)
+
+    def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> RunSummary:
+        """Every drop that has landed, once, in bounded micro-batches; then stop."""
+        return self.query(run_id=run_id, on_batch=on_batch).run_available_now()
+
+    def stream(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,
+               stop_event: threading.Event | None = None, stop_after_s: float | None = None) -> RunSummary:
+        """Drops as they land, every ``settings.trigger_seconds``, until ``stop_event`` (or a signal)."""
+        stop = stop_event or threading.Event()
+        timer = threading.Timer(stop_after_s, stop.set) if stop_after_s else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            return self.query(run_id=run_id, on_batch=on_batch).run_continuous(
+                trigger_seconds=self.settings.trigger_seconds, stop_event=stop
+            )
+        finally:
+            if timer:
+                timer.cancel()
+
+    # -- what is there ---------------------------------------------------------------------
+    def status(self) -> Status:
+        schema = self.settings.db_schema
+        with self.connect() as conn:
+            files = dict(conn.execute(
+                sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(table(schema, "ingest_files"))
+            ).fetchall())
+            total, loaded, duplicate, rejected = conn.execute(
+                sql.SQL(
+                    "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
+                    " coalesce(sum(rows_rejected),0) FROM {}"
+                ).format(table(schema, "ingest_files"))
+            ).fetchone()
+            reasons = conn.execute(
+                sql.SQL(
+                    "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM {}"
+                    " WHERE replayed_at IS NULL) r GROUP BY 1 ORDER BY 2 DESC, 1"
+                ).format(table(schema, "rejected_events"))
+            ).fetchall()
+        return Status(files.get("ingested", 0), files.get("rejected", 0), total, loaded, duplicate, rejected,
+                      [(r, n) for r, n in reasons])
+
+    def table_rows(self) -> dict[str, int]:
+        with self.connect() as conn:
+            return {
+                name: conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(table(self.settings.db_schema, name))
+                ).fetchone()[0]
+                for name in ("user_events", "rejected_events")
+            }
+
+    def evaluate(self, run_id: str | None) -> checks.Evaluation:
+        """The service targets and the accounting identity for ``run_id``'s batches."""
+        with self.connect() as conn:
+            return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets)
+
+    def report(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+               out_dir: Path | None = None) -> ReportOutcome:
+        """The performance report for a window of runs, written with its plots."""
+        from ecom_ingest_dagster.tools import report
+
+        with self.connect() as conn:
+            data = report.collect(conn, self.settings.db_schema, since=since, until=until, paths=self.report_paths())
+        targets = self.settings.targets
+        path = report.render(data, out_dir or self.settings.reports_dir, targets)
+        return ReportOutcome(path, data.summary["total_batches"], len(data.samples), report.requirements(data, targets))
+
+    def report_paths(self) -> dict[str, str]:
+        """Where the report says the metrics live, for this installation."""
+        logs = MetricsLog(self.settings.logs_dir)
+        return {
+            "metrics": str(logs.metrics_path), "summary": str(logs.summary_path),
+            "errors_log": str(logs.errors_log_path), "errors_json": str(logs.errors_json_path),
+            "checkpoints": str(self.settings.checkpoint_dir),
+        }
