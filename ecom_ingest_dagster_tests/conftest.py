@@ -19,6 +19,17 @@ from ecom_ingest_dagster.settings import Settings
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+# A test that asks for any of these talks to a real PostgreSQL or Spark (directly or
+# through another fixture): it is marked ``integration`` here, by what it uses, so no
+# test can be forgotten in the fast tier (``pytest -m "not integration"``).
+INTEGRATION_FIXTURES = frozenset({"database_url", "spark"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 def _reachable(url: str) -> bool:
     try:
@@ -72,7 +83,7 @@ def settings(tmp_path, database_url, db_schema) -> Settings:
 @pytest.fixture(scope="session")
 def spark():
     """One Spark session for the whole test run: JVM start-up is the slow part."""
-    from ecom_ingest_dagster.pipeline.query import build_spark_session
+    from ecom_ingest_dagster.pipeline.spark import build_spark_session
 
     session = build_spark_session(
         Settings(home=Path("/tmp"), landing_dir=Path("/tmp"), database_url=None, spark_master="local[2]"),

