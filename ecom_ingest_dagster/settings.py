@@ -188,6 +188,9 @@ def env_name(field: str) -> str:
 _ENVIRONMENT_OFF: contextvars.ContextVar[bool] = contextvars.ContextVar("ecom_ingest_environment_off", default=False)
 
 
+_SECRET_FIELDS = frozenset({"database_url"})
+
+
 def _validated(cls: type[Settings], values: dict[str, Any], *, environment: bool) -> Settings:
     token = _ENVIRONMENT_OFF.set(not environment)
     try:
@@ -195,10 +198,15 @@ def _validated(cls: type[Settings], values: dict[str, Any], *, environment: bool
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = env_name(str(error["loc"][0])) if error["loc"] else "settings"
-            # The input is never echoed: for the database URL it may be the password.
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = env_name(field) if field else "settings"
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(message if message.startswith(name) else f"{name}: {message}")
+            if message.startswith(name):
+                problems.append(message)
+            elif field in _SECRET_FIELDS or field not in cls.model_fields:
+                problems.append(f"{name}: {message}")  # never echoed: it may hold a password
+            else:
+                problems.append(f"{name}={error.get('input')!r}: {message}")
         raise SettingsError("; ".join(problems)) from None
     finally:
         _ENVIRONMENT_OFF.reset(token)

@@ -287,6 +287,7 @@ def test_a_failed_step_shows_the_database_url_redacted(dagster_resources, instan
     else:
         url = with_credentials(f"postgresql://{CLOSED}/warehouse", "ingest", password, in_query=form == "query")
     monkeypatch.setenv(URL_VAR, url)
+    monkeypatch.setenv(ENV_PREFIX + "DB_RETRY_SECONDS", "0")  # what the error says, not how long a run waits
     resources = build_resources(settings, stop_spark_after_run=False)
     # The metric asset alone: it connects at once and has no retry policy to wait through.
     result = dg.materialize([data_quality], resources=resources, instance=instance, raise_on_error=False)
