@@ -22,7 +22,7 @@ LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # A test that asks for any of these talks to a real PostgreSQL or Spark (directly or
 # through another fixture): it is marked ``integration`` here, by what it uses, so no
 # test can be forgotten in the fast tier (``pytest -m "not integration"``).
-INTEGRATION_FIXTURES = frozenset({"database_url", "spark"})
+INTEGRATION_FIXTURES = frozenset({"database_url", "spark", "private_postgres"})
 
 
 def pytest_collection_modifyitems(config, items):
