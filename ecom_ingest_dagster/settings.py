@@ -13,7 +13,7 @@ import contextvars
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     rejected_dir: Optional[Path] = Field(
         None, description="files rejected whole, each with a `.reason.json` (default `$ECOM_INGEST_HOME/rejected`)"
     )
+    archive_dir: Optional[Path] = Field(
+        None, description="ingested drops, once committed, by commit date (default `$ECOM_INGEST_HOME/archive`)"
+    )
+    after_commit: Literal["archive", "keep", "delete"] = Field(
+        "archive",
+        description="what happens to an ingested drop once its rows are committed: `archive` (moved byte for byte to"
+        " `archive_dir/YYYY-MM-DD/`), `keep` (left in the landing directory) or `delete`",
+    )
     # -- the warehouse -----------------------------------------------------------------
     database_url: Optional[str] = Field(
         None, repr=False,
@@ -86,13 +94,20 @@ class Settings(BaseSettings):
         2.0, ge=0, allow_inf_nan=False,
         description="the sensor leaves drops younger than this for its next tick (so no arrival is skipped)",
     )
+    # -- retention (the daily retention schedule) ----------------------------------------
+    sample_retention_days: float = Field(
+        30.0, gt=0, allow_inf_nan=False, description="resource samples and metric log lines older than this are deleted"
+    )
+    archive_retention_days: Optional[float] = Field(
+        None, gt=0, allow_inf_nan=False, description="archived drops older than this are deleted (unset: kept)"
+    )
     # -- service targets (asset checks and the report) ---------------------------------
     target_min_throughput_rps: float = Field(10.0, ge=0, description="asset check `min_throughput` (records/s)")
     target_max_latency_ms: float = Field(5000.0, ge=0, description="asset check `max_latency` (slowest micro-batch, ms)")
     target_min_validation_rate_pct: float = Field(95.0, ge=0, le=100, description="asset check `validation_rate` (%)")
     target_max_data_loss_pct: float = Field(0.0, ge=0, le=100, description="asset check `zero_data_loss` (%)")
 
-    @field_validator("home", "landing_dir", "checkpoint_dir", "rejected_dir")
+    @field_validator("home", "landing_dir", "checkpoint_dir", "rejected_dir", "archive_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().absolute()
@@ -115,7 +130,8 @@ class Settings(BaseSettings):
     def _resolve(self) -> "Settings":
         # Derived defaults are filled in here (not in the fields) so that an override of
         # ``home`` moves every path that was not set explicitly.
-        for name, default in (("landing_dir", "landing"), ("checkpoint_dir", "checkpoints"), ("rejected_dir", "rejected")):
+        for name, default in (("landing_dir", "landing"), ("checkpoint_dir", "checkpoints"), ("rejected_dir", "rejected"),
+                              ("archive_dir", "archive")):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.home / default)
         if self.max_files_per_trigger is not None and self.max_bytes_per_trigger is not None:

@@ -24,6 +24,7 @@ _STRINGS = {
     "spark_master": "local[1]",
     "spark_driver_memory": "640m",
     "spark_log_level": "ERROR",
+    "after_commit": "keep",
 }
 
 

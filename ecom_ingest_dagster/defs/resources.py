@@ -22,6 +22,8 @@ class PipelineResource(dg.ConfigurableResource):
     landing_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None
     rejected_dir: Optional[str] = None
+    archive_dir: Optional[str] = None
+    after_commit: Optional[str] = None
     database_url: Optional[str] = None
     db_schema: Optional[str] = None
     db_retry_seconds: Optional[float] = None
@@ -34,6 +36,8 @@ class PipelineResource(dg.ConfigurableResource):
     csv_block_bytes: Optional[int] = None
     sensor_interval_seconds: Optional[int] = None
     settle_seconds: Optional[float] = None
+    sample_retention_days: Optional[float] = None
+    archive_retention_days: Optional[float] = None
     target_min_throughput_rps: Optional[float] = None
     target_max_latency_ms: Optional[float] = None
     target_min_validation_rate_pct: Optional[float] = None

@@ -1,4 +1,6 @@
-"""Noticing new drops in the landing directory, with a cursor that misses none.
+"""The landing directory: noticing new drops (a cursor that misses none), and moving
+drops out once their outcome is committed (archive, rejected area), so the directory
+holds only what is still to be ingested and no cost grows with the history.
 
 Files are ordered by their inode change time (``st_ctime_ns``), then name. The change
 time is set when a file is renamed into the directory, so a drop moved in with an old
@@ -112,28 +114,6 @@ def scan_new_drops(
     )
 
 
-def replaced_after_ingest(landing: Path, ledger: dict[str, tuple[int | None, int | None]]) -> list[str]:
-    """Drops whose file differs from what was ingested under their name, sorted.
-
-    ``ledger`` maps an ingested name to the size and modification time (milliseconds,
-    the precision Spark lists) recorded when it was loaded. A name is ingested once:
-    Spark's checkpoint will not hand the new file out, and its rows could repeat or
-    contradict the old ones, so the caller reports these for the producer to re-send
-    under a new name.
-    """
-    replaced = []
-    for name, (size, mtime_ms) in ledger.items():
-        try:
-            stat = (landing / name).stat()
-        except OSError:  # gone (moved, cleaned up): nothing was replaced
-            continue
-        if (size is not None and stat.st_size != size) or (
-            mtime_ms is not None and stat.st_mtime_ns // 1_000_000 != mtime_ms
-        ):
-            replaced.append(name)
-    return sorted(replaced)
-
-
 def move_rejected(task: "FileTask", rejected_dir: Path, message: str, batch_id: int) -> None:
     """Move a file rejected whole out of the landing directory, with its reason beside it."""
     source = Path(task.path)
@@ -164,3 +144,136 @@ def _reason_file_name(file_name: str) -> str:
     digest = hashlib.sha1(os.fsencode(file_name)).hexdigest()[:16]
     head = os.fsencode(file_name)[:200].decode("utf-8", errors="ignore")
     return f"{head}-{digest}.reason.json"  # the JSON inside names the file in full
+
+
+# -- after commit ------------------------------------------------------------------------
+
+
+def archive_path(archive_dir: Path, file_name: str, committed_at: dt.datetime | None) -> Path:
+    """``archive_dir/YYYY-MM-DD/NAME``: by the (UTC) day the drop's rows were committed."""
+    day = (committed_at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime("%Y-%m-%d")
+    return archive_dir / day / os.path.basename(file_name)
+
+
+def retire_ingested(path: Path, *, policy: str, archive_dir: Path | None, committed_at: dt.datetime | None) -> Path | None:
+    """Take an ingested drop out of the landing directory, as ``policy`` says; the archived path.
+
+    Called only after the drop's transaction committed: a crash before the move leaves the
+    file where it was, and the next run's sweep (its ledger row is there) finishes the move
+    without loading it again. On one file system the move is a rename: the archive holds
+    the file byte for byte or not at all.
+    """
+    if policy == "keep":
+        return None
+    try:
+        if policy == "delete":
+            path.unlink()
+            return None
+        target = archive_path(archive_dir, path.name, committed_at)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+        return target
+    except FileNotFoundError:
+        return None  # moved already (a replayed batch, the sweep): nothing left to do
+    except OSError as exc:  # the ledger has the outcome; the next sweep tries again
+        log.warning("could not %s ingested drop %s: %s", policy, path.name, exc)
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LandedDrop:
+    name: str
+    size: int
+    mtime_ms: int
+    mtime: dt.datetime
+
+
+def list_drops(landing: Path) -> list[LandedDrop]:
+    """The drops in the landing directory now (one ``scandir`` pass; small once archiving runs)."""
+    drops = []
+    try:
+        entries = os.scandir(landing)
+    except FileNotFoundError:
+        return []
+    with entries:
+        for entry in entries:
+            if not is_drop_name(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                stat = entry.stat()
+            except OSError:
+                continue
+            drops.append(LandedDrop(entry.name, stat.st_size, stat.st_mtime_ns // 1_000_000,
+                                    dt.datetime.fromtimestamp(stat.st_mtime_ns / 1e9, dt.timezone.utc)))
+    return sorted(drops, key=lambda d: d.name)
+
+
+def is_replaced(drop: LandedDrop, size: int | None, mtime_ms: int | None) -> bool:
+    """True when the file under an ingested name is not the one that was ingested.
+
+    ``size`` and ``mtime_ms`` (the precision Spark lists) are what the ledger recorded. A
+    name is ingested once: Spark's checkpoint will not hand the new file out, and its rows
+    could repeat or contradict the old ones, so the caller reports these for the producer
+    to re-send under a new name.
+    """
+    return (size is not None and drop.size != size) or (mtime_ms is not None and drop.mtime_ms != mtime_ms)
+
+
+@dataclasses.dataclass
+class Sweep:
+    """What a sweep of the landing directory did."""
+
+    finished: list[str] = dataclasses.field(default_factory=list)  # committed before, moved out now
+    empty: list[str] = dataclasses.field(default_factory=list)  # zero-byte drops recorded (0 rows)
+    replaced: list[str] = dataclasses.field(default_factory=list)  # changed after ingestion: left, reported
+
+
+def sweep(conn, settings, *, zero_byte_only: bool = False) -> Sweep:
+    """Bring the landing directory in line with the ledger, looking up only the drops present.
+
+    - a drop whose outcome is committed but which is still here (a crash between commit
+      and move, or a policy change) is moved now, without being loaded again;
+    - a zero-byte drop, which Spark's file source never lists, is recorded as ingested
+      with zero rows and moved like the rest;
+    - a drop under an ingested name that is not the ingested file is left and reported.
+
+    ``zero_byte_only`` is the cheap form a continuous run repeats between batches (moves
+    of committed files are its tasks' own business meanwhile).
+    """
+    from ecom_ingest_dagster.pipeline import ledger
+
+    done = Sweep()
+    drops = [d for d in list_drops(settings.landing_dir) if not zero_byte_only or d.size == 0]
+    entries = ledger.entries_for(conn, settings.db_schema, [d.name for d in drops])
+    for drop in drops:
+        path = settings.landing_dir / drop.name
+        entry = entries.get(drop.name)
+        if entry is None:
+            if drop.size == 0:
+                task = ledger.FileTask(str(path), 0, landed_at=drop.mtime)
+                outcome = ledger.record_empty_drop(conn, settings.db_schema, task)
+                conn.commit()
+                done.empty.append(drop.name)
+                retire_ingested(path, policy=settings.after_commit, archive_dir=settings.archive_dir,
+                                committed_at=outcome.committed_at)
+            continue  # still to be ingested: Spark hands it out
+        if entry.status == "rejected":
+            move_rejected(ledger.FileTask(str(path), drop.size), settings.rejected_dir, entry.reason or "", entry.batch_id)
+            done.finished.append(drop.name)
+        elif is_replaced(drop, entry.file_size, entry.landed_ms):
+            done.replaced.append(drop.name)
+        elif settings.after_commit != "keep":
+            retire_ingested(path, policy=settings.after_commit, archive_dir=settings.archive_dir,
+                            committed_at=entry.committed_at)
+            done.finished.append(drop.name)
+    if done.replaced:
+        log.warning(
+            "%d drop(s) changed after they were ingested and will not be read again (a name is ingested "
+            "once; re-send the new content under a new name): %s%s",
+            len(done.replaced), ", ".join(done.replaced[:10]), " ..." if len(done.replaced) > 10 else "",
+        )
+    if done.finished:
+        log.info("moved %d drop(s) committed earlier out of the landing directory", len(done.finished))
+    return done

@@ -118,15 +118,48 @@ def record_file(conn, schema: str, outcome: FileOutcome, task: FileTask, stream_
     outcome.committed_at = row[0]
 
 
-def ingested_files(conn, schema: str) -> dict[str, tuple[int | None, int | None]]:
-    """Size and modification time (ms) of every ingested drop, as recorded when it was loaded."""
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    """What the ledger recorded of a drop: enough to finish its move or see it was replaced."""
+
+    status: str
+    reason: str | None
+    batch_id: int
+    file_size: int | None
+    landed_ms: int | None  # the modification time Spark listed, in milliseconds
+    committed_at: dt.datetime
+
+
+def entries_for(conn, schema: str, names: list[str]) -> dict[str, LedgerEntry]:
+    """The ledger rows of ``names`` only: a look-up by key, whatever the history's size."""
+    if not names:
+        return {}
     rows = conn.execute(
         sql.SQL(
-            "SELECT file_name, file_size, (extract(epoch FROM landed_at) * 1000)::bigint"
-            " FROM {} WHERE status = 'ingested'"
-        ).format(table(schema, "ingest_files"))
+            "SELECT file_name, status, reason, batch_id, file_size,"
+            " (extract(epoch FROM landed_at) * 1000)::bigint, committed_at FROM {} WHERE file_name = ANY(%s)"
+        ).format(table(schema, "ingest_files")),
+        (names,),
     ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {r[0]: LedgerEntry(*r[1:]) for r in rows}
+
+
+# Zero-byte drops are never listed by Spark's file source: the landing sweep records them
+# under this stream id, outside any micro-batch (they have no rows to measure).
+SWEEP_STREAM_ID = "landing-sweep"
+SWEEP_BATCH_ID = -1
+
+
+def record_empty_drop(conn, schema: str, task: FileTask) -> FileOutcome:
+    """A zero-byte drop: a valid drop with zero rows, recorded once (claim, then the ledger row)."""
+    outcome = FileOutcome(task.file_name, "ingested", landed_at=task.landed_at)
+    try:
+        with conn.transaction():
+            claim(conn, schema, task.file_name)
+            record_file(conn, schema, outcome, task, SWEEP_STREAM_ID, SWEEP_BATCH_ID, dt.datetime.now(dt.timezone.utc))
+    except LoadedMeanwhile as done:
+        return done.outcome
+    return outcome
 
 
 # -- the batch ledger ------------------------------------------------------------------

@@ -39,7 +39,7 @@ from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.database import TRANSIENT_ERRORS, ReconnectingConnection, table, transient_retry
-from ecom_ingest_dagster.pipeline.landing import move_rejected
+from ecom_ingest_dagster.pipeline.landing import move_rejected, retire_ingested
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask, LoadedMeanwhile, claim, file_row, record_file
 from ecom_ingest_dagster.pipeline.measure import StageTimes
 from ecom_ingest_dagster.pipeline.read import EMPTY, CsvDrop, FileRejected, count_lines
@@ -61,6 +61,8 @@ def ingest_files(
     stream_id: str,
     batch_id: int,
     rejected_dir: Path,
+    archive_dir: Path | None = None,
+    after_commit: str = "keep",
     block_bytes: int = 16 * 1024 * 1024,
     now: dt.datetime | None = None,
     db_retry_s: float = 0.0,
@@ -77,7 +79,8 @@ def ingest_files(
                 db.run(
                     lambda conn: ingest_file(
                         conn, task, schema=schema, stream_id=stream_id, batch_id=batch_id,
-                        rejected_dir=rejected_dir, block_bytes=block_bytes, now=now,
+                        rejected_dir=rejected_dir, archive_dir=archive_dir, after_commit=after_commit,
+                        block_bytes=block_bytes, now=now,
                     )
                 )
             )
@@ -108,21 +111,32 @@ def ingest_file(
     stream_id: str,
     batch_id: int,
     rejected_dir: Path,
+    archive_dir: Path | None = None,
+    after_commit: str = "keep",
     block_bytes: int = 16 * 1024 * 1024,
     now: dt.datetime | None = None,
 ) -> FileOutcome:
-    """Load one file (or find it already loaded); the ledger row is written with the data."""
+    """Load one file (or find it already loaded); the ledger row is written with the data.
+
+    Once the outcome is committed the drop leaves the landing directory: to the rejected
+    area when rejected whole, else as ``after_commit`` says (``archive`` under
+    ``archive_dir``, ``keep``, ``delete``).
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
-    done = file_row(conn, schema, task.file_name)
+    outcome = file_row(conn, schema, task.file_name)
     conn.rollback()
-    if done is None:
+    if outcome is None:
         try:
-            return _load_with_retries(conn, task, schema, stream_id, batch_id, rejected_dir, block_bytes, now)
+            outcome = _load_with_retries(conn, task, schema, stream_id, batch_id, rejected_dir, block_bytes, now)
         except LoadedMeanwhile as loaded:
-            done = loaded.outcome
-    if done.status == "rejected":
-        move_rejected(task, rejected_dir, done.reason or "", batch_id)
-    return done
+            outcome = loaded.outcome
+    if outcome.status == "rejected":
+        move_rejected(task, rejected_dir, outcome.reason or "", batch_id)  # a no-op when moved already
+    elif not outcome.already_done:
+        # A drop found already in the ledger is left to the landing sweep, which first
+        # makes sure the file here is the one that was ingested (not a replacement).
+        retire_ingested(Path(task.path), policy=after_commit, archive_dir=archive_dir, committed_at=outcome.committed_at)
+    return outcome
 
 
 def _load_with_retries(conn, task, schema, stream_id, batch_id, rejected_dir, block_bytes, now) -> FileOutcome:

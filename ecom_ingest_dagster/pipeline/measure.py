@@ -188,6 +188,23 @@ class MetricsLog:
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics, default=str) + "\n")
 
+    def trim(self, before: dt.datetime) -> int:
+        """Drop the lines of the batch and rejection logs older than ``before``; lines removed.
+
+        A line whose time cannot be read is kept: retention never loses what it cannot date.
+        """
+        def json_time(key: str):
+            return lambda line: json.loads(line).get(key)
+
+        def text_time(line: str):
+            return " ".join(line.split(" ", 2)[:2])
+
+        removed = 0
+        for path, when in ((self.metrics_path, json_time("timestamp")), (self.errors_json_path, json_time("rejected_at")),
+                           (self.errors_log_path, text_time)):
+            removed += _trim_lines(path, when, before)
+        return removed
+
     def read_batches(self) -> list[dict]:
         if not self.metrics_path.exists():
             return []
@@ -217,6 +234,28 @@ class MetricsLog:
                 )
                 structured.write(json.dumps(dict(row), default=str) + "\n")
         return count
+
+
+def _trim_lines(path: Path, when, before: dt.datetime) -> int:
+    if not path.exists():
+        return 0
+    kept, removed = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                moment = dt.datetime.fromisoformat(str(when(line)))
+                old = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)) < before
+            except (ValueError, TypeError, AttributeError):
+                old = False
+            if old:
+                removed += 1
+            else:
+                kept.append(line)
+    if removed:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(path)
+    return removed
 
 
 def unaccounted_rows(violations: Iterable[Mapping]) -> int:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ecom_ingest_dagster.pipeline import ledger
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection
-from ecom_ingest_dagster.pipeline.landing import replaced_after_ingest
+from ecom_ingest_dagster.pipeline.landing import Sweep, sweep
 from ecom_ingest_dagster.pipeline.ledger import FileTask
 from ecom_ingest_dagster.pipeline.load import ingest_files
 from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
@@ -65,6 +65,7 @@ class RunSummary:
     batches: list[dict] = dataclasses.field(default_factory=list)
     files_skipped: int = 0  # already in the ledger (replays, a reset checkpoint)
     files_replaced: list[str] = dataclasses.field(default_factory=list)  # changed after ingestion: not re-read
+    files_empty: int = 0  # zero-byte drops the landing sweep recorded (Spark never lists them)
     elapsed_s: float = 0.0
     warm_up_s: float = 0.0  # Python workers started and imports done before the first batch
     resources: dict = dataclasses.field(default_factory=dict)  # average and peak of each sampled figure
@@ -138,6 +139,9 @@ class IngestQuery:
         # By default Spark ignores files whose mtime is a week older than the newest it
         # has seen: a drop moved in with an old mtime would be lost. Keep them all.
         reader = reader.option("maxFileAge", "36500d")
+        # A drop moved out after its commit (archive, rejected area) may still be named by a
+        # batch that is replayed after a crash; its outcome is in the ledger, so skip it.
+        reader = reader.option("ignoreMissingFiles", "true")
         if self.settings.max_files_per_trigger:
             reader = reader.option("maxFilesPerTrigger", self.settings.max_files_per_trigger)
         elif self.settings.max_bytes_per_trigger:
@@ -181,19 +185,13 @@ class IngestQuery:
         finally:
             conn.close()
 
-    def check_replaced(self) -> list[str]:
-        """Warn about drops replaced under a name that was already ingested (not re-read)."""
+    def sweep(self, *, zero_byte_only: bool = False) -> Sweep:
+        """Finish moves a crash interrupted, record zero-byte drops, report replaced ones."""
         with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
-            ingested = ledger.ingested_files(conn, self.settings.db_schema)
-        replaced = replaced_after_ingest(self.settings.landing_dir, ingested)
-        if replaced:
-            log.warning(
-                "%d drop(s) changed after they were ingested and will not be read again (a name is ingested "
-                "once; re-send the new content under a new name): %s%s",
-                len(replaced), ", ".join(replaced[:10]), " ..." if len(replaced) > 10 else "",
-            )
-        self.summary.files_replaced = replaced
-        return replaced
+            done = sweep(conn, self.settings, zero_byte_only=zero_byte_only)
+        self.summary.files_replaced = sorted(set(self.summary.files_replaced) | set(done.replaced))
+        self.summary.files_empty += len(done.empty)
+        return done
 
     def warm_up(self) -> None:
         """Start the executors' Python workers and import the loader before any batch.
@@ -201,7 +199,7 @@ class IngestQuery:
         Otherwise the first micro-batch of a run carries seconds of interpreter start-up
         and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
         """
-        self.check_replaced()
+        self.sweep()
         started = time.perf_counter()
         slots = self.spark.sparkContext.defaultParallelism
         self.spark.range(slots, numPartitions=slots).mapInPandas(_warm_worker, "id LONG").collect()
@@ -236,8 +234,13 @@ class IngestQuery:
                 with sampled(self.spark, self.database_url, self.settings.db_schema, self.run_id,
                              self.sample_interval_s) as resources, _database_failures():
                     query = self._writer().trigger(**trigger).start()
+                    next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
                     while query.isActive and not stop_event.is_set():
                         query.awaitTermination(0.2)
+                        if not stop_mid_batch and time.monotonic() >= next_sweep:
+                            # A zero-byte drop never starts a micro-batch: record it between them.
+                            self.sweep(zero_byte_only=True)
+                            next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
                     if query.isActive and stop_mid_batch:
                         query.stop()  # cancels the batch's tasks
                         raise IngestStopped("stopped on request: committed files stay, the rest wait for the next run")
@@ -308,6 +311,8 @@ class IngestQuery:
             batch_id=batch_id,
             landing_dir=str(self.settings.landing_dir),
             rejected_dir=str(self.settings.rejected_dir),
+            archive_dir=str(self.settings.archive_dir),
+            after_commit=self.settings.after_commit,
             block_bytes=self.settings.csv_block_bytes,
             db_retry_s=self.settings.db_retry_seconds,
         )
@@ -363,6 +368,8 @@ def _partition_loader(**options):
             stream_id=options["stream_id"],
             batch_id=options["batch_id"],
             rejected_dir=Path(options["rejected_dir"]),
+            archive_dir=Path(options["archive_dir"]),
+            after_commit=options["after_commit"],
             block_bytes=options["block_bytes"],
             db_retry_s=options["db_retry_s"],
         )

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,13 @@ class Status:
     rows_duplicate: int
     rows_rejected: int
     reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionOutcome:
+    samples_deleted: int
+    log_lines_deleted: int
+    archived_drops_deleted: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +189,35 @@ class Pipeline:
         targets = self.settings.targets
         path = report.render(data, out_dir or self.settings.reports_dir, targets)
         return ReportOutcome(path, data.summary["total_batches"], len(data.samples), report.requirements(data, targets))
+
+    def retain(self, *, now: dt.datetime | None = None) -> RetentionOutcome:
+        """Delete what grows without bound and is past its retention (the retention schedule).
+
+        Resource samples and metric log lines older than ``sample_retention_days``; archived
+        drops older than ``archive_retention_days`` (by their archive day), when that is set.
+        The ledgers and the loaded rows are never touched.
+        """
+        now = now or dt.datetime.now(dt.timezone.utc)
+        cutoff = now - dt.timedelta(days=self.settings.sample_retention_days)
+        with self.connect() as conn:
+            samples = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE sampled_at < %s").format(table(self.settings.db_schema, "resource_samples")),
+                (cutoff,),
+            ).rowcount
+        lines = MetricsLog(self.settings.logs_dir).trim(cutoff)
+        drops = 0
+        if self.settings.archive_retention_days is not None and self.settings.archive_dir.is_dir():
+            oldest_kept = (now - dt.timedelta(days=self.settings.archive_retention_days)).date()
+            for day in sorted(self.settings.archive_dir.iterdir()):
+                try:
+                    old = dt.date.fromisoformat(day.name) < oldest_kept
+                except ValueError:
+                    continue  # not one of the archive's day folders: not ours to delete
+                if day.is_dir() and old:
+                    drops += sum(1 for p in day.iterdir() if p.is_file())
+                    shutil.rmtree(day)
+        log.info("retention: %d samples, %d log lines, %d archived drops deleted", samples, lines, drops)
+        return RetentionOutcome(samples, lines, drops)
 
     def report_paths(self) -> dict[str, str]:
         """Where the report says the metrics live, for this installation."""

@@ -17,6 +17,7 @@ scan_new_drops = functools.partial(landing_module.scan_new_drops, settle_ns=0)
 
 
 def touch(path, ctime_hint=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("event_id\n")
     return path
 
@@ -152,6 +153,24 @@ def test_replaced_after_ingest_compares_size_and_millisecond_mtime(tmp_path):
     record = {p.name: (p.stat().st_size, p.stat().st_mtime_ns // 1_000_000) for p in (same, grown, touched)}
     grown.write_text("event_id\nmore\n")
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 5_000_000))
-    record["gone.csv"] = (10, 0)
+    touch(tmp_path / "unknown_time.csv")
     record["unknown_time.csv"] = (None, None)
-    assert landing_module.replaced_after_ingest(tmp_path, record) == ["grown.csv", "touched.csv"]
+    drops = landing_module.list_drops(tmp_path)
+    assert [d.name for d in drops if landing_module.is_replaced(d, *record[d.name])] == ["grown.csv", "touched.csv"]
+
+
+def test_an_ingested_drop_is_archived_by_commit_day_byte_for_byte(tmp_path):
+    import datetime as dt
+
+    path = touch(tmp_path / "landing" / "a.csv")
+    content = path.read_bytes()
+    day = dt.datetime(2026, 11, 30, 23, 59, tzinfo=dt.timezone(dt.timedelta(hours=-2)))  # 01:59 UTC, Dec 1
+    target = landing_module.retire_ingested(path, policy="archive", archive_dir=tmp_path / "archive", committed_at=day)
+    assert target == tmp_path / "archive" / "2026-12-01" / "a.csv"
+    assert target.read_bytes() == content and not path.exists()
+    # A second call (a replayed batch, the sweep) finds nothing to do.
+    assert landing_module.retire_ingested(path, policy="archive", archive_dir=tmp_path / "archive", committed_at=day) is None
+    kept = touch(tmp_path / "landing" / "b.csv")
+    assert landing_module.retire_ingested(kept, policy="keep", archive_dir=None, committed_at=day) is None and kept.exists()
+    assert landing_module.retire_ingested(kept, policy="delete", archive_dir=None, committed_at=day) is None
+    assert not kept.exists()

@@ -95,9 +95,12 @@ def test_replayed_batch_commits_nothing_twice(ingest, settings, db, spark):
     assert after == before
     assert db.execute("SELECT count(*) FROM ingest_batches").fetchone()[0] == 1
 
-    # A lost checkpoint: a new stream sees the file again; the file ledger skips it.
+    # A lost checkpoint, and the drop copied back from the archive into a landing directory
+    # that keeps its drops: a new stream sees the file again; the file ledger skips it.
+    (archived,) = settings.archive_dir.glob("*/a.csv")
+    shutil.copy2(archived, settings.landing_dir / "a.csv")
     shutil.rmtree(query.checkpoint)
-    fresh = IngestQuery(spark, settings, settings.database_url).run_available_now()
+    fresh = IngestQuery(spark, settings.with_overrides(after_commit="keep"), settings.database_url).run_available_now()
     assert fresh.files_skipped == 1 and fresh.totals["total_records"] == 0
     assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == before[0]
     assert_accounting(db)
@@ -152,3 +155,57 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_clearly(spark, settings,
         assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] == 0
     # Once that run is over, the same query proceeds.
     assert IngestQuery(spark, settings, settings.database_url).run_available_now().totals["total_files"] == 1
+
+
+def test_committed_drops_leave_the_landing_directory_byte_for_byte(ingest, settings, db):
+    contents = {
+        "good.csv": csv_text([row(1), row(2, price="-1")]).encode(),
+        "latin1.csv": "event_id,price\n".encode() + b"\xff\xfe,1\n",  # rejected whole
+        "empty.csv": b"",  # zero-byte: a valid drop with zero rows
+        "blank.csv": b"\n\n",
+    }
+    for name, content in contents.items():
+        drop(settings.landing_dir, name, content)
+    summary = ingest()
+    assert summary.files_empty == 1
+    # Nothing ingested or rejected is left where drops land.
+    assert sorted(p.name for p in settings.landing_dir.iterdir()) == []
+    archived = {p.name: p.read_bytes() for p in settings.archive_dir.glob("*/*.csv")}
+    assert archived == {name: contents[name] for name in ("good.csv", "empty.csv", "blank.csv")}
+    assert (settings.rejected_dir / "latin1.csv").read_bytes() == contents["latin1.csv"]
+    entries = ledger(db)
+    assert entries["empty.csv"]["status"] == "ingested" and entries["empty.csv"]["rows_total"] == 0
+    assert entries["blank.csv"]["rows_total"] == 0 and entries["latin1.csv"]["status"] == "rejected"
+    assert_accounting(db)
+
+
+def test_a_move_that_failed_after_commit_is_finished_by_the_next_run_without_a_second_load(ingest, settings, db):
+    """The state a kill between a file's commit and its move leaves: committed, still landed.
+
+    The move is made to fail for real (the archive path is a file, so its day folder cannot
+    be created); the run still succeeds, the next one moves the file and loads nothing.
+    """
+    drop(settings.landing_dir, "a.csv", csv_text([row(1), row(2)]))
+    settings.archive_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.archive_dir.write_text("in the way")
+    first = ingest()
+    assert first.totals["loaded_records"] == 2
+    assert (settings.landing_dir / "a.csv").exists()  # committed, not moved
+    settings.archive_dir.unlink()
+    second = ingest()
+    assert second.totals["total_records"] == 0 and second.files_replaced == []
+    assert not (settings.landing_dir / "a.csv").exists()
+    assert [p.name for p in settings.archive_dir.glob("*/*.csv")] == ["a.csv"]
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 2
+    assert_accounting(db)
+
+
+def test_keep_leaves_drops_and_delete_removes_them(ingest, settings, db):
+    drop(settings.landing_dir, "kept.csv", csv_text([row(1)]))
+    ingest(settings.with_overrides(after_commit="keep"))
+    assert (settings.landing_dir / "kept.csv").exists()
+    drop(settings.landing_dir, "deleted.csv", csv_text([row(2)]))
+    ingest(settings.with_overrides(after_commit="delete"))
+    assert sorted(p.name for p in settings.landing_dir.iterdir()) == []  # the kept one too: its outcome is committed
+    assert not settings.archive_dir.exists()
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 2
