@@ -35,6 +35,7 @@ class Targets:
     max_latency_ms: float = 5000.0
     min_validation_rate_pct: float = 95.0
     max_data_loss_pct: float = 0.0
+    max_end_to_end_latency_ms: float = 30000.0
 
 
 class Settings(BaseSettings):
@@ -104,6 +105,9 @@ class Settings(BaseSettings):
     # -- service targets (asset checks and the report) ---------------------------------
     target_min_throughput_rps: float = Field(10.0, ge=0, description="asset check `min_throughput` (records/s)")
     target_max_latency_ms: float = Field(5000.0, ge=0, description="asset check `max_latency` (slowest micro-batch, ms)")
+    target_max_end_to_end_latency_ms: float = Field(
+        30000.0, ge=0, description="asset check `max_end_to_end_latency` (slowest file, landed to committed, ms)"
+    )
     target_min_validation_rate_pct: float = Field(95.0, ge=0, le=100, description="asset check `validation_rate` (%)")
     target_max_data_loss_pct: float = Field(0.0, ge=0, le=100, description="asset check `zero_data_loss` (%)")
 
@@ -190,6 +194,7 @@ class Settings(BaseSettings):
         return Targets(
             self.target_min_throughput_rps, self.target_max_latency_ms,
             self.target_min_validation_rate_pct, self.target_max_data_loss_pct,
+            self.target_max_end_to_end_latency_ms,
         )
 
     @property

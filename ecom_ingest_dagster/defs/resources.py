@@ -40,6 +40,7 @@ class PipelineResource(dg.ConfigurableResource):
     archive_retention_days: Optional[float] = None
     target_min_throughput_rps: Optional[float] = None
     target_max_latency_ms: Optional[float] = None
+    target_max_end_to_end_latency_ms: Optional[float] = None
     target_min_validation_rate_pct: Optional[float] = None
     target_max_data_loss_pct: Optional[float] = None
     # The test suite shares one Spark session across runs; a deployment stops its own.

@@ -215,8 +215,8 @@ def batch_rejections(conn, schema: str, stream_id: str, batch_id: int) -> Iterat
         yield from cur
 
 
-def run_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str | None, list[dict]]:
-    """Batch metrics of ``run_id``; without batches there, those of the latest run that had any.
+def run_batches(conn, schema: str, *, run_id: str | None = None, fallback: bool = True) -> tuple[str | None, list[dict]]:
+    """Batch metrics of ``run_id``; without batches there (and ``fallback``), those of the latest run that had any.
 
     Returns the run the figures describe and its batches in commit order.
     """
@@ -226,8 +226,8 @@ def run_batches(conn, schema: str, *, run_id: str | None = None) -> tuple[str | 
             sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
             (run_id,),
         ).fetchall()
-        if rows:
-            return run_id, [r[0] for r in rows]
+        if rows or not fallback:
+            return (run_id if rows else None), [r[0] for r in rows]
     latest = conn.execute(
         sql.SQL("SELECT run_id FROM {} WHERE run_id IS NOT NULL ORDER BY committed_at DESC LIMIT 1").format(batches_table)
     ).fetchone()

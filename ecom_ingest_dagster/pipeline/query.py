@@ -58,6 +58,27 @@ class IngestStopped(KeyboardInterrupt):
     """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
 
 
+def checkpoint_path(settings: Settings, database_url: str) -> Path:
+    """The query's checkpoint: one per (landing directory, database, schema), so pointing the
+    same state directory at another database does not skip files that one never saw."""
+    identity = f"{settings.landing_dir}|{redact_url(database_url)}|{settings.db_schema}"
+    return settings.checkpoint_dir / f"ingest-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+
+
+def lock_key(checkpoint: Path) -> str:
+    """The advisory lock a run holds on its checkpoint (``pg_try_advisory_lock(hashtextextended(key, 0))``)."""
+    return f"ecom_ingest/checkpoint/{checkpoint.name}"
+
+
+def has_batch_to_replay(checkpoint: Path) -> bool:
+    """True when Spark planned a micro-batch (offsets/N) whose commit it has not recorded (commits/N)."""
+    def last(folder: str) -> int:
+        ids = [int(p.name) for p in (checkpoint / folder).glob("[0-9]*") if p.name.isdigit()]
+        return max(ids, default=-1)
+
+    return last("offsets") > last("commits")
+
+
 @dataclasses.dataclass
 class RunSummary:
     """What one run of the query did, for the CLI's last lines and Dagster's metadata."""
@@ -126,10 +147,7 @@ class IngestQuery:
 
     @property
     def checkpoint(self) -> Path:
-        # One checkpoint per (landing directory, database, schema): pointing the same
-        # state directory at another database must not skip files that one never saw.
-        identity = f"{self.settings.landing_dir}|{redact_url(self.database_url)}|{self.settings.db_schema}"
-        return self.settings.checkpoint_dir / f"ingest-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+        return checkpoint_path(self.settings, self.database_url)
 
     def _source(self):
         reader = self.spark.readStream.format("binaryFile").schema(_SOURCE_SCHEMA)
@@ -175,7 +193,7 @@ class IngestQuery:
         """
         conn = connect(self.database_url, retry_s=self.settings.db_retry_seconds, autocommit=True)
         try:
-            key = f"ecom_ingest/checkpoint/{self.checkpoint.name}"
+            key = lock_key(self.checkpoint)
             if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
                 raise IngestBusy(
                     f"another ingest or stream run is processing {self.settings.landing_dir} into this database;"

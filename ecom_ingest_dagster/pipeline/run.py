@@ -114,18 +114,64 @@ class Pipeline:
         self.close()
 
     # -- the data path -------------------------------------------------------------------
-    def query(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> IngestQuery:
+    def _check_landing(self) -> None:
         landing = self.settings.landing_dir
         if landing.exists() and not landing.is_dir():
             raise LandingMissing(f"landing directory {landing} is not a directory")
         if not landing.exists():
             raise LandingMissing(f"landing directory {landing} does not exist")
+
+    def query(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> IngestQuery:
+        self._check_landing()
         url = self.database_url  # before Spark: a dead database fails in a second, not after a JVM
         return IngestQuery(self.spark, self.settings, url, run_id=run_id, on_batch=on_batch)
 
     def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> RunSummary:
-        """Every drop that has landed, once, in bounded micro-batches; then stop."""
+        """Every drop that has landed, once, in bounded micro-batches; then stop.
+
+        With nothing to do (every drop here already in the ledger, no micro-batch of the
+        checkpoint left to replay) no Spark session is started: a run with nothing new
+        costs a directory listing and a query, not a JVM.
+        """
+        self._check_landing()
+        idle = self.idle_summary()
+        if idle is not None:
+            return idle
         return self.query(run_id=run_id, on_batch=on_batch).run_available_now()
+
+    def idle_summary(self) -> RunSummary | None:
+        """The run's summary when there is nothing to ingest (after the landing sweep), else None."""
+        from ecom_ingest_dagster.pipeline import landing, ledger
+        from ecom_ingest_dagster.pipeline.query import checkpoint_path, has_batch_to_replay
+
+        if has_batch_to_replay(checkpoint_path(self.settings, self.database_url)):
+            return None
+        started = time.perf_counter()
+        with self.connect() as conn:
+            sweep = landing.sweep(conn, self.settings)
+            drops = [d.name for d in landing.list_drops(self.settings.landing_dir)]
+            taken = ledger.entries_for(conn, self.settings.db_schema, drops)
+        if any(name not in taken for name in drops):
+            return None
+        log.info("nothing to ingest in %s: no Spark session started", self.settings.landing_dir)
+        return RunSummary(files_replaced=sweep.replaced, files_empty=len(sweep.empty),
+                          elapsed_s=time.perf_counter() - started)
+
+    def held_elsewhere(self) -> bool:
+        """True while another run holds this landing directory's checkpoint lock (a stream,
+        a warm run, a CLI ingest): a new run would only be refused."""
+        from ecom_ingest_dagster.pipeline.query import checkpoint_path, lock_key
+
+        key = lock_key(checkpoint_path(self.settings, self.database_url))
+        with self.connect() as conn:
+            (value,) = conn.execute("SELECT hashtextextended(%s, 0)", (key,)).fetchone()
+            locks = conn.execute(
+                "SELECT classid::bigint, objid::bigint FROM pg_locks"
+                " WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall()
+        unsigned = value & 0xFFFFFFFFFFFFFFFF
+        return (unsigned >> 32, unsigned & 0xFFFFFFFF) in {(c, o) for c, o in locks}
 
     def stream(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,
                stop_event: threading.Event | None = None, stop_after_s: float | None = None) -> RunSummary:
@@ -174,10 +220,10 @@ class Pipeline:
                 for name in ("user_events", "rejected_events")
             }
 
-    def evaluate(self, run_id: str | None) -> checks.Evaluation:
-        """The service targets and the accounting identity for ``run_id``'s batches."""
+    def evaluate(self, run_id: str | None, *, fallback: bool = True) -> checks.Evaluation:
+        """The service targets and the accounting identity for ``run_id``'s batches (see ``checks.evaluate``)."""
         with self.connect() as conn:
-            return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets)
+            return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets, fallback=fallback)
 
     def report(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                out_dir: Path | None = None) -> ReportOutcome:

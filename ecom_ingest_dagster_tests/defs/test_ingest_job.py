@@ -67,7 +67,17 @@ def test_checks_fail_visibly_when_targets_are_out_of_reach(definitions, dagster_
     result = run_ingest(definitions, resources, instance)
     assert result.success  # WARN checks do not fail the run
     outcome = checks(result)
-    assert outcome == {"min_throughput": False, "max_latency": False, "validation_rate": False, "zero_data_loss": True}
+    assert outcome == {
+        "min_throughput": False, "max_latency": False, "validation_rate": False, "zero_data_loss": True,
+        "max_end_to_end_latency": True,  # its own target (30 s) was not moved
+    }
+    # Each verdict says what was measured against what, with the unit.
+    (latency,) = [
+        ev.event_specific_data for ev in result.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION" and ev.event_specific_data.check_name == "max_latency"
+    ]
+    assert latency.metadata["unit"].value == "ms" and latency.metadata["target"].value == 0.001
+    assert latency.metadata["verdict"].value.endswith("ms against a target of 0.00 ms")
 
 
 def test_second_run_with_nothing_new_changes_nothing(definitions, dagster_resources, instance, settings, db):
@@ -78,6 +88,11 @@ def test_second_run_with_nothing_new_changes_nothing(definitions, dagster_resour
     assert second.success
     mats = materializations(second)
     assert mats["user_events"]["rows_loaded"] == 0 and mats["user_events"]["dagster/row_count"] == 20
-    # Nothing new: the metric assets describe the latest run that had batches.
-    assert mats["ingestion_throughput"]["described_run_id"] != second.run_id
+    # Nothing new: the metric assets record no figures (a gap in the plots, not a copy of
+    # the first run's), and the checks pass with nothing to judge.
+    for asset in ("ingestion_throughput", "ingestion_latency", "data_quality"):
+        assert mats[asset]["has_batches"] is False
+        assert not any(isinstance(v, float) for v in mats[asset].values()), asset
     assert all(checks(second).values())
+    run = instance.get_run_by_id(second.run_id)
+    assert run.tags["ecom_ingest/files_loaded"] == "0" and run.tags["ecom_ingest/rows_loaded"] == "0"

@@ -7,7 +7,7 @@ import dagster as dg
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
-from ecom_ingest_dagster.pipeline.query import RunSummary
+from ecom_ingest_dagster.pipeline.query import IngestBusy, RunSummary
 from ecom_ingest_dagster.pipeline.validate import build_schema
 
 INGEST_GROUP = "ingest"
@@ -105,7 +105,8 @@ def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, r
             **common,
             "rows_rejected": totals["rejected_records"],
             "dagster/row_count": table_rows["rejected_events"],
-            **{f"reason/{reason}": count for reason, count in totals["reason_counts"].items()},
+            **{f"reason/{reason}": totals["reason_counts"].get(reason, 0)
+               for reason in sorted({*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS, *totals["reason_counts"]})},
         },
     )
 
@@ -128,11 +129,22 @@ def ingest_landing(context: dg.AssetExecutionContext, pipeline: PipelineResource
     run = pipeline.pipeline()
     try:
         summary = run.ingest(run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)))
+    except IngestBusy as busy:
+        # A stream, a warm run or a CLI ingest holds the landing directory and takes the
+        # drops itself: this run has nothing to add, which is not a failure.
+        context.log.warning(f"skipped: {busy}")
+        summary = RunSummary()
     except KeyboardInterrupt as stopped:  # IngestStopped, or a stop while Spark was starting
         stopped_by_user(context, stopped)
         raise
+    totals = summary.totals
     context.log.info(
-        f"{summary.totals['total_files']} file(s), {summary.totals['total_records']} rows in "
+        f"{totals['total_files']} file(s), {totals['total_records']} rows in "
         f"{summary.elapsed_s:.1f} s (warm-up {summary.warm_up_s:.1f} s)"
     )
+    # What the run did, where the run list shows it (the sensor's tags say what it saw).
+    context.instance.add_run_tags(context.run_id, {
+        "ecom_ingest/files_loaded": str(totals["total_files"]),
+        "ecom_ingest/rows_loaded": str(totals["loaded_records"]),
+    })
     yield from table_materializations(summary, run.table_rows())

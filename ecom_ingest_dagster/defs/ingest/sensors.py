@@ -30,6 +30,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
         return dg.SkipReason(f"no new drops ({new.scanned} entries in {settings.landing_dir}{waiting})")
+    held = _landing_held_elsewhere(pipeline)
+    if held:
+        # Leave the cursor: once the holder lets go, whatever it did not take is requested.
+        return dg.SkipReason(f"{len(new.names)} new drop(s); {held}")
     context.update_cursor(new.cursor.to_json())
     # Whatever has landed goes into this one run (availableNow processes all of it);
     # the key names the newest drop, so no file set is requested twice.
@@ -37,3 +41,18 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
         run_key=f"drops-{new.cursor.ctime_ns}-{new.names[-1]}",
         tags={"ecom_ingest/new_files": str(len(new.names)), "ecom_ingest/newest_file": new.names[-1][:200]},
     )
+
+
+def _landing_held_elsewhere(pipeline: PipelineResource) -> str | None:
+    """Why a new run would only be refused now (a warm run, a stream, a CLI ingest holds the
+    landing directory's checkpoint lock), or None. A database that does not answer is no
+    reason to stand aside: the sensor keeps requesting runs, which wait for it."""
+    from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+
+    try:
+        if Pipeline(pipeline.settings(), interactive=True).held_elsewhere():
+            return "another run holds the landing directory and takes them itself"
+    except DatabaseUnavailable:
+        return None
+    return None

@@ -10,11 +10,17 @@ from typing import Iterator
 
 import dagster as dg
 
+from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.ingest.assets import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
 
 METRICS_GROUP = "metrics"
+
+
+def reason_metadata(counts: dict[str, int]) -> dict[str, int]:
+    reasons = [*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS]
+    return {f"reason/{reason}": int(counts.get(reason, 0)) for reason in [*reasons, *sorted(set(counts) - set(reasons))]}
 
 
 def _number(value) -> float:
@@ -57,15 +63,30 @@ def quality_metadata(evaluation: Evaluation) -> dict:
         "rows_duplicate": summary["duplicate_records"],
         "rows_rejected": summary["rejected_records"],
         "files_rejected_whole": summary["files_rejected"],
-        **{f"reason/{reason}": count for reason, count in summary["reason_counts"].items()},
+        # Every reason, 0 included: a series per reason without holes in the plots.
+        **reason_metadata(summary["reason_counts"]),
         "data_loss_pct": evaluation.loss_pct,
         "files_breaking_accounting": len(evaluation.violations),
     }
 
 
+def _run_reference(run_id: str | None):
+    if run_id is None:
+        return "none"
+    # A Dagster run is a link in the UI; a CLI run (cli-...) is only a name.
+    return run_id if run_id.startswith("cli-") else dg.MetadataValue.dagster_run(run_id)
+
+
 def asset_metadata(evaluation: Evaluation) -> dict[str, dict]:
-    """Each metric asset's metadata for an evaluated run."""
-    described = {"described_run_id": evaluation.run_id or "none", "has_batches": bool(evaluation.summary["total_batches"])}
+    """Each metric asset's metadata for an evaluated run.
+
+    A run without batches records no figures at all, so the UI's plots show a gap where
+    nothing was ingested rather than an earlier run's figures again.
+    """
+    has_batches = bool(evaluation.summary["total_batches"])
+    described = {"described_run_id": _run_reference(evaluation.run_id), "has_batches": has_batches}
+    if not has_batches:
+        return {asset: dict(described) for asset in ("ingestion_throughput", "ingestion_latency", "data_quality")}
     return {
         "ingestion_throughput": {**throughput_metadata(evaluation.summary), **described},
         "ingestion_latency": {**latency_metadata(evaluation.summary), **described},
@@ -80,8 +101,14 @@ def _severity(outcome: CheckOutcome) -> dg.AssetCheckSeverity:
 
 
 def _check_metadata(outcome: CheckOutcome) -> dict:
-    metadata = {"measured": _number(outcome.measured), "target": outcome.target, "unit": outcome.spec.unit,
-                "judged": outcome.judged}
+    unit = outcome.spec.unit
+    if outcome.judged:
+        verdict = f"{outcome.measured:,.2f} {unit} against a target of {outcome.target:,.2f} {unit}"
+        metadata = {"measured": _number(outcome.measured), "target": outcome.target, "unit": unit}
+    else:
+        verdict = f"nothing to judge: no batches (target {outcome.target:,.2f} {unit})"
+        metadata = {"target": outcome.target, "unit": unit}
+    metadata["verdict"] = verdict
     for key, value in outcome.details.items():
         metadata[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
     return metadata
@@ -105,10 +132,17 @@ def metric_events(evaluation: Evaluation, run_id: str) -> Iterator[dg.AssetMater
         )
 
 
+INGESTED_TAG = "ecom_ingest/files_loaded"  # set by ingest_landing: this run ingested (maybe nothing)
+
+
 def _evaluate(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Evaluation:
-    evaluation = pipeline.pipeline().evaluate(context.run_id)
+    run = context.instance.get_run_by_id(context.run_id)
+    ingested_here = run is not None and INGESTED_TAG in run.tags
+    # In a run that ingested, describe exactly that run (no batches: no figures); materialized
+    # alone, describe the latest run that had batches.
+    evaluation = pipeline.pipeline().evaluate(context.run_id, fallback=not ingested_here)
     if evaluation.run_id != context.run_id:
-        context.log.info(f"no batches in this run; describing run {evaluation.run_id}")
+        context.log.info(f"no batches in this run; {'no figures recorded' if ingested_here else f'describing run {evaluation.run_id}'}")
     return evaluation
 
 
