@@ -81,4 +81,6 @@ def build_resources(settings: Optional[Settings] = None, **fields) -> dict[str, 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources())
+    # One process per run for every job, the UI's "Materialize" ones included: the Spark
+    # session and the embedded PostgreSQL start once, not once per step.
+    return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)

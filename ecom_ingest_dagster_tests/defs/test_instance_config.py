@@ -71,3 +71,18 @@ def test_postgres_instance_stores_a_real_ingest_run(
         assert latest.asset_materialization.metadata["total_records"].value == 20
     finally:
         instance.dispose()
+
+
+def test_materialize_from_the_ui_runs_in_one_process_under_the_landing_pool(tmp_path, definitions):
+    """The UI's Materialize buttons run the implicit asset job: it must behave like ingest_job."""
+    from ecom_ingest_dagster.defs.ingest.assets import LANDING_POOL
+
+    implicit = definitions.resolve_implicit_global_asset_job_def()
+    assert implicit.executor_def.name == "in_process"
+    landing_steps = {
+        key.to_user_string(): definitions.resolve_assets_def(key).op.pool for key in (dg.AssetKey("user_events"),)
+    }
+    assert landing_steps == {"user_events": LANDING_POOL}
+    assert definitions.resolve_job_def("stream_job").graph.node_named("stream_landing").definition.pool == LANDING_POOL
+    instance = instance_from(INFRA / "dagster_home" / "dagster.yaml", tmp_path / "home")
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1

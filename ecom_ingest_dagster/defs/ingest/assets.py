@@ -11,6 +11,10 @@ from ecom_ingest_dagster.pipeline.query import IngestBusy, RunSummary
 from ecom_ingest_dagster.pipeline.validate import build_schema
 
 INGEST_GROUP = "ingest"
+# The steps that work the landing directory share this pool (limit 1 in the instance's
+# dagster.yaml): the UI's Materialize buttons run no job tags, so the run queue's tag
+# limit alone would let one beside a sensor run.
+LANDING_POOL = "ecom_ingest_landing"
 USER_EVENTS = dg.AssetKey("user_events")
 REJECTED_EVENTS = dg.AssetKey("rejected_events")
 
@@ -123,6 +127,7 @@ def stopped_by_user(context: dg.OpExecutionContext, stopped: KeyboardInterrupt) 
     specs=_table_specs(),
     name="ingest_landing",
     retry_policy=INGEST_RETRY_POLICY,
+    pool=LANDING_POOL,
     description="Process every drop that has landed (Spark availableNow), validate with Pandera, load with COPY.",
 )
 def ingest_landing(context: dg.AssetExecutionContext, pipeline: PipelineResource):

@@ -10,7 +10,7 @@ from typing import Optional
 
 import dagster as dg
 
-from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, stopped_by_user, table_materializations
+from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, LANDING_POOL, stopped_by_user, table_materializations
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
@@ -52,6 +52,7 @@ class StreamConfig(dg.Config):
     # A stream that lost its database past the retry window starts again; a terminated
     # one returns normally and is not retried.
     retry_policy=INGEST_RETRY_POLICY,
+    pool=LANDING_POOL,
 )
 def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipeline: PipelineResource):
     from ecom_ingest_dagster.pipeline.run import Pipeline
