@@ -208,8 +208,9 @@ class Pipeline:
                     " WHERE replayed_at IS NULL) r GROUP BY 1 ORDER BY 2 DESC, 1"
                 ).format(table(schema, "rejected_events"))
             ).fetchall()
-        return Status(files.get("ingested", 0), files.get("rejected", 0), total, loaded, duplicate, rejected,
-                      [(r, n) for r, n in reasons])
+        # sum(bigint) is numeric in PostgreSQL: counts are ints here.
+        return Status(files.get("ingested", 0), files.get("rejected", 0), int(total), int(loaded), int(duplicate),
+                      int(rejected), [(r, n) for r, n in reasons])
 
     def table_rows(self) -> dict[str, int]:
         with self.connect() as conn:

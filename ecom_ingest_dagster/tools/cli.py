@@ -7,6 +7,7 @@ directory) end in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import logging
 import signal
 import sys
@@ -31,22 +32,32 @@ class CliError(Exception):
         self.code = code
 
 
+def _number(text: str, kind=float):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def _nonnegative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
@@ -59,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from ECOM_INGEST_* environment variables; see the README.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gen = commands.add_parser("generate", help="write realistic event CSV drops into a landing directory")
@@ -79,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--trigger-seconds", type=_nonnegative_float, help="trigger interval (default: ECOM_INGEST_TRIGGER_SECONDS)")
     stream.add_argument("--max-files-per-trigger", type=_positive_int,
                         help="files per micro-batch (default: ECOM_INGEST_MAX_FILES_PER_TRIGGER, else bounded by bytes)")
-    commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
+    status = commands.add_parser("status", help="show what the database holds: files, rows, rejections by reason")
+    status.add_argument("--json", action="store_true", help="as one JSON object (the database password redacted)")
     show = commands.add_parser("settings", help="show the settings in force (environment and defaults)")
     show.add_argument("--json", action="store_true", help="as one JSON object (the database password redacted)")
 
@@ -126,6 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc)
     except KeyboardInterrupt as exc:
         return _fail(CliError(f"interrupted: {exc}" if str(exc) else "interrupted", 130))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecom-ingest")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _fail(exc: CliError) -> int:
@@ -208,11 +230,19 @@ def _stream(settings: Settings, args) -> int:
 
 
 def _status(settings: Settings, args=None) -> int:
+    import dataclasses
+    import json
+
     from ecom_ingest_dagster.settings import redact_url
 
     with _pipeline(settings) as pipeline:
         status = pipeline.status()
         url = pipeline.database_url
+    if getattr(args, "json", False):
+        values = dataclasses.asdict(status)
+        values["reasons"] = dict(status.reasons)
+        print(json.dumps({"database": redact_url(url), "schema": settings.db_schema, **values}, indent=2))
+        return 0
     print(f"database: {redact_url(url)} (schema {settings.db_schema})")
     print(f"files: {status.files_ingested} ingested, {status.files_rejected} rejected whole")
     print(f"rows: {status.rows_total} in = {status.rows_loaded} loaded + {status.rows_duplicate} duplicate"
@@ -230,6 +260,8 @@ def _report(settings: Settings, args) -> int:
         until = report.parse_since(args.until) if args.until else None
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+    if since and until and since >= until:
+        raise CliError(f"--since ({since:%Y-%m-%d %H:%M} UTC) must be before --until ({until:%Y-%m-%d %H:%M} UTC)", EXIT_USAGE)
     out = args.out.expanduser().absolute() if args.out else None
     with _pipeline(settings) as pipeline:
         outcome = pipeline.report(since=since, until=until, out_dir=out)
@@ -251,6 +283,10 @@ def _replay(settings: Settings, args) -> int:
         f"replayed {outcome.examined} rejected row(s): {outcome.loaded} loaded, {outcome.duplicate} duplicate, "
         f"{outcome.still_rejected} still rejected"
     )
+    if outcome.examined == 0 and (args.file or args.reason):
+        # Asked for something specific and found nothing: say so, in the exit code too.
+        raise CliError(f"no quarantined rows match{' --file ' + args.file if args.file else ''}"
+                       f"{' --reason ' + args.reason if args.reason else ''}")
     return 0
 
 

@@ -121,3 +121,32 @@ def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_s
     assert err.strip().splitlines()[-1].startswith("ecom-ingest: error: interrupted")
     assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] < 2  # it really stopped early
     assert_accounting(db)  # whatever committed is whole
+
+
+def test_version_and_clear_messages_for_bad_values(tmp_path):
+    version = run(["--version"], {}, tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("ecom-ingest ")
+    word = run(["stream", "--trigger-seconds", "abc"], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert word.returncode == 2 and "'abc' is not a number" in word.stderr and "_nonnegative_float" not in word.stderr
+    window = run(["report", "--since", "2h", "--until", "3h"], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert window.returncode == 2 and "must be before --until" in window.stderr
+    assert not (tmp_path / "home" / "reports").exists()  # nothing overwritten with an empty report
+
+
+def test_a_regular_file_as_landing_directory_is_named_as_such(tmp_path):
+    (tmp_path / "landing.csv").write_text("not a directory\n")
+    result = run(["ingest", "--landing", str(tmp_path / "landing.csv")], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+
+
+def test_status_json_and_replay_of_nothing_exits_non_zero(tmp_path, database_url, db_schema, db):
+    import json
+
+    env = {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
+           "ECOM_INGEST_DB_SCHEMA": db_schema}
+    status = run(["status", "--json"], env, tmp_path)
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["schema"] == db_schema and shown["files_ingested"] == 0 and shown["reasons"] == {}
+    replay = run(["replay-rejected", "--file", "nonexistent.csv"], env, tmp_path)
+    assert replay.returncode == 1 and "no quarantined rows match --file nonexistent.csv" in replay.stderr
