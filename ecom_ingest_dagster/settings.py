@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     )
     max_bytes_per_trigger: Optional[int] = Field(256 * MiB, gt=0, description="bound a micro-batch by bytes")
     trigger_seconds: float = Field(10.0, ge=0, allow_inf_nan=False, description="continuous mode's trigger interval")
+    warm_idle_seconds: float = Field(
+        120.0, ge=0, allow_inf_nan=False,
+        description="a sensor-launched run stays warm, taking drops as they land, until none has come for this long (0: one pass)",
+    )
+    warm_trigger_seconds: float = Field(
+        0.5, ge=0, allow_inf_nan=False, description="how often a warm run looks for new drops (its trigger interval)"
+    )
+    warm_progress_seconds: float = Field(
+        30.0, gt=0, allow_inf_nan=False,
+        description="while a warm run's batches commit, its metric assets and checks are recorded this often",
+    )
     csv_block_bytes: int = Field(
         16 * MiB, gt=0,
         # 16 MiB is the measured sweet spot; 8 MiB saves ~90 MB per busy task for ~25% more validation time.

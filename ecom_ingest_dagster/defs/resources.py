@@ -33,6 +33,9 @@ class PipelineResource(dg.ConfigurableResource):
     max_files_per_trigger: Optional[int] = None
     max_bytes_per_trigger: Optional[int] = None
     trigger_seconds: Optional[float] = None
+    warm_idle_seconds: Optional[float] = None
+    warm_trigger_seconds: Optional[float] = None
+    warm_progress_seconds: Optional[float] = None
     csv_block_bytes: Optional[int] = None
     sensor_interval_seconds: Optional[int] = None
     settle_seconds: Optional[float] = None

@@ -144,6 +144,7 @@ class IngestQuery:
         self.metrics_log = MetricsLog(settings.logs_dir)
         self.summary = RunSummary()
         self.mode = "available_now"
+        self._trigger_seconds: float | None = None
 
     @property
     def checkpoint(self) -> Path:
@@ -235,11 +236,30 @@ class IngestQuery:
     def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
         """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
         self.mode = "continuous"
+        self._trigger_seconds = trigger_seconds
         return self._run(
             {"processingTime": f"{trigger_seconds} seconds"}, stop_event or threading.Event(), stop_mid_batch=False
         )
 
-    def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool) -> RunSummary:
+    def run_warm(self, *, idle_seconds: float, trigger_seconds: float,
+                 on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0) -> RunSummary:
+        """Take drops as they land until none has come for ``idle_seconds``, then stop.
+
+        A sensor-launched run stays warm this way: the drops that land while it runs are
+        loaded within a trigger interval instead of waiting for a new run's JVM. It stops
+        between micro-batches when idle; SIGINT/SIGTERM (Terminate) stop it at once, as an
+        availableNow pass. ``on_progress`` is called at most every ``progress_every_s``
+        while batches commit, and once more at the end by the caller.
+        """
+        self.mode = "warm"
+        self._trigger_seconds = trigger_seconds
+        return self._run(
+            {"processingTime": f"{trigger_seconds} seconds"}, threading.Event(), stop_mid_batch=True,
+            idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s,
+        )
+
+    def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool, idle_s: float | None = None,
+             on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0) -> RunSummary:
         restore = _install_stop_signals(
             stop_event,
             "stopping now: committed files stay, the rest wait for the next run" if stop_mid_batch
@@ -252,14 +272,26 @@ class IngestQuery:
                 with sampled(self.spark, self.database_url, self.settings.db_schema, self.run_id,
                              self.sample_interval_s) as resources, _database_failures():
                     query = self._writer().trigger(**trigger).start()
+                    long_running = idle_s is not None or not stop_mid_batch
                     next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
+                    last_activity, seen, idle = time.monotonic(), 0, False
+                    next_progress, reported = time.monotonic() + progress_every_s, 0
                     while query.isActive and not stop_event.is_set():
                         query.awaitTermination(0.2)
-                        if not stop_mid_batch and time.monotonic() >= next_sweep:
+                        now = time.monotonic()
+                        if len(self.summary.batches) != seen:
+                            seen, last_activity = len(self.summary.batches), now
+                        if on_progress and seen != reported and now >= next_progress:
+                            on_progress(self.summary)  # the UI no more than progress_every_s behind
+                            reported, next_progress = seen, now + progress_every_s
+                        if idle_s is not None and now - last_activity >= idle_s and not query.status.get("isTriggerActive"):
+                            idle = True
+                            break
+                        if long_running and now >= next_sweep:
                             # A zero-byte drop never starts a micro-batch: record it between them.
                             self.sweep(zero_byte_only=True)
-                            next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
-                    if query.isActive and stop_mid_batch:
+                            next_sweep = now + max(self.settings.trigger_seconds, 5.0)
+                    if query.isActive and stop_mid_batch and not idle:
                         query.stop()  # cancels the batch's tasks
                         raise IngestStopped("stopped on request: committed files stay, the rest wait for the next run")
                     if query.isActive:
@@ -310,7 +342,7 @@ class IngestQuery:
         )
         metrics["run_id"] = self.run_id
         # The trigger settings in force, for the report's test configuration.
-        metrics["trigger_seconds"] = self.settings.trigger_seconds if self.mode == "continuous" else None
+        metrics["trigger_seconds"] = self._trigger_seconds if self.mode in ("continuous", "warm") else None
         metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
         metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
         return metrics, ledger.record_batch(conn, self.settings.db_schema, metrics, started_at)

@@ -126,8 +126,12 @@ class Pipeline:
         url = self.database_url  # before Spark: a dead database fails in a second, not after a JVM
         return IngestQuery(self.spark, self.settings, url, run_id=run_id, on_batch=on_batch)
 
-    def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> RunSummary:
+    def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,
+               idle_seconds: float = 0.0, on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
         """Every drop that has landed, once, in bounded micro-batches; then stop.
+
+        With ``idle_seconds`` the run stays warm: it goes on taking drops as they land
+        (every ``settings.warm_trigger_seconds``) until none has come for that long.
 
         With nothing to do (every drop here already in the ledger, no micro-batch of the
         checkpoint left to replay) no Spark session is started: a run with nothing new
@@ -137,7 +141,11 @@ class Pipeline:
         idle = self.idle_summary()
         if idle is not None:
             return idle
-        return self.query(run_id=run_id, on_batch=on_batch).run_available_now()
+        query = self.query(run_id=run_id, on_batch=on_batch)
+        if idle_seconds > 0:
+            return query.run_warm(idle_seconds=idle_seconds, trigger_seconds=self.settings.warm_trigger_seconds,
+                                  on_progress=on_progress, progress_every_s=self.settings.warm_progress_seconds)
+        return query.run_available_now()
 
     def idle_summary(self) -> RunSummary | None:
         """The run's summary when there is nothing to ingest (after the landing sweep), else None."""

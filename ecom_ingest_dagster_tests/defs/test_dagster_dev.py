@@ -66,6 +66,9 @@ def dagster_dev(tmp_path_factory, database_url):
         "ECOM_INGEST_DB_SCHEMA": schema,
         "ECOM_INGEST_SPARK_MASTER": "local[2]",
         "ECOM_INGEST_SENSOR_INTERVAL_SECONDS": "2",
+        # Sensor runs stay warm this long after their last batch (the default, 120 s, would
+        # make every run of these tests wait two minutes before it ends).
+        "ECOM_INGEST_WARM_IDLE_SECONDS": "3",
     }
     log = open(base / "dagster_dev.log", "w")
     process = subprocess.Popen(

@@ -96,3 +96,47 @@ def test_second_run_with_nothing_new_changes_nothing(definitions, dagster_resour
     assert all(checks(second).values())
     run = instance.get_run_by_id(second.run_id)
     assert run.tags["ecom_ingest/files_loaded"] == "0" and run.tags["ecom_ingest/rows_loaded"] == "0"
+
+
+def test_a_warm_run_takes_drops_that_land_while_it_runs_and_shows_metrics_meanwhile(
+    definitions, dagster_resources, instance, settings, db
+):
+    import threading
+    import time
+
+    drop(settings.landing_dir, "first.csv", csv_text([row(i) for i in range(1, 21)]))
+    job = definitions.resolve_job_def("ingest_job")
+    config = {"ops": {"ingest_landing": {"config": {"idle_seconds": 8.0}}}}
+    resources = build_resources(settings, stop_spark_after_run=False, warm_progress_seconds=0.5)
+    box = {}
+    runner = threading.Thread(target=lambda: box.update(
+        result=job.execute_in_process(run_config=config, resources=resources, instance=instance)
+    ))
+    started = time.monotonic()
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and db.execute("SELECT count(*) FROM user_events").fetchone()[0] < 20:
+            time.sleep(0.2)
+        drop(settings.landing_dir, "later.csv", csv_text([row(i) for i in range(100, 110)]))  # lands mid-run
+        while time.monotonic() < deadline and db.execute("SELECT count(*) FROM user_events").fetchone()[0] < 30:
+            time.sleep(0.1)
+        assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 30  # the same run took it
+    finally:
+        runner.join(180)
+    result = box["result"]
+    assert result.success and time.monotonic() - started >= 8  # it waited out its idle period, then ended
+    mats = materializations(result)
+    assert mats["user_events"]["rows_loaded"] == 30
+    assert mats["ingestion_throughput"]["total_records"] == 30
+    assert checks(result)["zero_data_loss"] is True
+    # While it ran, the metric assets were recorded as the data flowed (the first file's
+    # figures before the second landed), and their checks with them.
+    during = [
+        e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == "ingestion_throughput"
+        and e.step_key == "ingest_landing"
+    ]
+    assert during and during[0]["total_records"].value == 20
+    assert any(e.event_type_value == "ASSET_CHECK_EVALUATION" and e.step_key == "ingest_landing" for e in result.all_events)
+    assert_accounting(db)

@@ -123,17 +123,35 @@ def stopped_by_user(context: dg.OpExecutionContext, stopped: KeyboardInterrupt) 
         raise dg.Failure(description=f"terminated on request; {stopped}", allow_retries=False) from stopped
 
 
+class IngestConfig(dg.Config):
+    """``idle_seconds`` > 0 keeps the run warm (the sensor sets ECOM_INGEST_WARM_IDLE_SECONDS);
+    0, the default for a run launched by hand, is one availableNow pass."""
+
+    idle_seconds: float = 0.0
+
+
+def _log_progress(context: dg.AssetExecutionContext, run) -> None:
+    """The metric assets and their checks as they stand, while a warm run goes on."""
+    from ecom_ingest_dagster.defs.metrics.assets import metric_events
+
+    for event in metric_events(run.evaluate(context.run_id, fallback=False), context.run_id):
+        context.log_event(event)
+
+
 @dg.multi_asset(
     specs=_table_specs(),
     name="ingest_landing",
     retry_policy=INGEST_RETRY_POLICY,
     pool=LANDING_POOL,
-    description="Process every drop that has landed (Spark availableNow), validate with Pandera, load with COPY.",
+    description="Process every drop that has landed (availableNow, or warm when the sensor says so); validate; COPY.",
 )
-def ingest_landing(context: dg.AssetExecutionContext, pipeline: PipelineResource):
+def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource):
     run = pipeline.pipeline()
     try:
-        summary = run.ingest(run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)))
+        summary = run.ingest(
+            run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
+            idle_seconds=config.idle_seconds, on_progress=lambda _: _log_progress(context, run),
+        )
     except IngestBusy as busy:
         # A stream, a warm run or a CLI ingest holds the landing directory and takes the
         # drops itself: this run has nothing to add, which is not a failure.

@@ -39,6 +39,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     # the key names the newest drop, so no file set is requested twice.
     return dg.RunRequest(
         run_key=f"drops-{new.cursor.ctime_ns}-{new.names[-1]}",
+        # The run stays warm: drops that land while it runs are its own, within a trigger.
+        run_config={"ops": {"ingest_landing": {"config": {"idle_seconds": settings.warm_idle_seconds}}}},
         tags={"ecom_ingest/new_files": str(len(new.names)), "ecom_ingest/newest_file": new.names[-1][:200]},
     )
 
