@@ -306,6 +306,18 @@ def render(data: ReportData, out_dir: Path, targets: Targets = Targets()) -> Pat
     return path
 
 
+def with_embedded_plots(text: str, out_dir: Path) -> str:
+    """The report with its plots inlined as base64 data URIs, for a viewer (Dagster's UI)
+    that cannot load the PNG files beside it by their relative names."""
+    import base64
+
+    for file in PLOTS.values():
+        png = out_dir / file
+        if png.exists():
+            text = text.replace(f"]({file})", f"](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
+    return text
+
+
 def markdown(data: ReportData, targets: Targets = Targets()) -> str:
     """The report as Markdown: the figures computed here, the wording in ``TEMPLATE``."""
     s = data.summary

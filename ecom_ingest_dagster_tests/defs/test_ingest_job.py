@@ -39,7 +39,13 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
         "user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality", "performance_report",
     }
     assert mats["performance_report"]["requirements_met"] == 4
-    assert "## 9. Performance Benchmarks" in mats["performance_report"]["report"]
+    report_md = mats["performance_report"]["report"]
+    assert "## 9. Performance Benchmarks" in report_md
+    # The plots travel inside the Markdown (the UI cannot load PNG files by relative name).
+    assert report_md.count("](data:image/png;base64,") == 5 and ".png)" not in report_md
+    assert mats["performance_report"]["plot/throughput"].startswith("![throughput](data:image/png;base64,")
+    findings = {r.data["requirement"]: r.data["status"] for r in mats["performance_report"]["key_findings"].records}
+    assert findings["Data Loss"] == "met" and len(findings) == mats["performance_report"]["requirements_total"]
     assert mats["user_events"]["rows_loaded"] == 40
     assert mats["user_events"]["rows_duplicate"] == 1
     assert mats["user_events"]["dagster/row_count"] == 40

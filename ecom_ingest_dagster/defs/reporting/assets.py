@@ -23,11 +23,22 @@ def performance_report(context: dg.AssetExecutionContext, config: ReportConfig, 
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=config.since_hours)
     outcome = run.report(since=since)
     context.log.info(f"report written to {outcome.path}")
+    out_dir = outcome.path.parent
+    findings = dg.MetadataValue.table(
+        records=[dg.TableRecord({"requirement": r["name"], "target": r["target"], "actual": r["actual"],
+                                 "status": {True: "met", False: "NOT met", None: "nothing to judge"}[r["passed"]]})
+                 for r in outcome.requirements],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n) for n in ("requirement", "target", "actual", "status")]),
+    )
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.md(outcome.path.read_text(encoding="utf-8")),
+            # The key findings first: a table shows in the UI without a click.
+            "key_findings": findings,
+            # The UI cannot load the PNGs beside the file by name: they travel inside.
+            "report": dg.MetadataValue.md(report.with_embedded_plots(outcome.path.read_text(encoding="utf-8"), out_dir)),
             "path": dg.MetadataValue.path(str(outcome.path)),
-            **{f"plot/{name}": dg.MetadataValue.path(str(outcome.path.parent / file)) for name, file in report.PLOTS.items()},
+            **{f"plot/{name}": dg.MetadataValue.md(report.with_embedded_plots(f"![{name}]({file})", out_dir))
+               for name, file in report.PLOTS.items() if (out_dir / file).exists()},
             "batches": outcome.batches,
             "requirements_met": sum(1 for r in outcome.requirements if r["passed"]),
             "requirements_total": len(outcome.requirements),
