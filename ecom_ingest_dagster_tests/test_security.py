@@ -440,10 +440,12 @@ def test_spark_ingest_takes_odd_names_and_symlinks_without_leaving_its_directori
     assert target.read_text() == "not,the,header\nrow-behind-the-link\n"
     raw = {r[0] for r in db.execute("SELECT raw_line FROM rejected_events WHERE source_file = 'link.csv'")}
     assert "row-behind-the-link" in raw  # read through the link: documented, see the module docstring
-    # Loaded drops stay where they landed; the hidden names and the links that are no drops are left alone.
-    assert {p.name for p in landing.iterdir()} == {
-        *ODD_NAMES, "..evil.csv", "_partial.csv", "dir-link.csv", "dangling-link.csv"
-    }
+    # Loaded drops went to the archive under their own names, inside it; the hidden names and
+    # the links that are no drops are left alone.
+    assert {p.name for p in landing.iterdir()} == {"..evil.csv", "_partial.csv", "dir-link.csv", "dangling-link.csv"}
+    archived = list(settings.archive_dir.rglob("*"))
+    assert {p.name for p in archived if p.is_file()} == set(ODD_NAMES)
+    assert all(p.resolve().is_relative_to(settings.archive_dir.resolve()) for p in archived)
 
 
 def test_spark_ingest_loads_names_that_look_url_encoded_as_they_are(ingest, settings, db):

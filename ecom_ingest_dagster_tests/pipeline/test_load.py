@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+
+import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
@@ -156,4 +159,112 @@ def test_two_tasks_loading_one_file_at_once_load_it_once(db, db_schema, tmp_path
     assert len(by_file["shared_bad.csv"]) == 2 and False in by_file["shared_bad.csv"]
     assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 49_000
     assert ledger(db)["shared_bad.csv"]["reason"] == c.FILE_NOT_UTF8
+    assert_accounting(db)
+
+
+# The binary COPY's types at their edges, each read back from PostgreSQL. "staged" repeats
+# the first row at the end of the file: its duplicate sends the file through the stage.
+def load_edges(db, db_schema, tmp_path, rows, path_kind, name="edges.csv"):
+    sent = rows + [rows[0]] if path_kind == "staged" else rows
+    outcome = load(db, db_schema, drop(tmp_path / "in", name, csv_text(sent)), tmp_path)
+    assert (outcome.rows_loaded, outcome.rows_duplicate, outcome.rows_rejected) == (
+        len(rows), len(sent) - len(rows), 0,
+    )
+    assert_accounting(db)
+    return outcome
+
+
+PATHS = pytest.mark.parametrize("path_kind", ["direct", "staged"])
+
+
+@PATHS
+def test_binary_copy_keeps_missing_optional_fields_null(db, db_schema, tmp_path, path_kind):
+    rows = [row(1, session_id="", product_name="", category=""), row(2, session_id="  ", category="Garden")]
+    load_edges(db, db_schema, tmp_path, rows, path_kind)
+    got = db.execute("SELECT session_id, product_name, category FROM user_events ORDER BY event_id").fetchall()
+    assert got == [(None, None, None), (None, "Blue mug", "Garden")]
+
+
+@PATHS
+def test_binary_copy_prices_and_quantities_at_their_edges(db, db_schema, tmp_path, path_kind):
+    prices = ["0", "0.00", "1000000.00", "1000000", "19.9", ".5", "5.", "+7.25", "-0", "0.01", "999999.99"]
+    quantities = ["1", "1000", "+3", "007", "1", "2", "3", "4", "5", "6", "7"]
+    rows = [row(n, price=p, quantity=q) for n, (p, q) in enumerate(zip(prices, quantities))]
+    load_edges(db, db_schema, tmp_path, rows, path_kind)
+    got = db.execute("SELECT price::text, quantity FROM user_events ORDER BY event_id").fetchall()
+    assert [g[0] for g in got] == [
+        "0.00", "0.00", "1000000.00", "1000000.00", "19.90", "0.50", "5.00", "7.25", "0.00", "0.01", "999999.99",
+    ]
+    assert [g[1] for g in got] == [1, 1000, 3, 7, 1, 2, 3, 4, 5, 6, 7]
+
+
+@PATHS
+def test_binary_copy_timestamps_with_offsets_and_far_past(db, db_schema, tmp_path, path_kind):
+    utc = dt.timezone.utc
+    cases = {
+        "2026-11-28T10:15:30+05:30": dt.datetime(2026, 11, 28, 4, 45, 30, tzinfo=utc),
+        "2026-11-28T10:15:30-08:00": dt.datetime(2026, 11, 28, 18, 15, 30, tzinfo=utc),
+        "2026-11-28T10:15:30Z": dt.datetime(2026, 11, 28, 10, 15, 30, tzinfo=utc),
+        "2026-11-28T10:15:30.123456Z": dt.datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=utc),
+        "1900-01-01T00:00:00Z": dt.datetime(1900, 1, 1, tzinfo=utc),
+        "1970-01-01T00:00:00Z": dt.datetime(1970, 1, 1, tzinfo=utc),
+        "1999-12-31T23:59:59.999999Z": dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=utc),
+        "2000-01-01T00:00:00+01:00": dt.datetime(1999, 12, 31, 23, tzinfo=utc),
+    }
+    rows = [row(n, event_timestamp=text) for n, text in enumerate(cases)]
+    load_edges(db, db_schema, tmp_path, rows, path_kind)
+    db.execute("SET TIME ZONE 'UTC'")
+    got = [r[0] for r in db.execute("SELECT event_timestamp FROM user_events ORDER BY event_id")]
+    assert got == list(cases.values())
+
+
+@PATHS
+def test_binary_copy_stores_upper_case_uuids_lower(db, db_schema, tmp_path, path_kind):
+    upper_event, upper_session = "ABCDEF01-2345-4789-ABCD-EF0123456789", "0B1C2D3E-4F50-4617-8293-A4B5C6D7E8F9"
+    rows = [row(0, event_id=upper_event, session_id=upper_session), row(1, session_id="aBcDeF01-2345-4789-AbCd-ef0123456789")]
+    load_edges(db, db_schema, tmp_path, rows, path_kind)
+    got = db.execute("SELECT event_id::text, session_id::text FROM user_events ORDER BY event_id").fetchall()
+    assert got == [
+        (event_id(1), "abcdef01-2345-4789-abcd-ef0123456789"),
+        (upper_event.lower(), upper_session.lower()),
+    ]
+
+
+GOOD_SESSION = row(0)["session_id"]
+GOOD_STAMP = dt.datetime(2026, 11, 28, 10, 15, 30, tzinfo=dt.timezone.utc)
+
+
+def test_binary_copy_duplicates_in_a_file_and_across_files_load_once(db, db_schema, tmp_path):
+    a = drop(tmp_path / "in", "a.csv", csv_text([
+        row(1, price=".5", session_id="", event_timestamp="1900-01-01T00:00:00Z"),
+        row(2),
+        row(1, price="3", product_name="later copy"),  # same event_id in the file: skipped
+    ]))
+    b = drop(tmp_path / "in", "b.csv", csv_text([
+        row(2, price="1000000.00"),  # loaded from a.csv already: skipped
+        {**row(0), "event_id": event_id(3).upper(), "price": "0", "category": ""},
+        row(3),  # the same event as the line above, in lower case: skipped
+    ]))
+    oa, ob = load(db, db_schema, a, tmp_path, batch_id=1), load(db, db_schema, b, tmp_path, batch_id=2)
+    assert (oa.rows_loaded, oa.rows_duplicate, ob.rows_loaded, ob.rows_duplicate) == (2, 1, 1, 2)
+    db.execute("SET TIME ZONE 'UTC'")
+    got = db.execute(
+        "SELECT event_id::text, session_id::text, product_name, category, price::text, event_timestamp, source_file, batch_id"
+        " FROM user_events ORDER BY event_id"
+    ).fetchall()
+    assert got == [
+        (event_id(1), None, "Blue mug", "Kitchen", "0.50", dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc), "a.csv", 1),
+        (event_id(2), GOOD_SESSION, "Blue mug", "Kitchen", "19.99", GOOD_STAMP, "a.csv", 1),
+        (event_id(3), GOOD_SESSION, "Blue mug", None, "0.00", GOOD_STAMP, "b.csv", 2),
+    ]
+    assert ledger(db)["b.csv"]["rows_duplicate"] == 2
+    assert_accounting(db)
+
+
+
+def test_binary_copy_of_a_file_with_no_valid_rows(db, db_schema, tmp_path):
+    path = drop(tmp_path / "in", "bad.csv", csv_text([row(1, price="-1"), row(2, user_id="nobody")]))
+    outcome = load(db, db_schema, path, tmp_path)
+    assert (outcome.rows_total, outcome.rows_loaded, outcome.rows_rejected) == (2, 0, 2)
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 0
     assert_accounting(db)
