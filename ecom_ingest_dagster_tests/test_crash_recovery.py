@@ -7,10 +7,13 @@ lock the pipeline needs next, waits until the pipeline is blocked on it, and kil
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -134,3 +137,50 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
         " LEFT JOIN ingest_batches b USING (stream_id, batch_id) WHERE b.rows_total IS DISTINCT FROM f.t"
     ).fetchall()
     assert mismatched == []
+
+
+def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_once(tmp_path, database_url, db_schema, db):
+    """A kill -9 between a file's commit and the end of its move.
+
+    The archive is put on another file system (tmpfs), so the move is a copy followed by
+    a delete: the test kills the whole process tree while the copy is half written. The
+    file is then committed and still in the landing directory, with a partial copy in
+    the archive; the next ingest finishes the move, loads nothing again, and leaves the
+    archive holding the file byte for byte.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system (tmpfs at /dev/shm) for a move that is a copy")
+    archive = Path(tempfile.mkdtemp(prefix="ecom-ingest-archive-", dir=shm))
+    landing = tmp_path / "landing"
+    frame = generate_events(400_000, rng=np.random.default_rng(7), invalid_rate=0.0)
+    write_drop(frame, landing, "big.csv")
+    original = (landing / "big.csv").read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
+    env.update({
+        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
+        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
+        "ECOM_INGEST_SPARK_MASTER": "local[2]", "ECOM_INGEST_ARCHIVE_DIR": str(archive),
+    })
+    try:
+        first = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        copying = lambda: any(p.stat().st_size < len(original) for p in archive.glob("*/big.csv"))  # noqa: E731
+        while time.monotonic() < deadline and first.poll() is None and not copying():
+            time.sleep(0.001)
+        assert first.poll() is None, "the run finished before it could be killed"
+        _kill_tree(first)
+        assert _files_committed(db) == 1 and (landing / "big.csv").exists()  # committed, not yet moved
+
+        second = subprocess.run([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert not (landing / "big.csv").exists()
+        (archived,) = archive.glob("*/big.csv")
+        assert archived.read_bytes() == original
+        assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == len(frame)
+        assert "0 loaded" in second.stdout or "rows: 0 in" in second.stdout  # nothing loaded twice
+        assert_accounting(db)
+    finally:
+        shutil.rmtree(archive, ignore_errors=True)
