@@ -70,13 +70,14 @@ class Pipeline:
     """
 
     def __init__(self, settings: Settings, *, interactive: bool = False, spark=None,
-                 on_spark_ready: Callable[[float], None] | None = None):
+                 on_spark_ready: Callable[[float], None] | None = None, jvm_log: Path | None = None):
         self.settings = settings
         self.interactive = interactive
         self._url: str | None = None
         self._spark = spark
         self._owns_spark = spark is None
         self._on_spark_ready = on_spark_ready
+        self._jvm_log = jvm_log  # where Spark's console output goes (None: this process's stderr)
 
     # -- opening -------------------------------------------------------------------------
     @property
@@ -92,7 +93,7 @@ class Pipeline:
             from ecom_ingest_dagster.pipeline.spark import build_spark_session
 
             started = time.perf_counter()
-            self._spark = build_spark_session(self.settings)
+            self._spark = build_spark_session(self.settings, jvm_log=self._jvm_log)
             if self._on_spark_ready:
                 self._on_spark_ready(time.perf_counter() - started)
         return self._spark

@@ -6,16 +6,23 @@ query of the run shares it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ecom_ingest_dagster.settings import Settings
 
 
-def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool = True):
-    """A Spark session for ``settings.spark_master`` (``local[*]`` by default)."""
+def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool = True,
+                        jvm_log: Path | None = None):
+    """A Spark session for ``settings.spark_master`` (``local[*]`` by default).
+
+    With ``jvm_log`` the JVM (and the Python workers it starts) write their console output
+    there instead of this process's stderr: a command's own lines stay readable.
+    """
     # Python workers must run this interpreter, or they start the system python3 and
     # cannot import this package.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -39,9 +46,29 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         # block on the same rows.
         .config("spark.speculation", "false")
     )
-    spark = _launch(builder)
+    with _stderr_to(jvm_log):
+        spark = _launch(builder)
     spark.sparkContext.setLogLevel(settings.spark_log_level)
     return spark
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """While the JVM starts, file descriptor 2 is ``path``: the JVM inherits it for good,
+    this process gets its own stderr back."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _launch(builder):

@@ -188,7 +188,12 @@ def _pipeline(settings: Settings, *, run: bool = False) -> Pipeline:
 
     return Pipeline(
         settings, interactive=not run,
-        on_spark_ready=lambda s: print(f"spark session ready in {s:.1f} s ({settings.spark_master})", file=sys.stderr),
+        on_spark_ready=lambda s: print(
+            f"spark session ready in {s:.1f} s ({settings.spark_master}; its log: {settings.logs_dir / 'spark.log'})",
+            file=sys.stderr,
+        ),
+        # Spark's start-up chatter (JVM warnings, log4j's banner) goes to the log, not the terminal.
+        jvm_log=settings.logs_dir / "spark.log",
     )
 
 
