@@ -31,7 +31,7 @@ from ecom_ingest_dagster.pipeline.checks import judge
 from ecom_ingest_dagster.pipeline.ledger import accounting_violations
 from ecom_ingest_dagster.pipeline.measure import STAGES, summarize, unaccounted_rows
 from ecom_ingest_dagster.pipeline.sampling import summarize_samples
-from ecom_ingest_dagster.settings import Targets
+from ecom_ingest_dagster.settings import Settings, Targets
 
 REPORT_NAME = "performance_report.md"
 PLOTS = {
@@ -297,12 +297,12 @@ _TEMPLATES.filters.update(num=_num, status=_status, when=_when, thousands="{:,}"
 TEMPLATE = _TEMPLATES.get_template("performance_report.md.j2")
 
 
-def render(data: ReportData, out_dir: Path, targets: Targets = Targets()) -> Path:
+def render(data: ReportData, out_dir: Path, targets: Targets | None = None) -> Path:
     """Write the report and its plots into ``out_dir``; returns the Markdown file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     draw_plots(data, out_dir)
     path = out_dir / REPORT_NAME
-    path.write_text(markdown(data, targets), encoding="utf-8")
+    path.write_text(markdown(data, targets or default_targets()), encoding="utf-8")
     return path
 
 
@@ -318,8 +318,14 @@ def with_embedded_plots(text: str, out_dir: Path) -> str:
     return text
 
 
-def markdown(data: ReportData, targets: Targets = Targets()) -> str:
+def default_targets() -> Targets:
+    """The targets as the settings' defaults give them (the environment left out)."""
+    return Settings.from_env({}).targets
+
+
+def markdown(data: ReportData, targets: Targets | None = None) -> str:
     """The report as Markdown: the figures computed here, the wording in ``TEMPLATE``."""
+    targets = targets or default_targets()
     s = data.summary
     res = data.resources
     reqs = requirements(data, targets)
