@@ -145,6 +145,7 @@ class IngestQuery:
         self.summary = RunSummary()
         self.mode = "available_now"
         self._trigger_seconds: float | None = None
+        self._swept_at_start = False
 
     @property
     def checkpoint(self) -> Path:
@@ -208,9 +209,14 @@ class IngestQuery:
         """Finish moves a crash interrupted, record zero-byte drops, report replaced ones."""
         with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
             done = sweep(conn, self.settings, zero_byte_only=zero_byte_only)
+        self.count_sweep(done)
+        return done
+
+    def count_sweep(self, done: Sweep, *, at_start: bool = False) -> None:
+        """Take a sweep's findings into the summary; ``at_start``: the start-up sweep is done."""
         self.summary.files_replaced = sorted(set(self.summary.files_replaced) | set(done.replaced))
         self.summary.files_empty += len(done.empty)
-        return done
+        self._swept_at_start = self._swept_at_start or at_start
 
     def warm_up(self) -> None:
         """Start the executors' Python workers and import the loader before any batch.
@@ -218,7 +224,8 @@ class IngestQuery:
         Otherwise the first micro-batch of a run carries seconds of interpreter start-up
         and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
         """
-        self.sweep()
+        if not self._swept_at_start:  # Pipeline.ingest sweeps before it decides Spark is needed
+            self.sweep()
         started = time.perf_counter()
         slots = self.spark.sparkContext.defaultParallelism
         self.spark.range(slots, numPartitions=slots).mapInPandas(_warm_worker, "id LONG").collect()

@@ -78,6 +78,7 @@ class Pipeline:
         self._owns_spark = spark is None
         self._on_spark_ready = on_spark_ready
         self._jvm_log = jvm_log  # where Spark's console output goes (None: this process's stderr)
+        self._start_sweep = None  # the sweep idle_summary made, so the query does not repeat it
 
     # -- opening -------------------------------------------------------------------------
     @property
@@ -143,6 +144,8 @@ class Pipeline:
         if idle is not None:
             return idle
         query = self.query(run_id=run_id, on_batch=on_batch)
+        if self._start_sweep is not None:  # the landing is swept once per run
+            query.count_sweep(self._start_sweep, at_start=True)
         if idle_seconds > 0:
             return query.run_warm(idle_seconds=idle_seconds, trigger_seconds=self.settings.warm_trigger_seconds,
                                   on_progress=on_progress, progress_every_s=self.settings.warm_progress_seconds)
@@ -153,11 +156,12 @@ class Pipeline:
         from ecom_ingest_dagster.pipeline import landing, ledger
         from ecom_ingest_dagster.pipeline.query import checkpoint_path, has_batch_to_replay
 
+        self._start_sweep: landing.Sweep | None = None
         if has_batch_to_replay(checkpoint_path(self.settings, self.database_url)):
-            return None
+            return None  # the query's own start-up sweeps, as after any crash
         started = time.perf_counter()
         with self.connect() as conn:
-            sweep = landing.sweep(conn, self.settings)
+            sweep = self._start_sweep = landing.sweep(conn, self.settings)
             drops = [d.name for d in landing.list_drops(self.settings.landing_dir)]
             taken = ledger.entries_for(conn, self.settings.db_schema, drops)
         if any(name not in taken for name in drops):
