@@ -1,19 +1,11 @@
 """End to end through the real `dagster dev`: webserver, daemon, sensor, run, and the UI in a browser.
 
-One `dagster dev` serves both tests (starting it costs seconds). It is stopped with
-SIGINT to its parent process, which shuts its children down cleanly.
+The `dagster_dev` fixture (``conftest.py``) serves every module of this package.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -22,81 +14,11 @@ import pytest
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
+from .conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory, database_url):
-    import psycopg
-
-    from ecom_ingest_dagster.pipeline import database
-
-    base = tmp_path_factory.mktemp("dagster_dev")
-    schema = "e2e_" + base.name.replace("-", "_")[-20:]
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        database.migrate(conn, schema)
-    home = base / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "infra" / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ECOM_INGEST_", "DAGSTER_"))},
-        "DAGSTER_HOME": str(home),
-        "ECOM_INGEST_HOME": str(base / "state"),
-        "ECOM_INGEST_LANDING_DIR": str(base / "landing"),
-        "ECOM_INGEST_DATABASE_URL": database_url,
-        "ECOM_INGEST_DB_SCHEMA": schema,
-        "ECOM_INGEST_SPARK_MASTER": "local[2]",
-        "ECOM_INGEST_SENSOR_INTERVAL_SECONDS": "2",
-        # Sensor runs stay warm this long after their last batch (the default, 120 s, would
-        # make every run of these tests wait two minutes before it ends).
-        "ECOM_INGEST_WARM_IDLE_SECONDS": "3",
-    }
-    log = open(base / "dagster_dev.log", "w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def serving():
-        try:
-            with urllib.request.urlopen(url + "/server_info", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return process.poll() is not None and pytest.fail(f"dagster dev exited: {(base / 'dagster_dev.log').read_text()[-3000:]}")
-
-    try:
-        wait_for(serving, 120, "the Dagster webserver")
-        yield {"url": url, "home": home, "landing": base / "landing", "log": base / "dagster_dev.log", "schema": schema}
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        log.close()
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_dropped_files_lead_to_a_successful_sensor_launched_run(dagster_dev):
