@@ -9,6 +9,11 @@ Spark never reads the content; each executor task parses, validates and loads it
 itself (``loader.ingest_files``), streaming them in bounded blocks. Only per-file
 outcomes (a few numbers per file) come back to the driver, never rows.
 
+A batch of a few small files (a trickle: ``driver_batch_max_bytes``) skips the Spark job:
+the driver takes the batch's file list from the planned scan and loads the files itself
+over the query's own connection. A Spark job costs 0.1-0.2 s before any file is touched,
+several times a 20-row file's own work.
+
 Two ways to run one query: ``run_available_now`` (sensor mode: process what has landed,
 then stop) and ``run_continuous`` (the original report's trigger interval).
 """
@@ -35,8 +40,8 @@ import pandas as pd
 from ecom_ingest_dagster.pipeline import ledger
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection
 from ecom_ingest_dagster.pipeline.landing import Sweep, sweep
-from ecom_ingest_dagster.pipeline.ledger import FileTask
-from ecom_ingest_dagster.pipeline.load import ingest_files
+from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask
+from ecom_ingest_dagster.pipeline.load import ingest_file, ingest_files
 from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
 from ecom_ingest_dagster.pipeline.sampling import sampled
 from ecom_ingest_dagster.settings import Settings, redact_url
@@ -88,7 +93,7 @@ class RunSummary:
     files_replaced: list[str] = dataclasses.field(default_factory=list)  # changed after ingestion: not re-read
     files_empty: int = 0  # zero-byte drops the landing sweep recorded (Spark never lists them)
     elapsed_s: float = 0.0
-    warm_up_s: float = 0.0  # Python workers started and imports done before the first batch
+    warm_up_s: float = 0.0  # executors' Python workers started and imports done, before the first batch that needed them
     resources: dict = dataclasses.field(default_factory=dict)  # average and peak of each sampled figure
 
     @property
@@ -146,6 +151,9 @@ class IngestQuery:
         self.mode = "available_now"
         self._trigger_seconds: float | None = None
         self._swept_at_start = False
+        self._workers_warm = False
+        self._stream_id: str | None = None
+        self._db: ReconnectingConnection | None = None  # the batches' ledger connection, for the query's life
 
     @property
     def checkpoint(self) -> Path:
@@ -219,17 +227,30 @@ class IngestQuery:
         self._swept_at_start = self._swept_at_start or at_start
 
     def warm_up(self) -> None:
-        """Start the executors' Python workers and import the loader before any batch.
+        """Sweep the landing directory and ready the driver's own loader before any batch.
 
-        Otherwise the first micro-batch of a run carries seconds of interpreter start-up
-        and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
+        The executors' Python workers are started later, by the first batch that needs them
+        (``_ensure_workers``): a trickle of small drops never does, and a run's first drop
+        need not wait seconds for interpreters it will not use.
         """
         if not self._swept_at_start:  # Pipeline.ingest sweeps before it decides Spark is needed
             self.sweep()
+        _warm_validation()  # Pandera's first validation costs more than a 20-row file's
+
+    def _ensure_workers(self) -> bool:
+        """Start the executors' Python workers and import the loader there; True the first time.
+
+        Otherwise the first executor batch of a run carries seconds of interpreter start-up
+        and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
+        """
+        if self._workers_warm:
+            return False
         started = time.perf_counter()
         slots = self.spark.sparkContext.defaultParallelism
         self.spark.range(slots, numPartitions=slots).mapInPandas(_warm_worker, "id LONG").collect()
-        self.summary.warm_up_s = time.perf_counter() - started
+        self.summary.warm_up_s += time.perf_counter() - started
+        self._workers_warm = True
+        return True
 
     def run_available_now(self) -> RunSummary:
         """Process every file that has landed, in bounded micro-batches, then stop.
@@ -273,7 +294,8 @@ class IngestQuery:
             else "finishing the current micro-batch",
         )
         try:
-            with self.exclusive():
+            with self.exclusive(), ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
+                self._db = db
                 self.warm_up()
                 started = time.perf_counter()
                 with sampled(self.spark, self.database_url, self.settings.db_schema, self.run_id,
@@ -312,6 +334,7 @@ class IngestQuery:
                         raise query.exception()
             self.summary.resources = resources.summary
         finally:
+            self._db = None
             restore()
         self.summary.elapsed_s = time.perf_counter() - started
         self._write_summary()
@@ -321,38 +344,79 @@ class IngestQuery:
 
     def _process_batch(self, batch_df, batch_id: int) -> None:
         started_at = dt.datetime.now(dt.timezone.utc)
-        stream_id = _stream_id(self.checkpoint)
-        schema = self.settings.db_schema
-        with ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
-            if db.run(lambda conn: ledger.batch_committed(conn, schema, stream_id, batch_id)):
-                log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
-                return
+        if self._stream_id is None:
+            self._stream_id = _stream_id(self.checkpoint)
+        stream_id, schema, db = self._stream_id, self.settings.db_schema, self._db
+        if db.run(lambda conn: ledger.batch_committed(conn, schema, stream_id, batch_id)):
+            log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
+            return
+        small = self._small_batch(batch_df)
+        if small is not None:
+            loaded_in = "driver"
+            outcomes = self._ingest_in_driver(small, stream_id, batch_id)
+        else:
+            loaded_in = "executors"
+            if self._ensure_workers():
+                started_at = dt.datetime.now(dt.timezone.utc)  # set-up cost, not the batch's
             outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
-            self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
-            finished_at = dt.datetime.now(dt.timezone.utc)
-            metrics, inserted = db.run(lambda conn: self._record_batch(conn, stream_id, batch_id, started_at, finished_at))
-            if inserted and metrics["rejected_records"]:
-                db.run(lambda conn: self.metrics_log.append_rejections(
-                    ledger.batch_rejections(conn, schema, stream_id, batch_id)
-                ))
+        self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
+        finished_at = dt.datetime.now(dt.timezone.utc)
+        metrics, inserted = db.run(
+            lambda conn: self._record_batch(conn, stream_id, batch_id, started_at, finished_at, loaded_in)
+        )
+        if inserted and metrics["rejected_records"]:
+            db.run(lambda conn: self.metrics_log.append_rejections(
+                ledger.batch_rejections(conn, schema, stream_id, batch_id)
+            ))
         if inserted:
             self.metrics_log.append_batch(metrics)
             self.summary.batches.append(metrics)
             if self.on_batch:
                 self.on_batch(metrics)
 
-    def _record_batch(self, conn, stream_id: str, batch_id: int, started_at, finished_at) -> tuple[dict, bool]:
+    def _record_batch(self, conn, stream_id: str, batch_id: int, started_at, finished_at,
+                      loaded_in: str) -> tuple[dict, bool]:
         """The batch's metrics from its files' ledger rows, into the batch ledger (once)."""
         metrics = batch_metrics(
             batch_id=batch_id, stream_id=stream_id, mode=self.mode, started_at=started_at, finished_at=finished_at,
             files=ledger.batch_files(conn, self.settings.db_schema, stream_id, batch_id),
         )
         metrics["run_id"] = self.run_id
+        metrics["loaded_in"] = loaded_in  # "driver" (a small batch, no Spark job) or "executors"
         # The trigger settings in force, for the report's test configuration.
         metrics["trigger_seconds"] = self._trigger_seconds if self.mode in ("continuous", "warm") else None
         metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
         metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
         return metrics, ledger.record_batch(conn, self.settings.db_schema, metrics, started_at)
+
+    def _file_options(self, stream_id: str, batch_id: int) -> dict:
+        """``load.ingest_file``'s options for this batch (plain values: they travel to executors)."""
+        return {
+            "schema": self.settings.db_schema, "stream_id": stream_id, "batch_id": batch_id,
+            "rejected_dir": self.settings.rejected_dir, "archive_dir": self.settings.archive_dir,
+            "after_commit": self.settings.after_commit, "block_bytes": self.settings.csv_block_bytes,
+        }
+
+    def _small_batch(self, batch_df) -> list[FileTask] | None:
+        """The batch's files when they are few and small enough for the driver, else None."""
+        limit = self.settings.driver_batch_max_bytes
+        if not limit:
+            return None
+        try:
+            listed = _planned_files(batch_df)
+        except Exception as exc:  # Spark's internals moved: the executors' path always works
+            log.debug("could not read the batch's file list from its plan (%s): loading on the executors", exc)
+            return None
+        if sum(size for _, size, _ in listed) > limit:
+            return None
+        # What ignoreMissingFiles does on the executors: a drop moved out after its commit
+        # (a replayed batch) has its outcome in the ledger already.
+        return [task for task in _file_tasks(listed, str(self.settings.landing_dir)) if os.path.exists(task.path)]
+
+    def _ingest_in_driver(self, tasks: list[FileTask], stream_id: str, batch_id: int) -> list[dict]:
+        """Load a small batch's files here, one transaction each, over the query's connection."""
+        options = self._file_options(stream_id, batch_id)
+        return [_outcome_row(self._db.run(lambda conn, task=task: ingest_file(conn, task, **options))) for task in tasks]
 
     def _ingest_on_executors(self, batch_df, stream_id: str, batch_id: int) -> list[dict]:
         """Each task loads the files of its partition; only their outcomes come back.
@@ -363,15 +427,9 @@ class IngestQuery:
         """
         load = _partition_loader(
             database_url=self.database_url,
-            schema=self.settings.db_schema,
-            stream_id=stream_id,
-            batch_id=batch_id,
-            landing_dir=str(self.settings.landing_dir),
-            rejected_dir=str(self.settings.rejected_dir),
-            archive_dir=str(self.settings.archive_dir),
-            after_commit=self.settings.after_commit,
-            block_bytes=self.settings.csv_block_bytes,
             db_retry_s=self.settings.db_retry_seconds,
+            landing_dir=str(self.settings.landing_dir),
+            file_options=self._file_options(stream_id, batch_id),
         )
         return [row.asDict() for row in batch_df.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
 
@@ -394,52 +452,73 @@ def _database_failures():
         raise DatabaseUnavailable(found.group(1).strip()) from exc
 
 
-def _warm_worker(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _warm_validation() -> None:
+    """One validation of nothing: imports done and Pandera's first-call costs paid."""
     from ecom_ingest_dagster.pipeline import validate as validation
 
     validation.validate(pd.DataFrame(columns=["event_id"]))
+
+
+def _warm_worker(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    _warm_validation()
     yield from frames
 
 
-def _partition_loader(**options):
+def _planned_files(batch_df) -> list[tuple[str, int, int | None]]:
+    """(path, size, mtime in µs) of the files a micro-batch's scan will read, without a job.
+
+    ``foreachBatch`` hands over a DataFrame whose plan wraps the file scan's RDD; its
+    partitions (``FilePartition``s of ``PartitionedFile``s) are made on the driver when the
+    plan is, so walking the RDD's lineage gives exactly what the executors would see (the
+    listed size and time), where even a ``collect()`` of these three columns is a job.
+    """
+    found: list[tuple[str, int, int | None]] = []
+    pending = [batch_df._jdf.queryExecution().toRdd()]
+    while pending:
+        rdd = pending.pop()
+        if rdd.getClass().getSimpleName() == "FileScanRDD":
+            partitions = rdd.filePartitions()
+            for i in range(partitions.size()):
+                for part in partitions.apply(i).files():
+                    mtime_ms = part.modificationTime()
+                    found.append((part.toPath().toString(), int(part.fileSize()), mtime_ms * 1000 if mtime_ms > 0 else None))
+        dependencies = rdd.dependencies()
+        pending.extend(dependencies.apply(i).rdd() for i in range(dependencies.size()))
+    return found
+
+
+def _file_tasks(listed, landing_dir: str) -> list[FileTask]:
+    """The drops among listed (path, size, mtime µs) entries, once each."""
+    tasks: dict[str, FileTask] = {}
+    for listed_path, size, mtime_us in listed:
+        path = _local_path(listed_path)
+        if not _directly_in(path, landing_dir):
+            # Spark lists subdirectories too; the contract's drops are the directory's own
+            # files, and the ledger keys them by base name.
+            log.warning("%s is not directly in the landing directory: not a drop, left alone", path)
+            continue
+        landed_at = dt.datetime.fromtimestamp(mtime_us / 1e6, dt.timezone.utc) if pd.notna(mtime_us) else None
+        tasks.setdefault(path, FileTask(path=path, size=int(size), landed_at=landed_at))
+    return list(tasks.values())
+
+
+def _outcome_row(o: FileOutcome) -> dict:
+    return {
+        "file_name": o.file_name, "status": o.status, "rows_total": o.rows_total, "rows_loaded": o.rows_loaded,
+        "rows_duplicate": o.rows_duplicate, "rows_rejected": o.rows_rejected, "reason": o.reason,
+        "already_done": o.already_done,
+    }
+
+
+def _partition_loader(*, database_url: str, db_retry_s: float, landing_dir: str, file_options: dict):
     """The function each executor task runs over its share of the batch's files."""
 
     def load(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        tasks = []
-        for frame in frames:
-            for row in frame.itertuples(index=False):
-                path = _local_path(row.path)
-                if not _directly_in(path, options["landing_dir"]):
-                    # Spark lists subdirectories too; the contract's drops are the
-                    # directory's own files, and the ledger keys them by base name.
-                    log.warning("%s is not directly in the landing directory: not a drop, left alone", path)
-                    continue
-                landed_at = dt.datetime.fromtimestamp(row.mtime_us / 1e6, dt.timezone.utc) if pd.notna(row.mtime_us) else None
-                tasks.append(FileTask(path=path, size=int(row.size), landed_at=landed_at))
-        if not tasks:
-            return
-        outcomes = ingest_files(
-            tasks,
-            database_url=options["database_url"],
-            schema=options["schema"],
-            stream_id=options["stream_id"],
-            batch_id=options["batch_id"],
-            rejected_dir=Path(options["rejected_dir"]),
-            archive_dir=Path(options["archive_dir"]),
-            after_commit=options["after_commit"],
-            block_bytes=options["block_bytes"],
-            db_retry_s=options["db_retry_s"],
-        )
-        yield pd.DataFrame(
-            [
-                {
-                    "file_name": o.file_name, "status": o.status, "rows_total": o.rows_total,
-                    "rows_loaded": o.rows_loaded, "rows_duplicate": o.rows_duplicate,
-                    "rows_rejected": o.rows_rejected, "reason": o.reason, "already_done": o.already_done,
-                }
-                for o in outcomes
-            ]
-        )
+        listed = [(row.path, row.size, row.mtime_us) for frame in frames for row in frame.itertuples(index=False)]
+        tasks = _file_tasks(listed, landing_dir)
+        if tasks:
+            outcomes = ingest_files(tasks, database_url=database_url, db_retry_s=db_retry_s, **file_options)
+            yield pd.DataFrame([_outcome_row(o) for o in outcomes])
 
     return load
 

@@ -17,7 +17,11 @@ from ecom_ingest_dagster.pipeline.query import IngestQuery
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row
 
 
-def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path):
+@pytest.mark.parametrize("loaded_in", ["driver", "executors"])
+def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path, loaded_in):
+    # The same drops through both ways a batch is loaded: by the driver (a small batch, no
+    # Spark job) and by the executors' tasks (0 sends every batch there).
+    settings = settings.with_overrides(driver_batch_max_bytes=0) if loaded_in == "executors" else settings
     landing = settings.landing_dir
     frame = generate_events(300, rng=np.random.default_rng(3), invalid_rate=0.1)
     write_drop(frame.iloc[:150], landing, "events_0001.csv")
@@ -29,15 +33,16 @@ def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path):
     for ignored in (".hidden.csv", "_partial.csv", "notes.txt"):
         drop(landing, ignored, csv_text([row(99)]))
 
-    summary = ingest()
+    summary = ingest(settings)
 
+    assert {b["loaded_in"] for b in summary.batches} == {loaded_in}
     files = ledger(db)
     assert set(files) == {"events_0001.csv", "events_0002.csv", "events_0003.csv", "latin1.csv"}
     expected_invalid = int((frame["expected_reason"] != "").sum())
     first_20_valid = int((frame.iloc[:20]["expected_reason"] == "").sum())
     loaded = db.execute("SELECT count(*) FROM user_events").fetchone()[0]
     assert loaded == 300 - expected_invalid
-    # Files of one batch load concurrently: which copy wins is not fixed, the count is.
+    # Files of one batch may load concurrently: which copy wins is not fixed, the count is.
     assert sum(f["rows_duplicate"] for f in files.values()) == first_20_valid
     assert files["latin1.csv"]["status"] == "rejected"
     assert (settings.rejected_dir / "latin1.csv").exists()
@@ -209,3 +214,18 @@ def test_keep_leaves_drops_and_delete_removes_them(ingest, settings, db):
     assert sorted(p.name for p in settings.landing_dir.iterdir()) == []  # the kept one too: its outcome is committed
     assert not settings.archive_dir.exists()
     assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 2
+
+
+def test_file_tasks_are_the_landing_directory_s_own_files_once_each(tmp_path):
+    from ecom_ingest_dagster.pipeline.query import _file_tasks
+
+    landing = str(tmp_path / "landing")
+    listed = [
+        (f"file:{landing}/a b.csv", 10, 1_796_000_000_000_000),
+        (f"file:{landing}/a b.csv", 10, 1_796_000_000_000_000),  # Spark listed it twice
+        (f"file:{landing}/sub/c.csv", 5, None),  # a subdirectory's file is not a drop
+        (f"{landing}/%2E%2E%2Fd.csv", 7, None),  # as listed, never URL-decoded
+    ]
+    tasks = _file_tasks(listed, landing)
+    assert [(t.path, t.size) for t in tasks] == [(f"{landing}/a b.csv", 10), (f"{landing}/%2E%2E%2Fd.csv", 7)]
+    assert tasks[0].landed_at.year == 2026 and tasks[1].landed_at is None
