@@ -20,7 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ECOM_INGEST_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 
 
 class SettingsError(ValueError):
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     spark_master: str = Field("local[*]", description="any Spark master URL (`spark://host:7077`, `yarn`, `k8s://...`)")
     spark_driver_memory: str = Field("512m", description="driver JVM heap (local mode: the executors live there too)")
     spark_log_level: str = Field("WARN", description="Spark's log level (`ERROR`, `WARN`, `INFO`, ...)")
+    spark_ui: bool = Field(
+        False, description="serve Spark's web UI (port 4040 and up) while a run works; off, a run starts sooner"
+    )
     # -- micro-batches -------------------------------------------------------------------
     max_files_per_trigger: Optional[int] = Field(
         None, gt=0, description="bound a micro-batch by file count (wins over bytes)"
@@ -98,6 +102,12 @@ class Settings(BaseSettings):
         30.0, gt=0, allow_inf_nan=False,
         description="while a warm run's batches commit, its metric assets and checks are recorded this often",
     )
+    driver_batch_max_bytes: int = Field(
+        512 * KiB, ge=0,
+        # A Spark job costs ~0.1-0.2 s before any file is touched; a trickle batch's own work
+        # is tens of milliseconds. Bigger batches go to the executors, in parallel.
+        description="micro-batches up to this many bytes are loaded by the driver itself, without a Spark job (0: never)",
+    )
     csv_block_bytes: int = Field(
         16 * MiB, gt=0,
         # 16 MiB is the measured sweet spot; 8 MiB saves ~90 MB per busy task for ~25% more validation time.
@@ -106,7 +116,9 @@ class Settings(BaseSettings):
     # -- the sensor ----------------------------------------------------------------------
     sensor_interval_seconds: int = Field(5, gt=0, description="how often the landing sensor looks")
     settle_seconds: float = Field(
-        2.0, ge=0, allow_inf_nan=False,
+        # A local file system stamps a rename within a clock tick (milliseconds); each tick the
+        # margin makes a drop wait is a sensor loop (5 s). Raise it on NFS (attribute caching).
+        0.5, ge=0, allow_inf_nan=False,
         description="the sensor leaves drops younger than this for its next tick (so no arrival is skipped)",
     )
     # -- retention (the daily retention schedule) ----------------------------------------
@@ -247,18 +259,23 @@ def _validated(cls: type[Settings], values: dict[str, Any], *, environment: bool
         _ENVIRONMENT_OFF.reset(token)
 
 
+def default_text(name: str) -> str:
+    """A field's default as the docs' tables show it (Markdown), as it would be written in the environment."""
+    default = Settings.model_fields[name].default
+    if default is None:
+        return "*(unset)*"
+    if isinstance(default, Path):
+        return f"`{default if default.is_absolute() else './' + str(default)}`"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+
+
 def settings_table() -> str:
     """The README's configuration table, generated from the fields' descriptions."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default
-        if default is None:
-            shown = "*(unset)*"
-        elif isinstance(default, Path):
-            shown = f"`{default if default.is_absolute() else './' + str(default)}`"
-        else:
-            shown = f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
-        lines.append(f"| `{env_name(name)}` | {shown} | {field.description} |")
+        lines.append(f"| `{env_name(name)}` | {default_text(name)} | {field.description} |")
     return "\n".join(lines)
 
 

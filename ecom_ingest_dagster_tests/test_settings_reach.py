@@ -25,6 +25,7 @@ _STRINGS = {
     "spark_driver_memory": "640m",
     "spark_log_level": "ERROR",
     "after_commit": "keep",
+    "spark_ui": "true",
 }
 
 

@@ -30,12 +30,14 @@ class PipelineResource(dg.ConfigurableResource):
     spark_master: Optional[str] = None
     spark_driver_memory: Optional[str] = None
     spark_log_level: Optional[str] = None
+    spark_ui: Optional[bool] = None
     max_files_per_trigger: Optional[int] = None
     max_bytes_per_trigger: Optional[int] = None
     trigger_seconds: Optional[float] = None
     warm_idle_seconds: Optional[float] = None
     warm_trigger_seconds: Optional[float] = None
     warm_progress_seconds: Optional[float] = None
+    driver_batch_max_bytes: Optional[int] = None
     csv_block_bytes: Optional[int] = None
     sensor_interval_seconds: Optional[int] = None
     settle_seconds: Optional[float] = None

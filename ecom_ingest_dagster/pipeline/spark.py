@@ -16,7 +16,7 @@ from pathlib import Path
 from ecom_ingest_dagster.settings import Settings
 
 
-def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool = True,
+def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool | None = None,
                         jvm_log: Path | None = None):
     """A Spark session for ``settings.spark_master`` (``local[*]`` by default).
 
@@ -31,6 +31,7 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
+    ui = settings.spark_ui if ui is None else ui
     builder = (
         SparkSession.builder.master(settings.spark_master)
         .appName(app_name)
