@@ -33,6 +33,8 @@ def test_local_instance_queues_one_ingest_run_per_landing(tmp_path):
     instance = instance_from(INFRA / "dagster_home" / "dagster.yaml", tmp_path / "home")
     assert landing_limit(instance) == [{"key": LANDING_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    # Every sensor-launched run waits for the queue's next pass (Dagster's default: 5 s).
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
 
 
 @pytest.fixture
@@ -56,6 +58,7 @@ def test_postgres_instance_stores_a_real_ingest_run(
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert landing_limit(instance)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 21)]))
         result = definitions.resolve_job_def("ingest_job").execute_in_process(resources=dagster_resources, instance=instance)
         assert result.success
