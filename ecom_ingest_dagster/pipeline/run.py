@@ -186,6 +186,13 @@ class Pipeline:
         unsigned = value & 0xFFFFFFFFFFFFFFFF
         return (unsigned >> 32, unsigned & 0xFFFFFFFF) in {(c, o) for c, o in locks}
 
+    def already_ingested(self, names: list[str]) -> set[str]:
+        """The drop names among ``names`` that have a row in the file ledger (looked up by key)."""
+        from ecom_ingest_dagster.pipeline import ledger
+
+        with self.connect() as conn:
+            return set(ledger.entries_for(conn, self.settings.db_schema, names))
+
     def stream(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,
                stop_event: threading.Event | None = None, stop_after_s: float | None = None) -> RunSummary:
         """Drops as they land, every ``settings.trigger_seconds``, until ``stop_event`` (or a signal)."""

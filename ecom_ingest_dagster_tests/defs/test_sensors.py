@@ -91,3 +91,25 @@ def test_the_sensor_works_while_the_database_is_down(tmp_path, instance, monkeyp
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         result = landing_sensor.evaluate_tick(context)
     assert len(result.run_requests) == 1
+
+
+def test_drops_another_run_already_ingested_make_no_run(settings, db, ingest, instance):
+    from ecom_ingest_dagster_tests.helpers import csv_text, drop, row
+
+    # A CLI run took these and left them here (keep): a sensor run would find nothing to do.
+    kept = settings.with_overrides(after_commit="keep")
+    drop(settings.landing_dir, "taken.csv", csv_text([row(1)]))
+    ingest(kept)
+    resources = build_resources(kept, settle_seconds=0)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        result = landing_sensor.evaluate_tick(context)
+        cursor = context.cursor
+    assert result.run_requests == [] and "ingested already" in result.skip_message
+    assert cursor is not None  # stepped past them: they are not looked at again
+
+    drop(settings.landing_dir, "fresh.csv", csv_text([row(2)]))
+    with dg.build_sensor_context(cursor=cursor, instance=instance, resources=resources) as context:
+        later = landing_sensor.evaluate_tick(context)
+    assert len(later.run_requests) == 1
+    tags = later.run_requests[0].tags
+    assert (tags["ecom_ingest/new_files"], tags["ecom_ingest/newest_file"]) == ("1", "fresh.csv")

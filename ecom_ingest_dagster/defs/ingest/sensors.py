@@ -35,14 +35,30 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
         # Leave the cursor: once the holder lets go, whatever it did not take is requested.
         return dg.SkipReason(f"{len(new.names)} new drop(s); {held}")
     context.update_cursor(new.cursor.to_json())
+    # Drops a stream or CLI run already took (they stay here under ECOM_INGEST_AFTER_COMMIT=keep)
+    # would only make a run that finds nothing to do.
+    fresh = [name for name in new.names if name not in _already_ingested(pipeline, new.names)]
+    if not fresh:
+        return dg.SkipReason(f"{len(new.names)} new drop(s), every one ingested already by another run")
     # Whatever has landed goes into this one run (availableNow processes all of it);
     # the key names the newest drop, so no file set is requested twice.
     return dg.RunRequest(
         run_key=f"drops-{new.cursor.ctime_ns}-{new.names[-1]}",
         # The run stays warm: drops that land while it runs are its own, within a trigger.
         run_config={"ops": {"ingest_landing": {"config": {"idle_seconds": settings.warm_idle_seconds}}}},
-        tags={"ecom_ingest/new_files": str(len(new.names)), "ecom_ingest/newest_file": new.names[-1][:200]},
+        tags={"ecom_ingest/new_files": str(len(fresh)), "ecom_ingest/newest_file": fresh[-1][:200]},
     )
+
+
+def _already_ingested(pipeline: PipelineResource, names: list[str]) -> set[str]:
+    """The names among ``names`` that the file ledger has (none when the database does not answer)."""
+    from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+
+    try:
+        return Pipeline(pipeline.settings(), interactive=True).already_ingested(names)
+    except DatabaseUnavailable:
+        return set()
 
 
 def _landing_held_elsewhere(pipeline: PipelineResource) -> str | None:
