@@ -5,6 +5,11 @@ contract is a named Pandera check whose name *is* the rejection reason, so a row
 reasons come straight out of ``SchemaErrors.failure_cases``. Values are parsed inside
 the checks and the schema runs with ``coerce=False``: with coercion one unparseable
 value hides the other failures of its column (see the stack notes).
+
+Cost (``scripts/profile-validation`` measures it per stage): the text stays in Arrow from
+the reader to the COPY, and every check is one vectorised Arrow or numpy pass over the
+whole column. What is left is mostly Pandera's own bookkeeping per check and per failing
+check, a fixed cost per block rather than per row.
 """
 
 from __future__ import annotations
@@ -24,68 +29,124 @@ from ecom_ingest_dagster import contract as c
 # Arrow-backed text: the regex checks run vectorised in Arrow compute (RE2), several
 # times faster than Python-object strings.
 _TEXT = pd.ArrowDtype(pa_arrow.string())
-_REASON_ORDER = {reason: i for i, reason in enumerate(c.REJECTION_REASONS)}
+_NULL_TEXT = pa_arrow.scalar(None, pa_arrow.string())
+_REASONS = pd.Index(c.REJECTION_REASONS)
 
 
-def _matches(series: pd.Series, pattern: str) -> pd.Series:
-    return series.str.match(pattern).fillna(False).astype(bool)
+def _text(series: pd.Series) -> pa_arrow.Array:
+    """The series' values as one Arrow string array: no copy when they are Arrow text already."""
+    if series.dtype != _TEXT:
+        series = series.astype(_TEXT)
+    array = pa_arrow.array(series.array)
+    return array.combine_chunks() if isinstance(array, pa_arrow.ChunkedArray) else array
 
 
-def _arrow(series: pd.Series, mask: pd.Series) -> pa_arrow.Array:
-    """The series' text where ``mask`` holds, null elsewhere, as one Arrow array."""
-    values = pa_arrow.array(series.astype(_TEXT).array) if not isinstance(series.dtype, pd.ArrowDtype) else series.array._pa_array
-    return pc.if_else(pa_arrow.array(mask.to_numpy(), pa_arrow.bool_()), values, pa_arrow.scalar(None, pa_arrow.string()))
+def _matches(text: pa_arrow.Array, pattern: str) -> pa_arrow.Array:
+    """True where the text matches ``pattern``, false elsewhere (missing values too)."""
+    return pc.fill_null(pc.match_substring_regex(text, pattern), False)
+
+
+def _where(mask: pa_arrow.Array, text: pa_arrow.Array) -> pa_arrow.Array:
+    """The text where ``mask`` holds, null elsewhere."""
+    return pc.if_else(mask, text, _NULL_TEXT)
+
+
+def _as_float(numbers: pa_arrow.Array) -> np.ndarray:
+    # Plain float64 with NaN for null: an Arrow-backed NA would compare to NA, which
+    # Pandera lets pass.
+    return numbers.to_numpy(zero_copy_only=False)
 
 
 def price_values(series: pd.Series) -> np.ndarray:
-    """Numeric value of well-formed prices (float64), NaN for anything else.
-
-    Plain float64: an Arrow-backed NA would compare to NA, which Pandera lets pass.
-    """
-    well_formed = _matches(series, c.PRICE_PATTERN)
-    numbers = pc.cast(_arrow(series, well_formed), pa_arrow.float64())  # the pattern makes every cast safe
-    return numbers.to_numpy(zero_copy_only=False)
+    """Numeric value of well-formed prices (float64), NaN for anything else."""
+    text = _text(series)
+    numbers = pc.cast(_where(_matches(text, c.PRICE_PATTERN), text), pa_arrow.float64())  # the pattern makes every cast safe
+    return _as_float(numbers)
 
 
 def quantity_values(series: pd.Series) -> np.ndarray:
-    well_formed = _matches(series, c.QUANTITY_PATTERN)
-    numbers = pc.cast(pc.utf8_trim(_arrow(series, well_formed), "+"), pa_arrow.float64())
-    return numbers.to_numpy(zero_copy_only=False)
+    text = _text(series)
+    well_formed = _where(_matches(text, c.QUANTITY_PATTERN), text)
+    return _as_float(pc.cast(pc.utf8_trim(well_formed, "+"), pa_arrow.float64()))
 
 
-def timestamp_micros(series: pd.Series) -> np.ndarray:
-    """Microseconds since the epoch (UTC) of contract-shaped timestamps, NaN for the rest."""
-    well_formed = _matches(series, c.TIMESTAMP_PATTERN)
+def _timestamp_micros(text: pa_arrow.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Microseconds since the epoch (UTC, int64) and where they are known (bool).
+
+    Integers, not floats: a float64 holds microseconds exactly only within ~285 years of
+    1970, and a valid event from 1600 would be loaded a microsecond off.
+    """
+    well_formed = _matches(text, c.TIMESTAMP_PATTERN)
     try:
         # Arrow's ISO-8601 cast is several times faster than pandas' parser, but all or
         # nothing: one impossible date (Feb 30) sends the chunk to pandas instead.
-        stamps = pc.cast(_arrow(series, well_formed), pa_arrow.timestamp("us", tz="UTC"))
-        micros = pc.cast(stamps, pa_arrow.int64())
+        stamps = pc.cast(_where(well_formed, text), pa_arrow.timestamp("us", tz="UTC"))
     except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
-        parsed = pd.to_datetime(series.where(well_formed), format="ISO8601", utc=True, errors="coerce")
-        return np.where(parsed.isna(), np.nan, parsed.to_numpy(dtype="datetime64[us]").astype(np.int64).astype(float))
-    return micros.to_numpy(zero_copy_only=False).astype(float)
+        values = pd.Series(pd.arrays.ArrowExtensionArray(text))
+        parsed = pd.to_datetime(values.where(well_formed.to_numpy(zero_copy_only=False)), format="ISO8601", utc=True, errors="coerce")
+        known = parsed.notna().to_numpy()
+        micros = parsed.to_numpy(dtype="datetime64[us]").astype(np.int64)
+        return np.where(known, micros, 0), known
+    known = stamps.is_valid().to_numpy(zero_copy_only=False)
+    micros = pc.cast(stamps, pa_arrow.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    return micros, known
 
 
 @dataclasses.dataclass(frozen=True)
 class ParsedValues:
-    """Each typed column parsed once per chunk, shared by the checks and the output."""
+    """Each typed column parsed once per chunk, shared by the checks and the output.
+
+    ``price`` and ``quantity`` are float64 with NaN where there is no value (missing or
+    malformed); ``timestamp_us`` is int64, meaningful where ``timestamp_known`` holds.
+    """
 
     price: pd.Series
     quantity: pd.Series
     timestamp_us: pd.Series
+    timestamp_known: pd.Series
 
     @classmethod
     def of(cls, clean: pd.DataFrame) -> "ParsedValues":
+        micros, known = _timestamp_micros(_text(clean["event_timestamp"]))
         return cls(
             pd.Series(price_values(clean["price"]), index=clean.index),
             pd.Series(quantity_values(clean["quantity"]), index=clean.index),
-            pd.Series(timestamp_micros(clean["event_timestamp"]), index=clean.index),
+            pd.Series(micros, index=clean.index),
+            pd.Series(known, index=clean.index),
         )
 
 
+def _missing(s: pd.Series) -> np.ndarray:
+    return s.isna().to_numpy()
+
+
+def _series(passed: np.ndarray | pa_arrow.Array, s: pd.Series) -> pd.Series:
+    values = passed if isinstance(passed, np.ndarray) else passed.to_numpy(zero_copy_only=False)
+    return pd.Series(values, index=s.index)
+
+
+def _pattern_check(pattern: str):
+    def check(s: pd.Series) -> pd.Series:
+        return _series(pc.fill_null(pc.match_substring_regex(_text(s), pattern), True), s)
+
+    return check
+
+
 def _length_at_most(limit: int):
-    return lambda s: (s.str.len() <= limit).fillna(True)
+    def check(s: pd.Series) -> pd.Series:
+        return _series(pc.fill_null(pc.less_equal(pc.utf8_length(_text(s)), limit), True), s)
+
+    return check
+
+
+def _one_of(values: tuple[str, ...]):
+    value_set = pa_arrow.array(values, pa_arrow.string())
+
+    def check(s: pd.Series) -> pd.Series:
+        text = _text(s)
+        return _series(pc.or_(pc.is_in(text, value_set=value_set), pc.is_null(text)), s)
+
+    return check
 
 
 def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.DataFrameSchema:
@@ -93,20 +154,25 @@ def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.Dat
 
     With ``parsed`` (the chunk's values parsed once) the checks only compare; without
     it they parse the column they are given.
+
+    A missing value passes every check but the required columns' ``nullable=False``
+    (reported as ``missing_required_field``): the checks say so themselves rather than
+    through ``ignore_na``, which made Pandera drop the missing values from a copy of
+    the column before each check, and the check realign its parsed values to it.
     """
     latest = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
     latest_us = (latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)).value // 1000
 
-    def values(s: pd.Series, name: str, parse) -> pd.Series:
-        # Pandera hands a check only the non-missing values (ignore_na): align by label.
-        if parsed is not None:
-            known = getattr(parsed, name)
-            return known if len(known) == len(s) else known.reindex(s.index)
-        return pd.Series(parse(s), index=s.index)
+    def values(s: pd.Series, name: str, parse) -> np.ndarray:
+        if parsed is None:
+            return parse(s)
+        known = getattr(parsed, name)
+        # The checks get whole columns (no ignore_na), so the parsed values line up; a
+        # caller validating some other frame with this schema gets them by label.
+        return (known if known.index.equals(s.index) else known.reindex(s.index)).to_numpy()
 
     def check(fn, reason: str) -> pa.Check:
-        # ignore_na: a missing value is the nullable rule's business, not this one's.
-        return pa.Check(fn, name=reason, ignore_na=True, error=reason)
+        return pa.Check(fn, name=reason, ignore_na=False, error=reason)
 
     def required(*checks: pa.Check) -> pa.Column:
         return pa.Column(None, checks=list(checks), nullable=False, required=True)
@@ -115,28 +181,36 @@ def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.Dat
         return pa.Column(None, checks=list(checks), nullable=True, required=True)
 
     def timestamp_ok(s: pd.Series) -> pd.Series:
-        return values(s, "timestamp_us", timestamp_micros) <= latest_us  # NaN compares False
+        if parsed is None:
+            micros, known = _timestamp_micros(_text(s))
+        else:
+            micros, known = values(s, "timestamp_us", None), values(s, "timestamp_known", None)
+        return _series((known & (micros <= latest_us)) | _missing(s), s)
 
-    def price(s: pd.Series) -> pd.Series:
+    def price(s: pd.Series) -> np.ndarray:
         return values(s, "price", price_values)
 
+    def price_ok(s: pd.Series) -> pd.Series:
+        # A negative price "parses": it is negative_price, not also invalid_price.
+        return _series(np.less_equal(price(s), c.PRICE_MAX) | _missing(s), s)  # NaN compares False
+
+    def price_not_negative(s: pd.Series) -> pd.Series:
+        return _series(~np.less(price(s), c.PRICE_MIN), s)
+
     def quantity_ok(s: pd.Series) -> pd.Series:
-        return values(s, "quantity", quantity_values).between(c.QUANTITY_MIN, c.QUANTITY_MAX)
+        quantity = values(s, "quantity", quantity_values)
+        return _series((np.greater_equal(quantity, c.QUANTITY_MIN) & np.less_equal(quantity, c.QUANTITY_MAX)) | _missing(s), s)
 
     return pa.DataFrameSchema(
         {
-            "event_id": required(check(lambda s: _matches(s, c.UUID_PATTERN), c.INVALID_EVENT_ID)),
-            "user_id": required(check(lambda s: _matches(s, c.USER_ID_PATTERN), c.INVALID_USER_ID)),
-            "session_id": optional(check(lambda s: _matches(s, c.UUID_PATTERN), c.INVALID_SESSION_ID)),
-            "event_type": required(check(lambda s: s.isin(c.EVENT_TYPES), c.INVALID_EVENT_TYPE)),
-            "product_id": required(check(lambda s: _matches(s, c.PRODUCT_ID_PATTERN), c.INVALID_PRODUCT_ID)),
+            "event_id": required(check(_pattern_check(c.UUID_PATTERN), c.INVALID_EVENT_ID)),
+            "user_id": required(check(_pattern_check(c.USER_ID_PATTERN), c.INVALID_USER_ID)),
+            "session_id": optional(check(_pattern_check(c.UUID_PATTERN), c.INVALID_SESSION_ID)),
+            "event_type": required(check(_one_of(c.EVENT_TYPES), c.INVALID_EVENT_TYPE)),
+            "product_id": required(check(_pattern_check(c.PRODUCT_ID_PATTERN), c.INVALID_PRODUCT_ID)),
             "product_name": optional(check(_length_at_most(c.MAX_LENGTHS["product_name"]), c.FIELD_TOO_LONG)),
             "category": optional(check(_length_at_most(c.MAX_LENGTHS["category"]), c.FIELD_TOO_LONG)),
-            "price": required(
-                # A negative price "parses": it is negative_price, not also invalid_price.
-                check(lambda s: price(s).le(c.PRICE_MAX), c.INVALID_PRICE),
-                check(lambda s: ~price(s).lt(c.PRICE_MIN), c.NEGATIVE_PRICE),
-            ),
+            "price": required(check(price_ok, c.INVALID_PRICE), check(price_not_negative, c.NEGATIVE_PRICE)),
             "quantity": required(check(quantity_ok, c.INVALID_QUANTITY)),
             "event_timestamp": required(check(timestamp_ok, c.INVALID_TIMESTAMP)),
         },
@@ -164,15 +238,18 @@ def count_reasons(reasons: pd.Series) -> dict[str, int]:
 
 
 def normalize(raw: pd.DataFrame) -> pd.DataFrame:
-    """Contract columns only, surrounding blanks trimmed, empty text as missing."""
-    out = pd.DataFrame(index=raw.index)
+    """Contract columns only, surrounding blanks trimmed, empty text as missing.
+
+    The columns stay Arrow text (no copy of the values through pandas).
+    """
+    columns = {}
     for column in c.COLUMNS:
         if column in raw.columns:
-            values = raw[column].astype(_TEXT).str.strip()
-            out[column] = values.mask(values.eq("") | values.isna(), None)
+            trimmed = pc.utf8_trim_whitespace(_text(raw[column]))  # what pandas' str.strip() does on Arrow text
+            columns[column] = _where(pc.not_equal(trimmed, ""), trimmed)
         else:
-            out[column] = pd.Series(None, index=raw.index, dtype=_TEXT)
-    return out
+            columns[column] = pa_arrow.nulls(len(raw), pa_arrow.string())
+    return pd.DataFrame({name: pd.arrays.ArrowExtensionArray(values) for name, values in columns.items()}, index=raw.index)
 
 
 def validate(raw: pd.DataFrame, *, now: dt.datetime | None = None) -> ValidationResult:
@@ -180,58 +257,100 @@ def validate(raw: pd.DataFrame, *, now: dt.datetime | None = None) -> Validation
     now = now or dt.datetime.now(dt.timezone.utc)
     clean = normalize(raw)
     parsed = ParsedValues.of(clean)
-    failures = _failures(clean, now, parsed)
-    if failures.empty:
-        bad_index = pd.Index([], dtype=clean.index.dtype)
-        rejected = raw.iloc[0:0].reindex(columns=list(c.COLUMNS))
-        rejected["reasons"] = pd.Series(dtype=object)
-        rejected["details"] = pd.Series(dtype=object)
-    else:
-        ordered = failures.assign(order=failures["reason"].map(_REASON_ORDER)).sort_values(["index", "order"], kind="stable")
-        reasons = _lists_by_index(ordered.drop_duplicates(["index", "reason"]), "reason")
-        details = _lists_by_index(failures.sort_values("index", kind="stable"), "detail")
-        bad_index = reasons.index
-        rejected = raw.reindex(columns=list(c.COLUMNS)).loc[bad_index].astype(object)
-        rejected = rejected.where(rejected.notna(), None)
-        rejected["reasons"] = reasons
-        rejected["details"] = details
-    keep = ~clean.index.isin(bad_index)
-    valid = clean[keep].copy()
-    valid["event_id"] = valid["event_id"].str.lower()
-    valid["event_ts_us"] = parsed.timestamp_us.to_numpy()[keep].astype(np.int64)
-    return ValidationResult(valid=valid, rejected=rejected)
+    failures = failures_of(failure_cases(build_schema(now, parsed), clean))
+    return split(raw, clean, parsed, failures)
 
 
-def _failures(clean: pd.DataFrame, now: dt.datetime, parsed: ParsedValues) -> pd.DataFrame:
+def failure_cases(schema: pa.DataFrameSchema, clean: pd.DataFrame) -> pd.DataFrame | None:
+    """Pandera's failure cases of ``clean``, column by column in the schema's order (``None`` when every row passes).
+
+    Each column is validated with a ``SeriesSchema`` of that column's rules rather than
+    the frame with the whole schema: the frame schema gathers its failure cases three
+    times over (twice per column, once more for the frame; each time small pandas frames
+    built, concatenated and sorted, most of the cost of a block), and that last sort is
+    not stable, so a row's details came out in an order that changed with the other rows
+    of the block. Here they follow the schema: column order, the missing value first.
+    """
+    parts = []
+    for name, column in schema.columns.items():
+        rules = pa.SeriesSchema(None, checks=column.checks, nullable=column.nullable, name=name)
+        try:
+            # inplace: nothing coerces or fills in, so Pandera's defensive copy is waste.
+            rules.validate(clean[name], lazy=True, inplace=True)
+        except SchemaErrors as err:
+            parts.append(err.failure_cases)
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def failures_of(cases: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (row index, reason, column) that fails, empty when all rows pass."""
-    try:
-        build_schema(now, parsed).validate(clean, lazy=True)
-    except SchemaErrors as err:
-        cases = err.failure_cases
-    else:
+    if cases is None:
         return pd.DataFrame(columns=["index", "reason", "detail"])
     unexpected = cases[cases["index"].isna()]
     if not unexpected.empty:
         # Only schema-level failures lack a row index; normalize() rules them out, so
         # reaching here is a bug in this module, not bad input.
         raise RuntimeError(f"schema-level validation failure: {unexpected.to_dict('records')}")
-    reason = cases["check"].astype(str).where(cases["check"] != "not_nullable", c.MISSING_REQUIRED_FIELD)
+    checks = cases["check"].astype(str).to_numpy()
+    reason = np.where(checks == "not_nullable", c.MISSING_REQUIRED_FIELD, checks).astype(object)
     return pd.DataFrame(
         {
             "index": cases["index"].to_numpy(),
-            "reason": reason.to_numpy(),
-            "detail": (cases["column"].astype(str) + ": " + reason).to_numpy(),
+            "reason": reason,
+            "detail": (cases["column"].astype(str).to_numpy().astype(object) + ": " + reason),
         }
     )
 
 
-def _lists_by_index(frame: pd.DataFrame, column: str) -> pd.Series:
-    """``frame[column]`` gathered into one list per index value (``frame`` sorted by index).
+def split(raw: pd.DataFrame, clean: pd.DataFrame, parsed: ParsedValues, failures: pd.DataFrame) -> ValidationResult:
+    """The rows of ``raw`` without failures (cleaned, typed) and those with (as sent, with their reasons)."""
+    rejected = rejected_rows(raw, failures)
+    return ValidationResult(valid=valid_rows(clean, parsed, rejected.index), rejected=rejected)
 
-    A split of the sorted array: pandas' ``groupby(...).agg(list)`` runs Python per group.
+
+def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """The failing rows of ``raw`` as sent, with their reasons (contract order, each once) and details."""
+    if failures.empty:
+        rejected = raw.iloc[0:0].reindex(columns=list(c.COLUMNS))
+        rejected["reasons"] = pd.Series(dtype=object)
+        rejected["details"] = pd.Series(dtype=object)
+        return rejected
+    index = failures["index"].to_numpy()
+    reason = failures["reason"].to_numpy()
+    order = _REASONS.get_indexer(reason)
+    order[order < 0] = len(_REASONS)  # a name that is no reason (a bug) sorts last, as a NaN did
+    by_reason = np.lexsort((order, index))
+    index_r, order_r = index[by_reason], order[by_reason]
+    firsts = np.r_[True, (index_r[1:] != index_r[:-1]) | (order_r[1:] != order_r[:-1])]
+    reasons = _lists_by_index(index_r[firsts], reason[by_reason][firsts])
+    by_index = np.argsort(index, kind="stable")  # a row's details in the order of the failures: the schema's
+    details = _lists_by_index(index[by_index], failures["detail"].to_numpy()[by_index])
+    rejected = raw.reindex(columns=list(c.COLUMNS)).loc[reasons.index].astype(object)
+    rejected = rejected.where(rejected.notna(), None)
+    rejected["reasons"] = reasons
+    rejected["details"] = details
+    return rejected
+
+
+def valid_rows(clean: pd.DataFrame, parsed: ParsedValues, bad_index: pd.Index) -> pd.DataFrame:
+    """The rows of ``clean`` not in ``bad_index``: event_id in lower case, the timestamp as ``event_ts_us``."""
+    keep = ~clean.index.isin(bad_index)
+    # One Arrow filter per column: a pandas row selection goes through take() per column.
+    rows = pa_arrow.array(keep, pa_arrow.bool_())
+    columns = {name: pc.filter(_text(clean[name]), rows) for name in clean.columns}
+    columns["event_id"] = pc.utf8_lower(columns["event_id"])
+    valid = pd.DataFrame({name: pd.arrays.ArrowExtensionArray(values) for name, values in columns.items()}, index=clean.index[keep])
+    valid["event_ts_us"] = parsed.timestamp_us.to_numpy()[keep]
+    return valid
+
+
+def _lists_by_index(index: np.ndarray, values: np.ndarray) -> pd.Series:
+    """``values`` (text) gathered into one list per index value (``index`` sorted).
+
+    Arrow builds the lists from the run offsets: pandas' ``groupby(...).agg(list)`` runs
+    Python per group, and even a split of the sorted array makes a view per row.
     """
-    index = frame["index"].to_numpy()
-    values = frame[column].to_numpy()
     starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    parts = np.split(values, starts[1:])
-    return pd.Series([part.tolist() for part in parts], index=index[starts], dtype=object)
+    offsets = pa_arrow.array(np.r_[starts, len(index)].astype(np.int32))
+    lists = pa_arrow.ListArray.from_arrays(offsets, pa_arrow.array(values, pa_arrow.string())).to_pylist()
+    return pd.Series(lists, index=index[starts], dtype=object)

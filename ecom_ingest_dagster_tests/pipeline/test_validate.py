@@ -141,3 +141,122 @@ def test_generator_rows_validate_as_the_generator_intended():
     assert sorted(result.rejected.index) == sorted(expected_bad)
     for idx, reasons in result.rejected["reasons"].items():
         assert list(reasons) == [frame.loc[idx, "expected_reason"]]
+
+
+# -- the stages validate() is made of, and the edges of the typed values -----------------------------
+
+from ecom_ingest_dagster.pipeline import validate as validation  # noqa: E402
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _micros(text: str) -> int:
+    return (dt.datetime.fromisoformat(text.replace("Z", "+00:00")) - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def test_normalize_keeps_arrow_text_trims_and_blanks_missing():
+    raw = pd.DataFrame({"event_id": [" a ", "", "  ", None, "\tb\n"], "extra": ["x"] * 5})
+    clean = validation.normalize(raw)
+    assert list(clean.columns) == list(c.COLUMNS)
+    assert all(isinstance(dtype, pd.ArrowDtype) for dtype in clean.dtypes)
+    assert clean["event_id"].tolist() == ["a", pd.NA, pd.NA, pd.NA, "b"]
+    assert clean["session_id"].isna().all()  # an absent column is all missing
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-28T12:00:00+05:30", "2026-11-28 09:00:00-0300", "2026-11-28T09:00:00+05", "2026-11-28T10:15Z",
+        "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z",
+        # Far past: beyond what a float64 holds to the microsecond (~1684 and before).
+        "1600-06-01T12:00:00.123457Z", "0001-01-01T00:00:00.000001Z",
+    ],
+)
+def test_valid_timestamps_to_the_microsecond(stamp):
+    result = validate(pd.DataFrame([{**GOOD, "event_timestamp": stamp}]), now=NOW)
+    assert len(result.rejected) == 0
+    assert result.valid["event_ts_us"].dtype == "int64"
+    assert int(result.valid["event_ts_us"].iloc[0]) == _micros(stamp)
+
+
+def test_impossible_date_sends_the_block_to_the_slow_parser_with_the_same_answers():
+    stamps = ["2026-11-28T12:00:00+05:30", "2026-02-30T00:00:00Z", "2026-11-28T10:15:30.123456789Z", "2026-11-28 09:00:00-0300"]
+    result = validate(pd.DataFrame([{**GOOD, "event_timestamp": s} for s in stamps]), now=NOW)
+    assert list(result.rejected.index) == [1]
+    assert list(result.rejected["reasons"].iloc[0]) == [c.INVALID_TIMESTAMP]
+    assert result.valid["event_ts_us"].tolist() == [_micros(stamps[0]), _micros("2026-11-28T10:15:30.123456Z"), _micros(stamps[3])]
+
+
+def test_optional_fields_missing_and_upper_case_uuids():
+    rows = [
+        {**GOOD, "session_id": None, "product_name": None, "category": None},
+        {**GOOD, "event_id": GOOD["event_id"].upper(), "session_id": GOOD_ROW["session_id"].upper()},
+    ]
+    result = validate(pd.DataFrame(rows), now=NOW)
+    assert len(result.rejected) == 0
+    assert result.valid["session_id"].tolist()[0] is pd.NA
+    assert result.valid["product_name"].isna().tolist() == [True, False]
+    assert result.valid["event_id"].tolist() == [GOOD["event_id"]] * 2  # lower case
+    assert result.valid["session_id"].tolist()[1] == GOOD_ROW["session_id"].upper()  # as sent: the COPY reads it as a uuid
+
+
+@pytest.mark.parametrize("price", ["0", "0.00", "-0", "1000000", "1000000.00", ".5", "+3"])
+def test_prices_at_the_edges_are_valid_and_kept_as_sent(price):
+    result = validate(pd.DataFrame([{**GOOD, "price": f" {price} "}]), now=NOW)
+    assert len(result.rejected) == 0
+    assert result.valid["price"].iloc[0] == price
+
+
+def test_the_schema_alone_gives_the_same_failures_as_validate():
+    # build_schema(now) without parsed values: the checks parse the columns themselves.
+    frame = pd.DataFrame(
+        [GOOD, {**GOOD, "price": "-1", "quantity": "0"}, {**GOOD, "event_timestamp": "2026-12-30T00:00:00Z", "event_id": None},
+         {**GOOD, "session_id": "s", "product_name": "x" * 201}],
+        index=[5, 6, 7, 8],
+    )
+    clean = validation.normalize(frame)
+    alone = validation.failures_of(validation.failure_cases(validation.build_schema(NOW), clean))
+    with_parsed = validation.failures_of(validation.failure_cases(validation.build_schema(NOW, validation.ParsedValues.of(clean)), clean))
+    pd.testing.assert_frame_equal(alone, with_parsed)
+    assert sorted(zip(alone["index"], alone["detail"])) == [
+        (6, "price: negative_price"), (6, "quantity: invalid_quantity"),
+        (7, "event_id: missing_required_field"), (7, "event_timestamp: invalid_timestamp"),
+        (8, "product_name: field_too_long"), (8, "session_id: invalid_session_id"),
+    ]
+
+
+def test_failure_cases_none_when_every_row_passes():
+    clean = validation.normalize(pd.DataFrame([GOOD]))
+    assert validation.failure_cases(validation.build_schema(NOW), clean) is None
+    assert validation.failures_of(None).empty
+
+
+def test_a_rows_details_come_in_schema_order_whatever_else_the_block_holds():
+    bad = {**GOOD, "event_id": "x", "user_id": "u", "event_type": "look", "price": "-3", "quantity": "0",
+           "event_timestamp": "soon", "session_id": "s", "product_name": "n" * 300, "product_id": "p"}
+    expected = [
+        "event_id: invalid_event_id", "user_id: invalid_user_id", "session_id: invalid_session_id",
+        "event_type: invalid_event_type", "product_id: invalid_product_id", "product_name: field_too_long",
+        "price: negative_price", "quantity: invalid_quantity", "event_timestamp: invalid_timestamp",
+    ]
+    for others in (0, 1, 4, 39):
+        frame = pd.DataFrame([bad] + [{**bad, "price": None, "category": "c" * 101}] * others + [GOOD] * 3)
+        result = validate(frame, now=NOW)
+        assert list(result.rejected["details"].iloc[0]) == expected
+        if others:
+            assert list(result.rejected["details"].iloc[1]) == expected[:6] + [
+                "category: field_too_long", "price: missing_required_field", *expected[7:]]
+
+
+def test_rejected_and_valid_rows_split_by_the_failures():
+    frame = pd.DataFrame([GOOD, {**GOOD, "price": "abc", "user_id": None}, GOOD], index=[3, 1, 2])
+    clean = validation.normalize(frame)
+    parsed = validation.ParsedValues.of(clean)
+    failures = validation.failures_of(validation.failure_cases(validation.build_schema(NOW, parsed), clean))
+    rejected = validation.rejected_rows(frame, failures)
+    assert list(rejected.index) == [1]
+    assert list(rejected["reasons"].iloc[0]) == [c.MISSING_REQUIRED_FIELD, c.INVALID_PRICE]  # the contract's order
+    assert rejected.loc[1, "user_id"] is None
+    valid = validation.valid_rows(clean, parsed, rejected.index)
+    assert list(valid.index) == [3, 2] and list(valid.columns) == list(c.COLUMNS) + ["event_ts_us"]
+    pd.testing.assert_frame_equal(valid, validate(frame, now=NOW).valid)
