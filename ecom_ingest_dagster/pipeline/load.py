@@ -328,8 +328,12 @@ class _BinarySink:
         self._header: bytes | None = self._encoder.write_header()
 
     def encode(self, valid: pd.DataFrame, file_name: str, batch_id: int) -> bytes:
-        batches = _binary_frame(valid, self.arrow_schema, file_name, batch_id).to_batches()
-        parts = [self._encoder.write_batch(batch) for batch in batches]
+        return self.encode_table(_binary_frame(valid, self.arrow_schema, file_name, batch_id))
+
+    def encode_table(self, frame: pa.Table) -> bytes:
+        """An Arrow table of exactly ``arrow_schema`` as COPY data: public so the bench's
+        binary-COPY ceiling sends its prepared tables through this very encoder."""
+        parts = [self._encoder.write_batch(batch) for batch in frame.to_batches()]
         if self._header is not None:
             parts.insert(0, self._header)
             self._header = None

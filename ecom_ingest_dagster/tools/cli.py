@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--file", help="only rows of this source file (base name)")
     replay.add_argument("--reason", help="only rows rejected for this reason")
 
-    bench = commands.add_parser("bench", help="benchmark against raw COPY and Spark JDBC; latency of both modes")
+    bench = commands.add_parser("bench", help="benchmark against psql COPY, the binary-COPY ceiling and Spark JDBC; latency of both modes")
     bench.add_argument("--rows", type=int, default=1_000_000, help="rows for the bulk benchmark (default 1,000,000; 0 skips it)")
     bench.add_argument("--invalid-rate", type=_rate, default=0.02, help="share of invalid rows (default 0.02)")
     bench.add_argument("--repeat", type=_positive_int, default=3, help="repetitions; medians are reported (default 3)")
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--history", type=int, default=0,
                        help="files of landing history for the flat-cost benchmark (e.g. 100000; default 0: skip)")
     bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
+    bench.add_argument("--no-adbc", action="store_true",
+                       help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder (default ./bench-results)")
 
     report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
@@ -306,7 +308,7 @@ def _bench(settings: Settings, args) -> int:
         url = pipeline.database_url
     config = bench.BenchConfig(
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
-        repeat=args.repeat, jdbc=not args.no_jdbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
+        repeat=args.repeat, jdbc=not args.no_jdbc, adbc=not args.no_adbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
         history=args.history, log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     results = bench.run(config)

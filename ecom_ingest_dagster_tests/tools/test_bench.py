@@ -7,6 +7,7 @@ comparison ran, accounted for every row, and the results files exist.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -30,10 +31,17 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     assert bulk["raw_copy_rows_per_s"] > 0 and bulk["pipeline_rows_per_s"] > 0
     assert bulk["pipeline_peak_rss_mb"] > 100  # the JVM alone is bigger than that
     assert bulk["spark_jdbc_note"] == "skipped"
+    # the headline ratio and the ceiling ran on the same rows, one repetition each
+    assert bulk["binary_copy_rows_per_s"] > 0 and bulk["typed_copy_rows_per_s"] > 0
+    assert len(bulk["vs_psql_keyed"]["per_repetition"]) == len(bulk["of_ceiling"]["per_repetition"]) == 1
+    assert bulk["vs_psql_keyed"]["median"] > 0 and bulk["of_ceiling"]["median"] > 0
+    loaded = {run["rows"] for name in ("typed_copy", "binary_copy", "adbc_copy") for run in results["bulk"]["runs"][name]}
+    assert loaded == {results["bulk"]["runs"]["pipeline"][0]["loaded"]}  # every COPY took the rows we loaded
+    assert (bulk["adbc_copy_rows_per_s"] or 0) > 0 or bulk["adbc_copy_note"]
     assert results["latency_continuous"]["drops"] == 2
     assert results["latency_continuous"]["p50_ms"] > 0
     text = (run_dir / "results.md").read_text()
-    assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text
+    assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text and "binary COPY ceiling" in text
     assert "Continuous mode" in done.stdout
 
 
@@ -69,3 +77,61 @@ def test_history_bench_measures_every_case_and_cleans_up(tmp_path, database_url,
     # and the results render
     text = bench.markdown({"started_at": "now", "machine": bench.machine(), "config": {}, "history": result})
     assert "### Landing history: 200 files" in text and "old whole-ledger replaced-file check" in text
+
+
+def _runs(typed_s, binary_s, ours_s, rss_mb):
+    """Synthetic bulk runs (three repetitions) in the shape ``bench.bulk`` collects them."""
+    rows = 1000
+
+    def loader(seconds, **extra):
+        return [{"seconds": t, "rows": rows, "rows_per_s": rows / t, **extra} for t in seconds]
+
+    return {
+        "raw_copy": loader([1.0, 1.0, 1.0], tool="psql \\copy"),
+        "typed_copy": loader(typed_s),
+        "binary_copy": loader(binary_s, encode_s=0.1),
+        "adbc_copy": [],
+        "spark_jdbc": [],
+        "pipeline": [
+            {"rows": rows, "loaded": rows, "rejected": 0, "correct": True, "steady_s": t, "wall_s": t + 10,
+             "startup_s": 10, "rows_per_s": rows / t, "peak_rss_mb": m, "batch_rows_per_s": [rows / t, rows / t / 2],
+             "stage_ms": {"read_parse": 1, "validation": 2, "dataframe_creation": 3, "db_write_wait": 4}}
+            for t, m in zip(ours_s, rss_mb)
+        ],
+    }
+
+
+def test_bulk_summary_takes_each_repetitions_ratio_then_the_median_and_the_markdown_shows_them():
+    from ecom_ingest_dagster.tools import bench
+
+    runs = _runs(typed_s=[3.0, 2.0, 4.0], binary_s=[2.0, 1.5, 2.4], ours_s=[2.0, 2.0, 2.0], rss_mb=[1400, 1600, 1450])
+    s = bench.summarize_bulk(runs, 1000, {"adbc_copy": "skipped", "spark_jdbc": "skipped"})
+
+    # psql keyed seconds / our processing seconds, per repetition, then the median
+    assert s["vs_psql_keyed"]["per_repetition"] == [1.5, 1.0, 2.0]
+    assert s["vs_psql_keyed"]["median"] == 1.5 and s["vs_psql_keyed"]["met"] is True
+    assert s["of_ceiling"]["per_repetition"] == [1.0, 0.75, 1.2] and s["of_ceiling"]["met"] is True
+    assert s["binary_copy_vs_psql"] == statistics.median([1.5, 2.0 / 1.5, 4.0 / 2.4])
+    # memory is judged on its worst repetition
+    assert s["peak_rss"]["median_mb"] == 1450 and s["peak_rss"]["max_mb"] == 1600 and s["peak_rss"]["met"] is False
+    assert s["adbc_copy_vs_psql"] is None and s["adbc_copy_note"] == "skipped"
+    assert [r["rep"] for r in s["repetitions"]] == [1, 2, 3] and "adbc_copy_s" not in s["repetitions"][0]
+    assert s["repetitions"][1]["typed_copy_s"] == 2.0 and s["repetitions"][1]["vs_psql_keyed"] == 1.0
+    assert s["pipeline_batch_rows_per_s"] == [500.0, 250.0]
+    assert s["order"] == ["raw_copy", "typed_copy", "binary_copy", "pipeline"]
+
+    text = bench.markdown({"started_at": "now", "machine": bench.machine(), "config": {"invalid_rate": 0.02},
+                           "bulk": {"summary": s, "runs": runs}})
+    assert "### Bulk load: 1,000 rows, 2% invalid, medians of 3 repetitions" in text
+    assert "psql `\\copy` keyed / our processing: 1.50×** median (per repetition 1.50, 1.00, 2.00)" in text
+    assert "target ≥ 1.30×: met" in text and "target ≤ 1,500 MB: **not met**" in text
+    assert "| 2 | 1.00 | 2.00 | 1.50 | n/a | n/a | 2.00 | 12.00 | 1.00 | 0.75 | 1,600 |" in text
+    assert "last/first 0.50" in text
+
+
+def test_bulk_summary_reports_a_missed_target_as_missed():
+    from ecom_ingest_dagster.tools import bench
+
+    s = bench.summarize_bulk(_runs([1.0, 1.0, 1.0], [0.8, 0.8, 0.8], [1.2, 1.0, 1.1], [900, 900, 900]), 1000)
+    assert s["vs_psql_keyed"]["met"] is False and s["of_ceiling"]["met"] is False and s["peak_rss"]["met"] is True
+    assert s["of_ceiling"]["median"] == 0.8 / 1.1
