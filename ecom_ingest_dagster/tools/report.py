@@ -261,7 +261,7 @@ def stage_shares(summary: Mapping) -> list[tuple[str, float, float]]:
         ms = summary["stage_avg_ms"][stage] or 0.0
         rows.append((STAGE_LABELS[stage], ms, 100.0 * ms / total if total else 0.0))
     other = max(total - sum(ms for _, ms, _ in rows), 0.0)
-    rows.append(("Spark scheduling & ledger (rest)", other, 100.0 * other / total if total else 0.0))
+    rows.append(("Scheduling & ledger (rest)", other, 100.0 * other / total if total else 0.0))
     return rows
 
 
@@ -443,7 +443,8 @@ def _latency_analysis(s: Mapping, shares, dominant, targets: Targets) -> str:
     if dominant is not None:
         rest = shares[-1]
         text += (f" Of the measured stages, {dominant[0]} takes the most time ({_num(dominant[1])} ms, "
-                 f"{_num(dominant[2])}% of a batch); Spark scheduling and the ledger account for {_num(rest[2])}%.")
+                 f"{_num(dominant[2])}% of a batch); scheduling (a Spark job, none for a batch the driver loads) "
+                 f"and the ledger account for {_num(rest[2])}%.")
     return text
 
 
@@ -513,67 +514,140 @@ def _break_gaps(times: Sequence[dt.datetime], values: Sequence, max_gap_s: float
     return out_t, out_v
 
 
+def plotted_stages(summary: Mapping) -> tuple[list[tuple[str, float, float]], list[str]]:
+    """The stage bars worth drawing, and the labels of those that are not.
+
+    A stage that ran takes time: exactly 0 ms means it never ran in the window (no batches,
+    or only files rejected whole, which are not shaped into frames). The remainder is
+    clamped at 0 when the stages, summed over parallel tasks, outlast the batch: 0 there is
+    not a measurement either. Neither is drawn as a bar; the caption names them.
+    """
+    rows = stage_shares(summary)
+    return [row for row in rows if row[1] > 0], [label for label, ms, _ in rows if ms <= 0]
+
+
+def plotted_reasons(summary: Mapping) -> tuple[list[str], str | None]:
+    """The reasons the rejections plot draws a bar for, and its caption (None: no caption).
+
+    Every row reason is drawn, 0 included (each is a real count, and a fixed axis keeps
+    reports comparable). The whole-file reasons count the rows of files rejected whole, so
+    they are all 0 by construction when no file was: then they are left out and the
+    caption says so.
+    """
+    file_rows = sum(int(summary["reason_counts"].get(r, 0)) for r in c.FILE_REJECTION_REASONS)
+    if not summary["total_records"]:
+        return [], None
+    if not summary["rejected_records"]:
+        return [], f"none of the {summary['total_records']:,} rows was rejected"
+    if summary["files_rejected"] or file_rows:
+        return [*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS], None
+    return list(c.REJECTION_REASONS), "files rejected whole: none"
+
+
 def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
+    """Write the report's PNG plots into ``out_dir``; returns them by name (``PLOTS``)."""
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    for name, fig in plot_figures(data).items():
+        paths[name] = out_dir / PLOTS[name]
+        fig.savefig(paths[name], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def plot_figures(data: ReportData) -> dict:
+    """The report's plots as matplotlib figures, laid out and captioned, by name (``PLOTS``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     s = data.summary
-    paths = {name: out_dir / filename for name, filename in PLOTS.items()}
+    figures = {}
 
-    def finish(fig, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(paths[name], dpi=110)
-        plt.close(fig)
+    def finish(fig, name: str, caption: str | None = None) -> None:
+        if caption:
+            # Under the axes: what the plot leaves out, so a missing bar is not a mystery.
+            fig.text(0.01, 0.01, caption, ha="left", va="bottom", color="dimgray", fontsize=9)
+        fig.tight_layout(rect=(0, 0.05, 1, 1) if caption else None)
+        figures[name] = fig
 
     def empty(ax, text: str) -> None:
         ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    def legend_above(ax, *args) -> None:
+        # Between the title and the axes: inside the axes a legend hides data (it hid the
+        # first run's memory line), beside the title it runs into it.
+        ax.legend(*args, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, fontsize=9)
+
+    def counts(axis) -> None:
+        # A count has no 1.5: ticks on whole numbers only.
+        axis.set_major_locator(MaxNLocator(integer=True))
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if data.batches:
         times, values = _break_gaps([b["committed_at"] for b in data.batches], [b["records_per_second"] for b in data.batches], 30)
-        ax.plot(times, values, marker="o", linewidth=1.2)
+        ax.plot(times, values, marker="o", linewidth=1.2, label="one micro-batch")
         ax.axhline(s["avg_records_per_second"], color="tab:green", linestyle="--", label=f"average {_num(s['avg_records_per_second'])}")
-        ax.legend(loc="best")
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 150,000, not 150000
+        legend_above(ax)
         fig.autofmt_xdate()
     else:
         empty(ax, "no batches in the window")
-    ax.set_title("Throughput per micro-batch")
+    ax.set_title("Throughput per micro-batch", pad=22 if data.batches else None)
     ax.set_ylabel("records / second")
-    finish(fig, "throughput")
+    finish(fig, "throughput", "batches more than 30 s apart are not joined: the gap is idle time, not a trend"
+           if data.batches else None)
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     latencies = [float(b["total_processing_time_ms"]) for b in data.batches]
     if latencies:
         ax.hist(latencies, bins=min(30, max(5, len(latencies))), color="tab:blue", alpha=0.75)
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        counts(ax.yaxis)
         for key, color in (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red")):
             value = s["batch_latency_ms"][key]
             ax.axvline(value, color=color, linestyle="--", label=f"{key} {_num(value)} ms")
-        ax.legend(loc="best")
+        legend_above(ax)
     else:
         empty(ax, "no batches in the window")
-    ax.set_title("Micro-batch latency distribution")
+    ax.set_title("Micro-batch latency distribution", pad=22 if latencies else None)
     ax.set_xlabel("ms")
     ax.set_ylabel("batches")
     finish(fig, "latency")
 
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    shares = stage_shares(s)
-    ax.barh([label for label, _, _ in shares][::-1], [ms for _, ms, _ in shares][::-1], color="tab:purple")
+    shown, not_run = plotted_stages(s)
+    if shown:
+        ax.barh([label for label, _, _ in shown][::-1], [ms for _, ms, _ in shown][::-1], color="tab:purple")
+        for label, ms, pct in shown:
+            ax.annotate(f" {_num(pct, 1)}%", (ms, label), va="center", fontsize=8, color="dimgray")
+        ax.margins(x=0.12)
+        ax.set_xlabel("ms")
+    else:
+        empty(ax, "no batches in the window")
     ax.set_title("Average time per stage in a micro-batch")
-    ax.set_xlabel("ms")
-    finish(fig, "stages")
+    finish(fig, "stages", f"none (0 ms, not drawn): {', '.join(not_run)}" if shown and not_run else None)
 
-    fig, ax = plt.subplots(figsize=(8, 4))
-    reasons = [r for r in c.REJECTION_REASONS + c.FILE_REJECTION_REASONS]
-    counts = [int(s["reason_counts"].get(r, 0)) for r in reasons]
-    ax.barh(reasons[::-1], counts[::-1], color="tab:red")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    reasons, caption = plotted_reasons(s)
+    fig, ax = plt.subplots(figsize=(8, 4 if len(reasons) > len(c.REJECTION_REASONS) else 3.4))
+    if reasons:
+        values = [int(s["reason_counts"].get(r, 0)) for r in reasons]
+        ax.barh(reasons[::-1], values[::-1], color="tab:red")
+        for reason, n in zip(reasons, values):
+            ax.annotate(f" {n:,}", (n, reason), va="center", fontsize=8, color="dimgray")
+        ax.margins(x=0.08)
+        counts(ax.xaxis)
+        ax.set_xlabel("rows (a row counts once per reason it has)")
+    else:
+        empty(ax, caption or "no batches in the window")
+        caption = None
     ax.set_title("Rejections by reason")
-    ax.set_xlabel("rows")
-    finish(fig, "rejections")
+    finish(fig, "rejections", caption)
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     if data.samples:
@@ -581,15 +655,17 @@ def draw_plots(data: ReportData, out_dir: Path) -> dict[str, Path]:
         times, cpu = _break_gaps(stamps, [x["cpu_pct"] for x in data.samples], 5)
         ax.plot(times, cpu, color="tab:orange", label="CPU % (one core = 100)")
         ax.set_ylabel("CPU %")
+        ax.set_ylim(bottom=0)
         ax2 = ax.twinx()
         times, rss = _break_gaps(stamps, [x["rss_mb"] for x in data.samples], 5)
         ax2.plot(times, rss, color="tab:blue", label="memory MB")
         ax2.set_ylabel("memory (MB)")
+        ax2.set_ylim(bottom=0)
         lines = ax.get_lines() + ax2.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], loc="upper left")
+        legend_above(ax, lines, [line.get_label() for line in lines])
         fig.autofmt_xdate()
     else:
         empty(ax, "no resource samples in the window")
-    ax.set_title("Resource use over time (process tree)")
+    ax.set_title("Resource use over time (process tree)", pad=22 if data.samples else None)
     finish(fig, "resources")
-    return paths
+    return figures

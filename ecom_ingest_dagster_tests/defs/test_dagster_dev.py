@@ -5,7 +5,9 @@ The `dagster_dev` fixture (``conftest.py``) serves every module of this package.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_dropped_files_lead_to_a_successful_sensor_launched_run(dagster_dev):
+    since = time.time()  # the package's other modules share this dagster dev: only this test's runs
     frame = generate_events(60, rng=np.random.default_rng(11), invalid_rate=0.05)
     write_drop(frame.iloc[:30], dagster_dev["landing"], "e2e_0001.csv")
     write_drop(frame.iloc[30:], dagster_dev["landing"], "e2e_0002.csv")
@@ -32,7 +35,7 @@ def test_dropped_files_lead_to_a_successful_sensor_launched_run(dagster_dev):
             records = instance.get_run_records(
                 filters=dg.RunsFilter(job_name="ingest_job", tags={"dagster/sensor_name": "landing_sensor"})
             )
-            done = [r.dagster_run for r in records if r.dagster_run.is_finished]
+            done = [r.dagster_run for r in records if r.dagster_run.is_finished and r.create_timestamp.timestamp() >= since]
             return done[0] if done else None
 
         run = wait_for(finished_sensor_run, 240, "a sensor-launched ingest run to finish", interval=2)
@@ -42,14 +45,11 @@ def test_dropped_files_lead_to_a_successful_sensor_launched_run(dagster_dev):
         assert throughput.asset_materialization.metadata["total_records"].value == 60
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_throughput_asset_page_shows_its_metadata_in_a_real_browser(dagster_dev):
+@contextlib.contextmanager
+def chromium_page():
+    """A page in Debian's Chromium, driven by playwright (which downloads no browser of its own)."""
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
-        wait_for(lambda: instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput")), 240,
-                 "a materialization of ingestion_throughput", interval=2)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -59,12 +59,25 @@ def test_throughput_asset_page_shows_its_metadata_in_a_real_browser(dagster_dev)
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{dagster_dev['url']}/assets/ingestion_throughput", wait_until="domcontentloaded")
-            page.get_by_text("avg_records_per_second").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "ingestion_throughput_asset.png"), full_page=True)
-            assert page.get_by_text("peak_records_per_second").count() >= 1
+            # The UI's "Join the Dagster community" dialog (localhost only) would cover the
+            # page a second after it loads: dismissed as its own Skip button records it.
+            page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+            yield page
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_throughput_asset_page_shows_its_metadata_in_a_real_browser(dagster_dev):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
+        wait_for(lambda: instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput")), 240,
+                 "a materialization of ingestion_throughput", interval=2)
+    with chromium_page() as page:
+        page.goto(f"{dagster_dev['url']}/assets/ingestion_throughput", wait_until="domcontentloaded")
+        page.get_by_text("avg_records_per_second").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "ingestion_throughput_asset.png"), full_page=True)
+        assert page.get_by_text("peak_records_per_second").count() >= 1
 
 
 def test_stream_job_terminated_from_the_ui_stops_cleanly_and_records_metrics(dagster_dev):
@@ -145,3 +158,47 @@ def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_onc
         assert loaded == valid_ids
         assert files() == 3
         assert_accounting(db)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_asset_page_renders_the_reports_plots_in_a_real_browser(dagster_dev):
+    from dagster_graphql import DagsterGraphQLClient
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(dagster_dev["url"].rsplit(":", 1)[1]))
+    with dg.DagsterInstance.from_config(str(dagster_dev["home"])) as instance:
+        if instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput")) is None:
+            # Run alone (-k): no earlier test loaded anything, so the report would have no batches.
+            write_drop(generate_events(40, rng=np.random.default_rng(14), invalid_rate=0.05), dagster_dev["landing"],
+                       "report_0001.csv")
+            wait_for(lambda: instance.get_latest_materialization_event(dg.AssetKey("ingestion_throughput")), 240,
+                     "a sensor run to load the drop", interval=2)
+        run_id = client.submit_job_execution("report_job")
+        run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 180, "report_job to finish")
+        assert run.status == dg.DagsterRunStatus.SUCCESS, dagster_dev["log"].read_text()[-3000:]
+        report = instance.get_latest_materialization_event(dg.AssetKey("performance_report"))
+        assert report.run_id == run_id and report.asset_materialization.metadata["batches"].value > 0
+
+    with chromium_page() as page:
+        page.goto(f"{dagster_dev['url']}/assets/performance_report", wait_until="domcontentloaded")
+        # The key findings are a table on the page itself: visible before anything is clicked.
+        findings = page.locator("table", has=page.get_by_text("Min Throughput", exact=True))
+        findings.first.wait_for(state="visible", timeout=60_000)
+        for requirement in ("Min Throughput", "Max Latency", "Validation Rate", "Data Loss"):
+            assert findings.first.get_by_text(requirement, exact=True).is_visible(), requirement
+        # The report itself is too long for the page: the UI opens it in a dialog, where its
+        # plots must be pictures the browser decoded (data URIs), not broken file names.
+        page.locator("tr", has=page.get_by_text("report", exact=True)).get_by_text("[Show Markdown]").first.click()
+        page.get_by_role("dialog").get_by_text("Throughput Over Time").first.wait_for(timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('img')].filter(i => i.src.startsWith('data:image/png')).every(i => i.complete)"
+        )
+        images = page.evaluate(
+            "() => [...document.querySelectorAll('img')].filter(i => i.src.startsWith('data:image/png'))"
+            ".map(i => ({alt: i.alt, width: i.naturalWidth, height: i.naturalHeight}))"
+        )
+        page.get_by_role("dialog").get_by_text("Throughput Over Time").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "performance_report_asset.png"))
+        assert {i["alt"] for i in images} >= {"Throughput per batch", "Latency distribution", "Stage breakdown",
+                                             "Rejections by reason", "Resource usage"}, images
+        assert all(i["width"] > 300 and i["height"] > 200 for i in images), images

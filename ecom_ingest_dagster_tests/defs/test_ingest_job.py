@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import dagster as dg
+
 from ecom_ingest_dagster.defs.resources import build_resources
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
 
 
-def materializations(result) -> dict[str, dict]:
+def materializations(result, raw: bool = False) -> dict[str, dict]:
+    """Each asset's latest metadata in the run: values, or (raw) the MetadataValue objects."""
     out = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
-        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+        out[mat.asset_key.to_user_string()] = {k: v if raw else v.value for k, v in mat.metadata.items()}
     return out
+
+
+NUMERIC = (dg.IntMetadataValue, dg.FloatMetadataValue)  # what the UI draws a plot for
 
 
 def checks(result) -> dict[str, bool]:
     return {
         ev.event_specific_data.check_name: ev.event_specific_data.passed
+        for ev in result.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def check_evaluations(result) -> dict:
+    return {
+        ev.event_specific_data.check_name: ev.event_specific_data
         for ev in result.all_events
         if ev.event_type_value == "ASSET_CHECK_EVALUATION"
     }
@@ -45,7 +59,8 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
     assert report_md.count("](data:image/png;base64,") == 5 and ".png)" not in report_md
     assert mats["performance_report"]["plot/throughput"].startswith("![throughput](data:image/png;base64,")
     findings = {r.data["requirement"]: r.data["status"] for r in mats["performance_report"]["key_findings"].records}
-    assert findings["Data Loss"] == "met" and len(findings) == mats["performance_report"]["requirements_total"]
+    assert findings["Data Loss"] == "met" and len(findings) == 4
+    assert mats["performance_report"]["requirements"] == "4 of 4 met"
     assert mats["user_events"]["rows_loaded"] == 40
     assert mats["user_events"]["rows_duplicate"] == 1
     assert mats["user_events"]["dagster/row_count"] == 40
@@ -56,11 +71,30 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
     assert mats["ingestion_latency"]["batch_latency_ms_p95"] > 0
     assert "stage_ms/validation" in mats["ingestion_latency"]
     assert abs(mats["data_quality"]["validation_success_rate_pct"] - 100 * 41 / 43) < 0.01
-    assert mats["data_quality"]["data_loss_pct"] == 0
+    # The accounting residue is 0 by construction: a sentence, not a plot flat at 0.
+    assert mats["data_quality"]["accounting"] == "balanced: 43 rows in = 40 loaded + 1 duplicate + 2 rejected"
+    raw = materializations(result, raw=True)
+    assert not {"data_loss_pct", "files_breaking_accounting"} & set(raw["data_quality"])
+    # Counts are ints (each reason too, 0 included); rates and latencies floats.
+    for key in ("rows_in", "rows_loaded", "rows_duplicate", "rows_rejected", "files_rejected_whole",
+                "reason/negative_price", "reason/file_not_utf8"):
+        assert isinstance(raw["data_quality"][key], dg.IntMetadataValue), key
+    assert mats["data_quality"]["reason/file_not_utf8"] == 0
+    assert isinstance(raw["ingestion_throughput"]["total_records"], dg.IntMetadataValue)
+    assert isinstance(raw["ingestion_throughput"]["batches"], dg.IntMetadataValue)
+    assert isinstance(raw["ingestion_latency"]["batch_latency_ms_p95"], dg.FloatMetadataValue)
+    assert isinstance(raw["performance_report"]["batches"], dg.IntMetadataValue)
+    assert "requirements_total" not in raw["performance_report"]
     assert mats["data_quality"]["described_run_id"] == result.run_id
     outcome = checks(result)
     assert outcome["zero_data_loss"] is True
     assert outcome["validation_rate"] is True  # 41 of 43 valid: 95.3% > 95%
+    evaluations = check_evaluations(result)
+    # The accounting check's figures are text (0 by construction); the others' numbers plot.
+    loss = evaluations["zero_data_loss"].metadata
+    assert not [k for k, v in loss.items() if isinstance(v, NUMERIC)]
+    assert loss["measured"].value == "0.0000 %" and loss["files_breaking_accounting"].value == "0"
+    assert isinstance(evaluations["max_latency"].metadata["measured"], dg.FloatMetadataValue)
     assert_accounting(db)
 
 
@@ -93,12 +127,13 @@ def test_second_run_with_nothing_new_changes_nothing(definitions, dagster_resour
     second = run_ingest(definitions, dagster_resources, instance)
     assert second.success
     mats = materializations(second)
+    raw = materializations(second, raw=True)
     assert mats["user_events"]["rows_loaded"] == 0 and mats["user_events"]["dagster/row_count"] == 20
     # Nothing new: the metric assets record no figures (a gap in the plots, not a copy of
     # the first run's), and the checks pass with nothing to judge.
     for asset in ("ingestion_throughput", "ingestion_latency", "data_quality"):
         assert mats[asset]["has_batches"] is False
-        assert not any(isinstance(v, float) for v in mats[asset].values()), asset
+        assert not [k for k, v in raw[asset].items() if isinstance(v, NUMERIC)], asset
     assert all(checks(second).values())
     run = instance.get_run_by_id(second.run_id)
     assert run.tags["ecom_ingest/files_loaded"] == "0" and run.tags["ecom_ingest/rows_loaded"] == "0"

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.tools import report
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
@@ -139,3 +140,54 @@ def test_parse_since_iso_and_errors():
     assert report.parse_since("2026-11-28T10:00:00").tzinfo is not None
     with pytest.raises(ValueError, match="--since"):
         report.parse_since("yesterday")
+
+
+def test_count_axes_tick_whole_numbers_and_zero_by_construction_is_left_out(recorded, db, db_schema):
+    import matplotlib.pyplot as plt
+
+    data = report.collect(db, db_schema)
+    figures = report.plot_figures(data)
+    try:
+        # Five batches: the histogram's counts are 1 or 2, where matplotlib's own ticks are 0.25 apart.
+        batches_axis = figures["latency"].axes[0].get_yticks()
+        assert len(batches_axis) >= 2 and all(float(t).is_integer() for t in batches_axis), batches_axis
+        rows_axis = figures["rejections"].axes[0].get_xticks()
+        assert all(float(t).is_integer() for t in rows_axis), rows_axis
+        # No file was rejected whole, so every whole-file reason is 0 by construction: no bar
+        # for them, a caption instead; each row reason keeps its bar, 0 included.
+        bars = [t.get_text() for t in figures["rejections"].axes[0].get_yticklabels()]
+        assert set(bars) == set(c.REJECTION_REASONS)
+        captions = [t.get_text() for t in figures["rejections"].texts]
+        assert captions == ["files rejected whole: none"]
+        # Every stage ran and took time: a bar each, the remainder included.
+        assert len(figures["stages"].axes[0].patches) == len(report.STAGES) + 1
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def test_a_window_without_rejections_says_none_instead_of_drawing_zero_bars(ingest, settings, db, db_schema):
+    import matplotlib.pyplot as plt
+
+    write_drop(generate_events(20, rng=np.random.default_rng(5), invalid_rate=0.0), settings.landing_dir, "clean.csv")
+    ingest()
+    data = report.collect(db, db_schema)
+    assert data.summary["rejected_records"] == 0 and data.summary["total_records"] == 20
+    figures = report.plot_figures(data)
+    try:
+        ax = figures["rejections"].axes[0]
+        assert not ax.patches
+        assert [t.get_text() for t in ax.texts] == ["none of the 20 rows was rejected"]
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def test_an_empty_window_draws_no_zero_bars(db, db_schema):
+    import datetime as dt
+
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    summary = report.collect(db, db_schema, since=future).summary
+    shown, not_run = report.plotted_stages(summary)
+    assert shown == [] and len(not_run) == len(report.STAGES) + 1
+    assert report.plotted_reasons(summary) == ([], None)

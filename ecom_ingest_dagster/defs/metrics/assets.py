@@ -18,22 +18,32 @@ from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
 METRICS_GROUP = "metrics"
 
 
-def reason_metadata(counts: dict[str, int]) -> dict[str, int]:
+def _count(value) -> dg.IntMetadataValue:
+    # Counts are ints in the UI's tables and tooltips (never "43.0"); the plots' ticks are
+    # Chart.js's own whatever the type (Dagster 1.13's AssetValueGraph sets no tick step).
+    return dg.MetadataValue.int(int(value))
+
+
+def reason_metadata(counts: dict[str, int]) -> dict[str, dg.IntMetadataValue]:
     reasons = [*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS]
-    return {f"reason/{reason}": int(counts.get(reason, 0)) for reason in [*reasons, *sorted(set(counts) - set(reasons))]}
+    return {f"reason/{reason}": _count(counts.get(reason, 0)) for reason in [*reasons, *sorted(set(counts) - set(reasons))]}
 
 
-def _number(value) -> float:
-    return float(value) if value is not None else 0.0
+def _figures(values: dict) -> dict:
+    """Measured figures as floats; one that was not measured (None) is left out, so the UI's
+    plot has a gap there rather than a 0 that was never observed."""
+    return {key: dg.MetadataValue.float(float(value)) for key, value in values.items() if value is not None}
 
 
 def throughput_metadata(summary: dict) -> dict:
     return {
-        "avg_records_per_second": _number(summary["avg_records_per_second"]),
-        "peak_records_per_second": _number(summary["peak_records_per_second"]),
-        "avg_records_per_batch": _number(summary["avg_records_per_batch"]),
-        "total_records": summary["total_records"],
-        "batches": summary["total_batches"],
+        **_figures({
+            "avg_records_per_second": summary["avg_records_per_second"],
+            "peak_records_per_second": summary["peak_records_per_second"],
+            "avg_records_per_batch": summary["avg_records_per_batch"],
+        }),
+        "total_records": _count(summary["total_records"]),
+        "batches": _count(summary["total_batches"]),
     }
 
 
@@ -41,32 +51,44 @@ def latency_metadata(summary: dict) -> dict:
     batch = summary["batch_latency_ms"]
     e2e = summary["end_to_end_latency_ms"]
     return {
-        "batch_latency_ms_avg": _number(batch["avg"]),
-        "batch_latency_ms_p50": _number(batch["p50"]),
-        "batch_latency_ms_p95": _number(batch["p95"]),
-        "batch_latency_ms_p99": _number(batch["p99"]),
-        "batch_latency_ms_max": _number(batch["max"]),
-        "end_to_end_latency_ms_p50": _number(e2e["p50"]),
-        "end_to_end_latency_ms_p95": _number(e2e["p95"]),
-        "end_to_end_latency_ms_max": _number(e2e["max"]),
-        **{f"stage_ms/{stage}": _number(ms) for stage, ms in summary["stage_avg_ms"].items()},
-        "batches": summary["total_batches"],
+        **_figures({
+            **{f"batch_latency_ms_{key}": batch[key] for key in ("avg", "p50", "p95", "p99", "max")},
+            # None when no file of the run has a landing time: not measured, not 0 ms.
+            **{f"end_to_end_latency_ms_{key}": e2e[key] for key in ("p50", "p95", "max")},
+            **{f"stage_ms/{stage}": ms for stage, ms in summary["stage_avg_ms"].items()},
+        }),
+        "batches": _count(summary["total_batches"]),
     }
+
+
+def accounting_text(evaluation: Evaluation) -> str:
+    """The accounting identity of the run's files, as a sentence.
+
+    Rows in = loaded + duplicate + rejected holds by construction (a file's rows and its
+    ledger row commit in one transaction), so its residue (lost rows, files breaking it) is
+    0 in every healthy run: as numbers they would be plots flat at 0 forever. They are
+    stated here as text, and judged by the blocking ``zero_data_loss`` check.
+    """
+    s = evaluation.summary
+    if not evaluation.violations:
+        return (f"balanced: {s['total_records']:,} rows in = {s['loaded_records']:,} loaded + "
+                f"{s['duplicate_records']:,} duplicate + {s['rejected_records']:,} rejected")
+    return (f"BROKEN: {len(evaluation.violations)} file(s) do not account for their rows "
+            f"({evaluation.loss_pct:.4f}% of rows without an outcome; see the zero_data_loss check)")
 
 
 def quality_metadata(evaluation: Evaluation) -> dict:
     summary = evaluation.summary
     return {
-        "validation_success_rate_pct": _number(summary["validation_success_rate"]),
-        "rows_in": summary["total_records"],
-        "rows_loaded": summary["loaded_records"],
-        "rows_duplicate": summary["duplicate_records"],
-        "rows_rejected": summary["rejected_records"],
-        "files_rejected_whole": summary["files_rejected"],
-        # Every reason, 0 included: a series per reason without holes in the plots.
+        **_figures({"validation_success_rate_pct": summary["validation_success_rate"]}),
+        "rows_in": _count(summary["total_records"]),
+        "rows_loaded": _count(summary["loaded_records"]),
+        "rows_duplicate": _count(summary["duplicate_records"]),
+        "rows_rejected": _count(summary["rejected_records"]),
+        "files_rejected_whole": _count(summary["files_rejected"]),
+        # Every reason, 0 included: a real count that was 0 this run, a point on its plot.
         **reason_metadata(summary["reason_counts"]),
-        "data_loss_pct": evaluation.loss_pct,
-        "files_breaking_accounting": len(evaluation.violations),
+        "accounting": accounting_text(evaluation),
     }
 
 
@@ -100,17 +122,31 @@ def _severity(outcome: CheckOutcome) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.ERROR if outcome.spec.blocking else dg.AssetCheckSeverity.WARN
 
 
+# Checks whose figures are 0 by construction in a healthy run (see ``accounting_text``):
+# the check page would plot them flat at 0 forever, so they are text and the check's
+# pass/fail history is the series to watch.
+ZERO_BY_CONSTRUCTION_CHECKS = frozenset({"zero_data_loss"})
+
+
 def _check_metadata(outcome: CheckOutcome) -> dict:
     unit = outcome.spec.unit
+    as_text = outcome.spec.name in ZERO_BY_CONSTRUCTION_CHECKS
+
+    def figure(value: float):
+        return f"{value:,.4f} {unit}" if as_text else dg.MetadataValue.float(float(value))
+
     if outcome.judged:
         verdict = f"{outcome.measured:,.2f} {unit} against a target of {outcome.target:,.2f} {unit}"
-        metadata = {"measured": _number(outcome.measured), "target": outcome.target, "unit": unit}
+        metadata = {"measured": figure(outcome.measured), "target": figure(outcome.target), "unit": unit}
     else:
         verdict = f"nothing to judge: no batches (target {outcome.target:,.2f} {unit})"
-        metadata = {"target": outcome.target, "unit": unit}
+        metadata = {"target": figure(outcome.target), "unit": unit}
     metadata["verdict"] = verdict
     for key, value in outcome.details.items():
-        metadata[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
+        if isinstance(value, (list, dict)):
+            metadata[key] = dg.MetadataValue.json(value)
+        else:
+            metadata[key] = str(value) if as_text else value
     return metadata
 
 
