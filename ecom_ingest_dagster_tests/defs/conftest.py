@@ -23,6 +23,7 @@ import pytest
 from ecom_ingest_dagster.defs.resources import build_resources
 
 ROOT = Path(__file__).resolve().parents[2]
+WARM_IDLE_SECONDS = 4
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,9 @@ def dagster_dev(tmp_path_factory, database_url):
         "ECOM_INGEST_SENSOR_INTERVAL_SECONDS": "2",
         # Sensor runs stay warm this long after their last batch (the default, 120 s, would
         # make every run of these tests wait two minutes before it ends).
-        "ECOM_INGEST_WARM_IDLE_SECONDS": "3",
+        "ECOM_INGEST_WARM_IDLE_SECONDS": str(WARM_IDLE_SECONDS),
+        # Metric assets while a warm run goes on, every second (30 s by default).
+        "ECOM_INGEST_WARM_PROGRESS_SECONDS": "1",
     }
     log = open(base / "dagster_dev.log", "w")
     process = subprocess.Popen(
@@ -104,7 +107,8 @@ def dagster_dev(tmp_path_factory, database_url):
 
     try:
         wait_for(serving, 120, "the Dagster webserver")
-        yield {"url": url, "home": home, "landing": base / "landing", "log": base / "dagster_dev.log", "schema": schema}
+        yield {"url": url, "home": home, "landing": base / "landing", "log": base / "dagster_dev.log", "schema": schema,
+               "env": env}
     finally:
         process.send_signal(signal.SIGINT)
         try:

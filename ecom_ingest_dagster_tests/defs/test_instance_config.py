@@ -35,6 +35,7 @@ def test_local_instance_queues_one_ingest_run_per_landing(tmp_path):
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     # Every sensor-launched run waits for the queue's next pass (Dagster's default: 5 s).
     assert instance.run_coordinator.dequeue_interval_seconds == 1
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 5
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def test_postgres_instance_stores_a_real_ingest_run(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert landing_limit(instance)
         assert instance.run_coordinator.dequeue_interval_seconds == 1
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 5
         drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 21)]))
         result = definitions.resolve_job_def("ingest_job").execute_in_process(resources=dagster_resources, instance=instance)
         assert result.success
