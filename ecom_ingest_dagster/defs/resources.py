@@ -58,12 +58,13 @@ class PipelineResource(dg.ConfigurableResource):
         fields = {name: getattr(self, name) for name in Settings.model_fields}
         return Settings.from_env(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
-    def pipeline(self):
-        """The run's pipeline, opened once and shared by its steps (one process per run)."""
+    def pipeline(self, on_spark_ready=None):
+        """The run's pipeline, opened once and shared by its steps (one process per run);
+        ``on_spark_ready(seconds)`` is told when it has started Spark (the first caller's wins)."""
         if self._pipeline is None:
             from ecom_ingest_dagster.pipeline.run import Pipeline
 
-            self._pipeline = Pipeline(self.settings())
+            self._pipeline = Pipeline(self.settings(), on_spark_ready=on_spark_ready)
         return self._pipeline
 
     def teardown_after_execution(self, context) -> None:

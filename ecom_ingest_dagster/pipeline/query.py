@@ -151,7 +151,7 @@ class IngestQuery:
         self.mode = "available_now"
         self._trigger_seconds: float | None = None
         self._swept_at_start = False
-        self._workers_warm = False
+        self._workers_warm = 0  # executors' Python workers started so far
         self._stream_id: str | None = None
         self._db: ReconnectingConnection | None = None  # the batches' ledger connection, for the query's life
 
@@ -237,19 +237,22 @@ class IngestQuery:
             self.sweep()
         _warm_validation()  # Pandera's first validation costs more than a 20-row file's
 
-    def _ensure_workers(self) -> bool:
-        """Start the executors' Python workers and import the loader there; True the first time.
+    def _ensure_workers(self, files: int | None) -> bool:
+        """Start as many executor Python workers as the batch can use (one per file, at most
+        one per core) and import the loader there; True when it started any.
 
-        Otherwise the first executor batch of a run carries seconds of interpreter start-up
-        and imports (pandas, Pandera, Arrow), which is set-up cost, not batch latency.
+        Otherwise an executor batch carries seconds of interpreter start-up and imports
+        (pandas, Pandera, Arrow), which is set-up cost, not batch latency. No more than the
+        batch needs: an idle warmed worker holds ~200 MB (a 1M-row drop is one task).
         """
-        if self._workers_warm:
+        slots = self.spark.sparkContext.defaultParallelism
+        wanted = slots if files is None else max(1, min(slots, files))
+        if wanted <= self._workers_warm:
             return False
         started = time.perf_counter()
-        slots = self.spark.sparkContext.defaultParallelism
-        self.spark.range(slots, numPartitions=slots).mapInPandas(_warm_worker, "id LONG").collect()
+        self.spark.range(wanted, numPartitions=wanted).mapInPandas(_warm_worker, "id LONG").collect()
         self.summary.warm_up_s += time.perf_counter() - started
-        self._workers_warm = True
+        self._workers_warm = wanted
         return True
 
     def run_available_now(self) -> RunSummary:
@@ -350,13 +353,14 @@ class IngestQuery:
         if db.run(lambda conn: ledger.batch_committed(conn, schema, stream_id, batch_id)):
             log.info("batch %s of stream %s was committed before: skipped", batch_id, stream_id)
             return
-        small = self._small_batch(batch_df)
+        listed = self._planned(batch_df)
+        small = self._small_batch(listed)
         if small is not None:
             loaded_in = "driver"
             outcomes = self._ingest_in_driver(small, stream_id, batch_id)
         else:
             loaded_in = "executors"
-            if self._ensure_workers():
+            if self._ensure_workers(len(listed) if listed is not None else None):
                 started_at = dt.datetime.now(dt.timezone.utc)  # set-up cost, not the batch's
             outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
         self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
@@ -397,17 +401,19 @@ class IngestQuery:
             "after_commit": self.settings.after_commit, "block_bytes": self.settings.csv_block_bytes,
         }
 
-    def _small_batch(self, batch_df) -> list[FileTask] | None:
-        """The batch's files when they are few and small enough for the driver, else None."""
-        limit = self.settings.driver_batch_max_bytes
-        if not limit:
-            return None
+    @staticmethod
+    def _planned(batch_df) -> list[tuple[str, int, int | None]] | None:
+        """The batch's files from its plan, or None when Spark's internals do not tell."""
         try:
-            listed = _planned_files(batch_df)
+            return _planned_files(batch_df)
         except Exception as exc:  # Spark's internals moved: the executors' path always works
             log.debug("could not read the batch's file list from its plan (%s): loading on the executors", exc)
             return None
-        if sum(size for _, size, _ in listed) > limit:
+
+    def _small_batch(self, listed) -> list[FileTask] | None:
+        """The batch's files when they are few and small enough for the driver, else None."""
+        limit = self.settings.driver_batch_max_bytes
+        if not limit or listed is None or sum(size for _, size, _ in listed) > limit:
             return None
         # What ignoreMissingFiles does on the executors: a drop moved out after its commit
         # (a replayed batch) has its outcome in the ledger already.
