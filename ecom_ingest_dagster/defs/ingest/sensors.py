@@ -37,7 +37,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     context.update_cursor(new.cursor.to_json())
     # Drops a stream or CLI run already took (they stay here under ECOM_INGEST_AFTER_COMMIT=keep)
     # would only make a run that finds nothing to do.
-    fresh = [name for name in new.names if name not in _already_ingested(pipeline, new.names)]
+    taken = _already_ingested(pipeline, new.names)
+    fresh = [name for name in new.names if name not in taken]
     if not fresh:
         return dg.SkipReason(f"{len(new.names)} new drop(s), every one ingested already by another run")
     # Whatever has landed goes into this one run (availableNow processes all of it);
