@@ -216,6 +216,9 @@ DRIVER_SCRIPT = textwrap.dedent(
         home=Path(args["home"]), landing_dir=Path(args["landing_dir"]),
         database_url=args["database_url"], db_schema=args["db_schema"],
         spark_master=args["spark_master"],
+        # The evidence below comes from Spark's UI API; and these drops are small enough for
+        # the driver to load them itself, which this test is not about.
+        spark_ui=True, driver_batch_max_bytes=0,
     )
     t0 = time.perf_counter()
     spark = build_spark_session(settings, app_name=args["app_name"])

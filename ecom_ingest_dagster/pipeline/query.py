@@ -250,7 +250,14 @@ class IngestQuery:
         if wanted <= self._workers_warm:
             return False
         started = time.perf_counter()
-        self.spark.range(wanted, numPartitions=wanted).mapInPandas(_warm_worker, "id LONG").collect()
+        context = self.spark.sparkContext
+        # Called inside a micro-batch: under its own name, not the batch's, in Spark's UI.
+        batch_description = context.getLocalProperty("spark.job.description")
+        context.setJobDescription("ecom_ingest: starting the executors' Python workers")
+        try:
+            self.spark.range(wanted, numPartitions=wanted).mapInPandas(_warm_worker, "id LONG").collect()
+        finally:
+            context.setLocalProperty("spark.job.description", batch_description)
         self.summary.warm_up_s += time.perf_counter() - started
         self._workers_warm = wanted
         return True

@@ -159,7 +159,11 @@ def test_a_warm_run_takes_drops_that_land_while_it_runs_and_shows_metrics_meanwh
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and db.execute("SELECT count(*) FROM user_events").fetchone()[0] < 20:
             time.sleep(0.2)
-        drop(settings.landing_dir, "later.csv", csv_text([row(i) for i in range(100, 110)]))  # lands mid-run
+        # The run's first progress record, then a drop that lands mid-run.
+        while time.monotonic() < deadline and instance.get_latest_materialization_event(
+                dg.AssetKey("ingestion_throughput")) is None:
+            time.sleep(0.1)
+        drop(settings.landing_dir, "later.csv", csv_text([row(i) for i in range(100, 110)]))
         while time.monotonic() < deadline and db.execute("SELECT count(*) FROM user_events").fetchone()[0] < 30:
             time.sleep(0.1)
         assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 30  # the same run took it
