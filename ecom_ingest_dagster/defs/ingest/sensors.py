@@ -30,14 +30,17 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
         return dg.SkipReason(f"no new drops ({new.scanned} entries in {settings.landing_dir}{waiting})")
-    held = _landing_held_elsewhere(pipeline)
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+
+    run = Pipeline(settings, interactive=True)  # one database check per tick, shared by both look-ups
+    held = _landing_held_elsewhere(run)
     if held:
         # Leave the cursor: once the holder lets go, whatever it did not take is requested.
         return dg.SkipReason(f"{len(new.names)} new drop(s); {held}")
     context.update_cursor(new.cursor.to_json())
     # Drops a stream or CLI run already took (they stay here under ECOM_INGEST_AFTER_COMMIT=keep)
     # would only make a run that finds nothing to do.
-    taken = _already_ingested(pipeline, new.names)
+    taken = _already_ingested(run, new.names)
     fresh = [name for name in new.names if name not in taken]
     if not fresh:
         return dg.SkipReason(f"{len(new.names)} new drop(s), every one ingested already by another run")
@@ -51,26 +54,24 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     )
 
 
-def _already_ingested(pipeline: PipelineResource, names: list[str]) -> set[str]:
+def _already_ingested(run, names: list[str]) -> set[str]:
     """The names among ``names`` that the file ledger has (none when the database does not answer)."""
     from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
-    from ecom_ingest_dagster.pipeline.run import Pipeline
 
     try:
-        return Pipeline(pipeline.settings(), interactive=True).already_ingested(names)
+        return run.already_ingested(names)
     except DatabaseUnavailable:
         return set()
 
 
-def _landing_held_elsewhere(pipeline: PipelineResource) -> str | None:
+def _landing_held_elsewhere(run) -> str | None:
     """Why a new run would only be refused now (a warm run, a stream, a CLI ingest holds the
     landing directory's checkpoint lock), or None. A database that does not answer is no
     reason to stand aside: the sensor keeps requesting runs, which wait for it."""
     from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
-    from ecom_ingest_dagster.pipeline.run import Pipeline
 
     try:
-        if Pipeline(pipeline.settings(), interactive=True).held_elsewhere():
+        if run.held_elsewhere():
             return "another run holds the landing directory and takes them itself"
     except DatabaseUnavailable:
         return None
