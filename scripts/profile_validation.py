@@ -233,47 +233,6 @@ def _old_valid(clean: pd.DataFrame, parsed: _OldParsed, bad_index: pd.Index) -> 
     return valid
 
 
-# The original load.py conversions (binary COPY and the text form), for the comparison only.
-
-
-def _old_arrow_text(values: pd.Series) -> pa_arrow.StringArray:
-    array = pa_arrow.array(values.array)
-    if isinstance(array, pa_arrow.ChunkedArray):
-        array = array.combine_chunks()
-    return array.cast(pa_arrow.string())
-
-
-def _old_binary_column(valid: pd.DataFrame, name: str, type_: pa_arrow.DataType) -> pa_arrow.Array:
-    if name in ("event_timestamp", "event_ts_us"):
-        return pa_arrow.array(valid["event_ts_us"].to_numpy(dtype=np.int64), type=type_)
-    text = _old_arrow_text(valid[name])
-    if type_ == pa_arrow.binary(16):
-        return load._uuid_bytes(text)
-    if pa_arrow.types.is_integer(type_):
-        text = pc.utf8_ltrim(text, characters="+")
-    return pc.cast(text, type_)
-
-
-def _old_binary_frame(valid: pd.DataFrame, schema: pa_arrow.Schema, file_name: str, batch_id: int) -> pa_arrow.Table:
-    n = len(valid)
-    constants = {
-        "source_file": pa_arrow.repeat(pa_arrow.scalar(file_name, pa_arrow.string()), n),
-        "batch_id": pa_arrow.array(np.full(n, batch_id, dtype=np.int64)),
-    }
-    columns = [constants[f.name] if f.name in constants else _old_binary_column(valid, f.name, f.type) for f in schema]
-    return pa_arrow.Table.from_arrays(columns, schema=schema)
-
-
-def _old_direct_frame(valid: pd.DataFrame, file_name: str, batch_id: int) -> pa_arrow.Table:
-    naive = pc.cast(pa_arrow.array(valid["event_ts_us"].to_numpy(), type=pa_arrow.timestamp("us")), pa_arrow.string())
-    stamps = pc.binary_join_element_wise(naive, "Z", "")
-    columns = {col: pa_arrow.array(valid[col].array) if col != "event_timestamp" else stamps for col in c.COLUMNS}
-    n = len(valid)
-    columns["source_file"] = pa_arrow.array([file_name] * n, pa_arrow.string()) if n else pa_arrow.array([], pa_arrow.string())
-    columns["batch_id"] = pa_arrow.array(np.full(n, batch_id, dtype=np.int64))
-    return pa_arrow.table(columns)
-
-
 # --- the variants, stage by stage ---------------------------------------------------------------
 
 
@@ -319,9 +278,10 @@ def run_old(raw: pd.DataFrame, clock: Clock, now: dt.datetime = NOW) -> Output:
     with clock("valid_frame"):
         valid = _old_valid(clean, parsed, bad_index)
     with clock("binary_frame"):
-        binary = _old_binary_frame(valid, load._DIRECT_SCHEMA, "events.csv", 1)
+        # load.py's conversions are unchanged: both sides time the package's own.
+        binary = load._binary_frame(valid, load._DIRECT_SCHEMA, "events.csv", 1)
     with clock("direct_frame"):
-        direct = _old_direct_frame(valid, "events.csv", 1)
+        direct = load._direct_frame(valid, "events.csv", 1)
     return Output(valid, rejected, binary, direct)
 
 
