@@ -88,6 +88,9 @@ def run(config: BenchConfig) -> dict:
             results["bulk"] = bulk(config, files, work)
         if config.latency_drops:
             results["latency_continuous"] = latency_continuous(config, work)
+            # The same drops with every batch sent to the executors (a Spark job each): the
+            # baseline for the driver-loaded small batches, measured in the same run.
+            results["latency_continuous_executors"] = latency_continuous(config, work, driver_batch_max_bytes=0)
         if config.sensor_drops:
             results["latency_sensor"] = latency_sensor(config, work)
         if config.history:
@@ -660,9 +663,10 @@ def _latency_summary(latencies: list[float], **extra) -> dict:
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "samples_ms": latencies}
 
 
-def latency_continuous(config: BenchConfig, work: Path) -> dict:
-    """Continuous mode, trigger 0, one file per trigger: drop → queryable."""
-    home = work / "latency"
+def latency_continuous(config: BenchConfig, work: Path, *, driver_batch_max_bytes: int | None = None) -> dict:
+    """Continuous mode, trigger 0, one file per trigger: drop → queryable
+    (``driver_batch_max_bytes``: the setting for the run, None for its default)."""
+    home = work / ("latency" if driver_batch_max_bytes is None else f"latency_driver_max_{driver_batch_max_bytes}")
     landing = home / "landing"
     landing.mkdir(parents=True)
     schema = _fresh_schema(config.database_url, "bench_lat")
@@ -670,6 +674,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
         **{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
         "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(landing),
         "ECOM_INGEST_DATABASE_URL": config.database_url, "ECOM_INGEST_DB_SCHEMA": schema,
+        **({} if driver_batch_max_bytes is None else {"ECOM_INGEST_DRIVER_BATCH_MAX_BYTES": str(driver_batch_max_bytes)}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", "--trigger-seconds", "0", "--max-files-per-trigger", "1"],
@@ -692,7 +697,7 @@ def latency_continuous(config: BenchConfig, work: Path) -> dict:
     config.log(f"20-row batch processing over {len(batches)} batches: p50 {percentile(batches, 50):.0f} ms, "
                f"p95 {percentile(batches, 95):.0f} ms (the original report: {ORIGINAL_BATCH_MS} ms)")
     return _latency_summary(
-        latencies, mode="continuous", trigger_seconds=0, max_files_per_trigger=1,
+        latencies, mode="continuous", trigger_seconds=0, max_files_per_trigger=1, driver_batch_max_bytes=driver_batch_max_bytes,
         batch_processing_ms={"batches": len(batches), "p50": percentile(batches, 50), "p95": percentile(batches, 95),
                              "max": max(batches), "original_report_ms": ORIGINAL_BATCH_MS},
     )
@@ -1052,6 +1057,8 @@ def markdown(results: dict) -> str:
     if "bulk" in results:
         lines += _bulk_markdown(results["bulk"]["summary"], results.get("config", {}))
     for key, title in (("latency_continuous", "Continuous mode (trigger 0, 1 file per trigger)"),
+                       ("latency_continuous_executors",
+                        "Continuous mode, every batch on the executors (ECOM_INGEST_DRIVER_BATCH_MAX_BYTES=0): the baseline"),
                        ("latency_sensor", "Sensor mode (real dagster dev), the drops after the first")):
         if key in results:
             r = results[key]

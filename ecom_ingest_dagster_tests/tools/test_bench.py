@@ -40,6 +40,10 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     assert (bulk["adbc_copy_rows_per_s"] or 0) > 0 or bulk["adbc_copy_note"]
     assert results["latency_continuous"]["drops"] == 2
     assert results["latency_continuous"]["p50_ms"] > 0
+    # The executor baseline ran as well, with the setting that sends every batch there.
+    baseline = results["latency_continuous_executors"]
+    assert baseline["drops"] == 2 and baseline["driver_batch_max_bytes"] == 0
+    assert baseline["batch_processing_ms"]["batches"] >= 1
     text = (run_dir / "results.md").read_text()
     assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text and "binary COPY ceiling" in text
     assert "Continuous mode" in done.stdout
