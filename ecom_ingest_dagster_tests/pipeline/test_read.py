@@ -160,6 +160,18 @@ def test_nul_bytes_in_a_value_become_replacement_characters(tmp_path):
     assert malformed == [(2, "bad\ufffd,row")]
 
 
+
+def test_nul_is_found_only_within_a_columns_own_values():
+    # Arrow slices share buffers: a NUL outside the slice is not the slice's.
+    import pyarrow as pa
+
+    column = pa.array(["a\x00b", "clean", "also clean", "x\x00"])
+    assert csv_drop._holds_nul(column)
+    assert not csv_drop._holds_nul(column.slice(1, 2))
+    assert csv_drop._holds_nul(column.slice(2, 2))
+    assert not csv_drop._holds_nul(pa.array(["", ""]))
+    assert not csv_drop._holds_nul(pa.array([], pa.string()))
+
 # --- malformed records ---------------------------------------------------------------
 
 
