@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     out = tmp_path / "results"
@@ -94,6 +96,7 @@ def _runs(typed_s, binary_s, ours_s, rss_mb):
         "raw_copy": loader([1.0, 1.0, 1.0], tool="psql \\copy"),
         "typed_copy": loader(typed_s),
         "binary_copy": loader(binary_s, encode_s=0.1),
+        "binary_copy_keyed": loader([t * 0.8 for t in binary_s]),
         "adbc_copy": [],
         "spark_jdbc": [],
         "pipeline": [
@@ -122,14 +125,16 @@ def test_bulk_summary_takes_each_repetitions_ratio_then_the_median_and_the_markd
     assert [r["rep"] for r in s["repetitions"]] == [1, 2, 3] and "adbc_copy_s" not in s["repetitions"][0]
     assert s["repetitions"][1]["typed_copy_s"] == 2.0 and s["repetitions"][1]["vs_psql_keyed"] == 1.0
     assert s["pipeline_batch_rows_per_s"] == [500.0, 250.0]
-    assert s["order"] == ["raw_copy", "typed_copy", "binary_copy", "pipeline"]
+    assert s["order"] == ["raw_copy", "typed_copy", "binary_copy", "binary_copy_keyed", "pipeline"]
+    # the key-ordered ceiling: its own seconds over ours, per repetition, then the median
+    assert s["of_keyed_ceiling"] == pytest.approx(0.8) and s["repetitions"][1]["of_keyed_ceiling"] == pytest.approx(0.6)
 
     text = bench.markdown({"started_at": "now", "machine": bench.machine(), "config": {"invalid_rate": 0.02},
                            "bulk": {"summary": s, "runs": runs}})
     assert "### Bulk load: 1,000 rows, 2% invalid, medians of 3 repetitions" in text
     assert "psql `\\copy` keyed / our processing: 1.50×** median (per repetition 1.50, 1.00, 2.00)" in text
     assert "target ≥ 1.30×: met" in text and "target ≤ 1,500 MB: **not met**" in text
-    assert "| 2 | 1.00 | 2.00 | 1.50 | n/a | n/a | 2.00 | 12.00 | 1.00 | 0.75 | 1,600 |" in text
+    assert "| 2 | 1.00 | 2.00 | 1.50 | 1.20 | n/a | n/a | 2.00 | 12.00 | 1.00 | 0.75 | 0.60 | 1,600 |" in text
     assert "last/first 0.50" in text
 
 
