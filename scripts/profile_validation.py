@@ -55,8 +55,8 @@ STAGE_NOTES = {
     "normalize": "normalize()",
     "parse": "ParsedValues.of()",
     "build_schema": "build_schema()",
-    "pandera": "Pandera validate (lazy)",
-    "failures": "failure cases -> reasons, details, rejected rows",
+    "pandera": "Pandera: old, validate (lazy) and its failure cases; new, the checks called and their outputs read",
+    "failures": "failures -> reasons, details, rejected rows",
     "valid_frame": "the valid frame",
     "binary_frame": "load._binary_frame (Arrow table for binary COPY)",
     "direct_frame": "load._direct_frame (text form, the bench's)",
@@ -294,9 +294,12 @@ def run_new(raw: pd.DataFrame, clock: Clock, now: dt.datetime = NOW, pandera_sta
     with clock("build_schema"):
         schema = new.build_schema(now, parsed)
     with clock("pandera"):
-        cases = new.failure_cases(schema, clean) if pandera_stage is None else pandera_stage(clean, parsed, now)
+        if pandera_stage is None:  # as validate() does: the failing rows read off the checks' outputs
+            failures = new.failures(schema, clean)
+        else:  # a variant that gives Pandera's failure cases
+            failures = new.failures_of(pandera_stage(clean, parsed, now))
     with clock("failures"):
-        rejected = new.rejected_rows(raw, new.failures_of(cases))
+        rejected = new.rejected_rows(raw, failures)
     with clock("valid_frame"):
         valid = new.valid_rows(clean, parsed, rejected.index)
     with clock("binary_frame"):

@@ -260,3 +260,41 @@ def test_rejected_and_valid_rows_split_by_the_failures():
     valid = validation.valid_rows(clean, parsed, rejected.index)
     assert list(valid.index) == [3, 2] and list(valid.columns) == list(c.COLUMNS) + ["event_ts_us"]
     pd.testing.assert_frame_equal(valid, validate(frame, now=NOW).valid)
+
+
+def _hostile_frame(seed: int) -> pd.DataFrame:
+    """Generated events, a third of them invalid, with rows failing many rules at once mixed in."""
+    import numpy as np
+
+    from ecom_ingest_dagster.tools.generator import generate_events
+
+    rng = np.random.default_rng(seed)
+    frame = generate_events(300, rng=rng, invalid_rate=0.3, now=NOW).drop(columns="expected_reason")
+    many = {**GOOD, "event_id": "x", "user_id": None, "event_type": "look", "price": "-3", "quantity": "0",
+            "event_timestamp": "soon", "session_id": "s", "product_name": "n" * 300, "category": " ", "product_id": "p"}
+    rows = frame.to_dict("records")
+    for at in rng.choice(len(rows), 20, replace=False):
+        rows[at] = {k: (v if rng.random() < 0.5 else rows[at][k]) for k, v in many.items()}
+    return pd.DataFrame(rows, index=rng.permutation(np.arange(1000, 1000 + len(rows))))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_failures_read_off_the_checks_equal_panderas_own_report(seed):
+    # validate() reads the failing rows off the checks' outputs; Pandera's SchemaErrors
+    # report of the same schema is the reference it must equal, row for row and in order.
+    raw = _hostile_frame(seed)
+    clean = validation.normalize(raw)
+    schema = validation.build_schema(NOW, validation.ParsedValues.of(clean))
+    fast = validation.failures(schema, clean)
+    reference = validation.failures_of(validation.failure_cases(schema, clean))
+    assert len(fast) > 100  # the frame really fails, in many ways
+    assert set(fast["reason"]) == set(c.REJECTION_REASONS) - {c.MALFORMED_ROW}
+    triples = lambda f: sorted(zip(f["index"].tolist(), f["reason"], f["detail"]))  # noqa: E731
+    assert triples(fast) == triples(reference)
+    # and so the same rejected rows, each with its reasons and details in the same order
+    pd.testing.assert_frame_equal(validation.rejected_rows(raw, fast), validation.rejected_rows(raw, reference))
+
+
+def test_failures_empty_when_every_row_passes():
+    clean = validation.normalize(pd.DataFrame([GOOD, GOOD]))
+    assert validation.failures(validation.build_schema(NOW), clean).empty
