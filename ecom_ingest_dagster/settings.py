@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # -- Spark ---------------------------------------------------------------------------
     spark_master: str = Field("local[*]", description="any Spark master URL (`spark://host:7077`, `yarn`, `k8s://...`)")
     spark_driver_memory: str = Field("512m", description="driver JVM heap (local mode: the executors live there too)")
+    spark_driver_java_options: str = Field(
+        "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        description="the driver JVM's options (`spark.driver.extraJavaOptions`); blank (a space): Spark's own",
+    )
     spark_log_level: str = Field("WARN", description="Spark's log level (`ERROR`, `WARN`, `INFO`, ...)")
     spark_ui: bool = Field(
         False, description="serve Spark's web UI (port 4040 and up) while a run works; off, a run starts sooner"

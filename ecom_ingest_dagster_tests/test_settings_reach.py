@@ -23,6 +23,7 @@ _STRINGS = {
     "db_schema": "custom_schema",
     "spark_master": "local[1]",
     "spark_driver_memory": "640m",
+    "spark_driver_java_options": "-XX:+UseSerialGC",
     "spark_log_level": "ERROR",
     "after_commit": "keep",
     "spark_ui": "true",

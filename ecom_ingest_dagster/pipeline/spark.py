@@ -47,6 +47,9 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         # block on the same rows.
         .config("spark.speculation", "false")
     )
+    if settings.spark_driver_java_options.strip():
+        # Set before the JVM starts: the launcher reads it when it builds the java command.
+        builder = builder.config("spark.driver.extraJavaOptions", settings.spark_driver_java_options)
     with _stderr_to(jvm_log):
         spark = _launch(builder)
     spark.sparkContext.setLogLevel(settings.spark_log_level)
