@@ -208,6 +208,9 @@ def test_postgres_image_volume_and_init_script(compose):
     env = _environment(postgres)
     assert env["POSTGRES_PASSWORD"] == TEST_PASSWORD
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    # sized for the primary key's btree (docs/benchmarks.md, 10M rows)
+    command = postgres["command"] if isinstance(postgres["command"], list) else postgres["command"].split()
+    assert command[0] == "postgres" and "shared_buffers=1GB" in command
 
 
 def test_the_state_volume_is_shared_at_one_path(compose):
