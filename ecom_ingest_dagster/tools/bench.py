@@ -439,6 +439,28 @@ def _read_arrow(path: Path):
         return pa.ipc.open_file(source).read_all()
 
 
+def _prepared_load(url: str, prefix: str, shaped: list[Path], connect: Callable, load_table: Callable) -> dict:
+    """The prepared Arrow tables into a fresh keyed ``user_events`` (migrated, then dropped),
+    one transaction per file: ``load_table(conn, schema, table)`` and the commit are timed."""
+    schema = _fresh_schema(url, prefix)
+    seconds = 0.0
+    try:
+        with connection(url, autocommit=True) as conn:
+            migrate(conn, schema)
+        with connect() as conn:
+            for path in shaped:
+                table = _read_arrow(path)
+                started = time.perf_counter()
+                load_table(conn, schema, table)
+                conn.commit()
+                seconds += time.perf_counter() - started
+                del table
+        loaded = _count(url, f'"{schema}".user_events')
+    finally:
+        _drop_schema(url, schema)
+    return {"seconds": seconds, "rows": loaded, "rows_per_s": loaded / seconds}
+
+
 def binary_copy(url: str, shaped: list[Path], *, key_order: bool = False) -> dict:
     """The binary-COPY ceiling: the shaped valid rows, as Arrow tables prepared before the clock
     starts, through the loader's own encoder (``_DirectSink``: pgpq) and psycopg ``copy.write``
@@ -453,31 +475,22 @@ def binary_copy(url: str, shaped: list[Path], *, key_order: bool = False) -> dic
 
     from ecom_ingest_dagster.pipeline.load import _DirectSink, in_key_order
 
-    schema = _fresh_schema(url, "bench_binary")
-    seconds = encode_s = 0.0
-    try:
-        with connection(url, autocommit=True) as conn:
-            migrate(conn, schema)
-        with connection(url) as conn:
-            for path in shaped:
-                table = _read_arrow(path)
-                sink = _DirectSink(schema)
-                started = time.perf_counter()
-                with conn.cursor() as cur, cur.copy(sink.statement(conn)) as copy:
-                    for batch in table.to_batches():  # the blocks the file was read in, as the loader sends them
-                        tick = time.perf_counter()
-                        block = pa.Table.from_batches([batch])
-                        payload = sink.encode_table(in_key_order(block) if key_order else block)
-                        encode_s += time.perf_counter() - tick
-                        copy.write(payload)
-                    copy.write(sink.close())
-                conn.commit()
-                seconds += time.perf_counter() - started
-                del table
-        loaded = _count(url, f'"{schema}".user_events')
-    finally:
-        _drop_schema(url, schema)
-    return {"seconds": seconds, "encode_s": encode_s, "rows": loaded, "rows_per_s": loaded / seconds}
+    encode_s = 0.0
+
+    def load_table(conn, schema: str, table) -> None:
+        nonlocal encode_s
+        sink = _DirectSink(schema)
+        with conn.cursor() as cur, cur.copy(sink.statement(conn)) as copy:
+            for batch in table.to_batches():  # the blocks the file was read in, as the loader sends them
+                tick = time.perf_counter()
+                block = pa.Table.from_batches([batch])
+                payload = sink.encode_table(in_key_order(block) if key_order else block)
+                encode_s += time.perf_counter() - tick
+                copy.write(payload)
+            copy.write(sink.close())
+
+    result = _prepared_load(url, "bench_binary", shaped, lambda: connection(url), load_table)
+    return {**result, "encode_s": encode_s}
 
 
 def adbc_available() -> bool:
@@ -493,24 +506,11 @@ def adbc_copy(url: str, shaped: list[Path]) -> dict:
     and the commit are timed. A comparison only: the loader needs psycopg's transaction."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    schema = _fresh_schema(url, "bench_adbc")
-    seconds = 0.0
-    try:
-        with connection(url, autocommit=True) as conn:
-            migrate(conn, schema)
-        with adbc.connect(url) as conn:
-            for path in shaped:
-                table = _read_arrow(path)
-                started = time.perf_counter()
-                with conn.cursor() as cur:
-                    cur.adbc_ingest("user_events", table, mode="append", db_schema_name=schema)
-                conn.commit()
-                seconds += time.perf_counter() - started
-                del table
-        loaded = _count(url, f'"{schema}".user_events')
-    finally:
-        _drop_schema(url, schema)
-    return {"seconds": seconds, "rows": loaded, "rows_per_s": loaded / seconds}
+    def load_table(conn, schema: str, table) -> None:
+        with conn.cursor() as cur:
+            cur.adbc_ingest("user_events", table, mode="append", db_schema_name=schema)
+
+    return _prepared_load(url, "bench_adbc", shaped, lambda: adbc.connect(url), load_table)
 
 
 _JDBC_SCRIPT = r"""

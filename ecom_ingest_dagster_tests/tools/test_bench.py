@@ -37,7 +37,8 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     assert bulk["binary_copy_rows_per_s"] > 0 and bulk["typed_copy_rows_per_s"] > 0
     assert len(bulk["vs_psql_keyed"]["per_repetition"]) == len(bulk["of_ceiling"]["per_repetition"]) == 1
     assert bulk["vs_psql_keyed"]["median"] > 0 and bulk["of_ceiling"]["median"] > 0
-    loaded = {run["rows"] for name in ("typed_copy", "binary_copy", "adbc_copy") for run in results["bulk"]["runs"][name]}
+    loaded = {run["rows"] for name in ("typed_copy", "binary_copy", "binary_copy_keyed", "adbc_copy")
+              for run in results["bulk"]["runs"][name]}
     assert loaded == {results["bulk"]["runs"]["pipeline"][0]["loaded"]}  # every COPY took the rows we loaded
     assert (bulk["adbc_copy_rows_per_s"] or 0) > 0 or bulk["adbc_copy_note"]
     assert results["latency_continuous"]["drops"] == 2
