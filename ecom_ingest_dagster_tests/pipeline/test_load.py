@@ -6,10 +6,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, in_key_order, ingest_file
 
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, event_id, ledger, row
 
@@ -273,11 +275,6 @@ def test_binary_copy_of_a_file_with_no_valid_rows(db, db_schema, tmp_path):
 def test_rows_go_in_key_order_and_rows_of_one_id_keep_theirs():
     # Sorting is what makes the COPY cheap for the server; a stable sort is what keeps the
     # first copy of a repeated id the one that is loaded (ON CONFLICT keeps the first).
-    import numpy as np
-    import pyarrow as pa
-
-    from ecom_ingest_dagster.pipeline.load import in_key_order
-
     rng = np.random.default_rng(3)
     keys = rng.integers(0, 50, 2_000)  # many rows per id
     ids = pa.array([int(k).to_bytes(16, "big") for k in keys], pa.binary(16))
