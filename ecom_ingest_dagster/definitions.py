@@ -2,9 +2,17 @@
 
 from pathlib import Path
 
-from dagster import definitions, load_from_defs_folder
+from dagster import ComponentTree, definitions
+
+import ecom_ingest_dagster.defs as defs_package
 
 
 @definitions
 def defs():
-    return load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # From the module itself, not from a config file found above it: installed from the
+    # wheel (the image, any `pip install`), there is no pyproject.toml above the package,
+    # and `load_from_defs_folder` fails to find the project. The root is the package's parent,
+    # as it was in a checkout.
+    return ComponentTree.from_module(
+        defs_module=defs_package, project_root=Path(defs_package.__file__).resolve().parent.parent.parent
+    ).build_defs()
