@@ -85,6 +85,15 @@ class Settings(BaseSettings):
         "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         description="the driver JVM's options (`spark.driver.extraJavaOptions`); blank (a space): Spark's own",
     )
+    spark_driver_host: Optional[str] = Field(
+        None,
+        description="on a cluster, the address executors reach the driver at (`spark.driver.host`); unset: the address this"
+        " host's name resolves to if not loopback, else its first non-loopback IPv4 address (as Spark picks it, but never"
+        " from a `SPARK_LOCAL_IP` that a library set on import)",
+    )
+    spark_driver_bind_address: Optional[str] = Field(
+        None, description="the address the driver listens on (`spark.driver.bindAddress`, e.g. `0.0.0.0`); unset: the driver host"
+    )
     spark_log_level: str = Field("WARN", description="Spark's log level (`ERROR`, `WARN`, `INFO`, ...)")
     spark_ui: bool = Field(
         False, description="serve Spark's web UI (port 4040 and up) while a run works; off, a run starts sooner"

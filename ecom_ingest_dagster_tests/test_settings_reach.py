@@ -24,6 +24,8 @@ _STRINGS = {
     "spark_master": "local[1]",
     "spark_driver_memory": "640m",
     "spark_driver_java_options": "-XX:+UseSerialGC",
+    "spark_driver_host": "driver.example",
+    "spark_driver_bind_address": "0.0.0.0",
     "spark_log_level": "ERROR",
     "after_commit": "keep",
     "spark_ui": "true",

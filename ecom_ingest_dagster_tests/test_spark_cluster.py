@@ -1,6 +1,8 @@
 """The same ingest on a real Spark standalone cluster: the load runs on the executors.
 
-A master and one worker are started from the installed pyspark on loopback. The
+A master and one worker are started from the installed pyspark on 127.0.0.1, the driver
+listens on 127.0.0.2 only (``ECOM_INGEST_SPARK_DRIVER_HOST`` and ``_BIND_ADDRESS``), with no
+``SPARK_LOCAL_IP`` of ours in its environment. The
 suite's session-scoped ``spark`` fixture already owns this process's JVM (one
 SparkContext per JVM), so the cluster's driver runs in a separate Python process: a
 small script that builds the session for ``spark://127.0.0.1:<port>`` with the
@@ -57,6 +59,9 @@ pytestmark = [
 STARTUP_TIMEOUT_S = 60
 DRIVER_TIMEOUT_S = 120
 RESULT_MARKER = "ECOM_INGEST_CLUSTER_RESULT "
+# The driver's own address: on loopback still (the network of this test), but not the one
+# the master, the worker and the executors use.
+DRIVER_HOST = "127.0.0.2"
 
 
 def _free_port() -> int:
@@ -216,10 +221,14 @@ DRIVER_SCRIPT = textwrap.dedent(
         home=Path(args["home"]), landing_dir=Path(args["landing_dir"]),
         database_url=args["database_url"], db_schema=args["db_schema"],
         spark_master=args["spark_master"],
+        # Another address than the cluster's: the driver listens there only, so executors
+        # that were told a loopback guess (pandera's SPARK_LOCAL_IP) could not connect.
+        spark_driver_host=args["driver_host"], spark_driver_bind_address=args["driver_host"],
         # The evidence below comes from Spark's UI API; and these drops are small enough for
         # the driver to load them itself, which this test is not about.
         spark_ui=True, driver_batch_max_bytes=0,
     )
+    spark_local_ip_on_import = os.environ.get("SPARK_LOCAL_IP")  # pandera's, by now
     t0 = time.perf_counter()
     spark = build_spark_session(settings, app_name=args["app_name"])
     sc = spark.sparkContext
@@ -265,6 +274,8 @@ DRIVER_SCRIPT = textwrap.dedent(
             "timings_s": {"session": t1 - t0, "ingest": t2 - t1, "warm_up": summary.warm_up_s,
                           "query": summary.elapsed_s, "evidence": time.perf_counter() - t2},
             "master": sc.master,
+            "driver_host": sc.getConf().get("spark.driver.host"),
+            "spark_local_ip_on_import": spark_local_ip_on_import,
             "app_id": sc.applicationId,
             "totals": summary.totals,
             "executors": [
@@ -304,6 +315,7 @@ def test_ingest_on_standalone_cluster_loads_on_executors(standalone_cluster, set
         "app_name": app_name,
         "master_ui": cluster.master_ui,
         "marker": RESULT_MARKER,
+        "driver_host": DRIVER_HOST,
     }
     script = tmp_path / "cluster_driver.py"
     script.write_text(DRIVER_SCRIPT)
@@ -311,7 +323,8 @@ def test_ingest_on_standalone_cluster_loads_on_executors(standalone_cluster, set
     try:
         completed = subprocess.run(
             [sys.executable, str(script), json.dumps(args)],
-            env=cluster.env,
+            # The product's environment, not the cluster daemons': no SPARK_LOCAL_IP.
+            env={k: v for k, v in cluster.env.items() if k != "SPARK_LOCAL_IP"},
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -343,6 +356,10 @@ def test_ingest_on_standalone_cluster_loads_on_executors(standalone_cluster, set
 
     # --- it ran on the cluster, the load on its executors ----------------------------
     assert result["master"] == cluster.master_url
+    # The driver advertised the configured address, though pandera's import had set
+    # SPARK_LOCAL_IP to loopback in its process; the executors reached it there.
+    assert result["spark_local_ip_on_import"] == "127.0.0.1"
+    assert result["driver_host"] == DRIVER_HOST
     app_id = result["app_id"]
     assert app_id.startswith("app-")
     by_id = {e["id"]: e for e in result["executors"]}

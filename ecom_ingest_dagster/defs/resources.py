@@ -29,6 +29,8 @@ class PipelineResource(dg.ConfigurableResource):
     db_retry_seconds: Optional[float] = None
     spark_master: Optional[str] = None
     spark_driver_memory: Optional[str] = None
+    spark_driver_host: Optional[str] = None
+    spark_driver_bind_address: Optional[str] = None
     spark_driver_java_options: Optional[str] = None
     spark_log_level: Optional[str] = None
     spark_ui: Optional[bool] = None

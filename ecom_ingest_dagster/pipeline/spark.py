@@ -7,8 +7,10 @@ query of the run shares it.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -27,8 +29,13 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
     # cannot import this package.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    address = driver_address_conf(settings)
     if settings.spark_local:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    else:
+        # What the JVM binds to when nothing else says (its web UI, for one): the driver's
+        # own address, not whatever an imported library left in the environment.
+        os.environ["SPARK_LOCAL_IP"] = address.get("spark.driver.bindAddress", address["spark.driver.host"])
     from pyspark.sql import SparkSession
 
     ui = settings.spark_ui if ui is None else ui
@@ -47,6 +54,8 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         # block on the same rows.
         .config("spark.speculation", "false")
     )
+    for key, value in address.items():
+        builder = builder.config(key, value)
     if settings.spark_driver_java_options.strip():
         # Set before the JVM starts: the launcher reads it when it builds the java command.
         builder = builder.config("spark.driver.extraJavaOptions", settings.spark_driver_java_options)
@@ -54,6 +63,42 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         spark = _launch(builder)
     spark.sparkContext.setLogLevel(settings.spark_log_level)
     return spark
+
+
+def driver_address_conf(settings: Settings) -> dict[str, str]:
+    """Where executors reach the driver: always explicit on a cluster.
+
+    Spark would take ``SPARK_LOCAL_IP`` from the environment, and importing pandera sets it
+    to 127.0.0.1 when it is unset (``pandera/external_config.py``): a driver that validates
+    with Pandera would advertise loopback, and executors on other hosts would never connect
+    ("Initial job has not accepted any resources"). So no library's import decides it.
+    """
+    conf = {}
+    host = settings.spark_driver_host or (None if settings.spark_local else default_driver_host())
+    if host:
+        conf["spark.driver.host"] = host
+    if settings.spark_driver_bind_address:
+        conf["spark.driver.bindAddress"] = settings.spark_driver_bind_address
+    return conf
+
+
+def default_driver_host() -> str:
+    """This host's address as Spark itself picks it without ``SPARK_LOCAL_IP``: what the host
+    name resolves to unless that is loopback (Debian maps it to 127.0.1.1), else the first
+    non-loopback IPv4 address of an interface, else the name. An address, not the name:
+    another host may not resolve this one's name (a container's is its id)."""
+    name = socket.gethostname()
+    with contextlib.suppress(OSError, ValueError):
+        resolved = socket.gethostbyname(name)
+        if not ipaddress.ip_address(resolved).is_loopback:
+            return resolved
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not ipaddress.ip_address(address.address).is_loopback:
+                return address.address
+    return name
 
 
 @contextlib.contextmanager
