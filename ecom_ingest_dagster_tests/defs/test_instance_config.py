@@ -36,6 +36,16 @@ def test_local_instance_queues_one_ingest_run_per_landing(tmp_path):
     # Every sensor-launched run waits for the queue's next pass (Dagster's default: 5 s).
     assert instance.run_coordinator.dequeue_interval_seconds == 1
     assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 5
+    assert_dead_runs_are_failed(instance)
+
+
+def assert_dead_runs_are_failed(instance) -> None:
+    """Run monitoring can tell a run whose code server lost it, within a minute."""
+    from ecom_ingest_dagster.run_launcher import MonitoredRunLauncher
+
+    assert type(instance.run_launcher) is MonitoredRunLauncher
+    assert instance.run_launcher.supports_check_run_worker_health
+    assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds <= 15
 
 
 @pytest.fixture
@@ -61,6 +71,7 @@ def test_postgres_instance_stores_a_real_ingest_run(
         assert landing_limit(instance)
         assert instance.run_coordinator.dequeue_interval_seconds == 1
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 5
+        assert_dead_runs_are_failed(instance)
         drop(settings.landing_dir, "a.csv", csv_text([row(i) for i in range(1, 21)]))
         result = definitions.resolve_job_def("ingest_job").execute_in_process(resources=dagster_resources, instance=instance)
         assert result.success
