@@ -10,7 +10,8 @@ say whether a run's worker is alive, and the default one cannot.
 This one can: the code server knows which runs it is executing (``GetCurrentRuns``), and a
 server started anew knows none of the old ones. So the monitoring daemon asks the server
 that launched a run (its address is on the run's tags) and fails the run when the server
-answers without it; run retries then relaunch it, and the file ledger keeps every drop
+answers without it (a ``dagster api grpc`` server: the ``dagster code-server start`` proxy
+cannot list its runs); run retries then relaunch it, and the file ledger keeps every drop
 exactly once across the two. Chosen over ``DockerRunLauncher`` (a container per run):
 the Spark driver lives in the run, so a container per run adds its start to every run and
 needs the Docker socket inside the deployment, for runs that are cheap to retry anyway.
@@ -56,6 +57,12 @@ class MonitoredRunLauncher(DefaultRunLauncher):
         try:
             current = deserialize_value(client.get_current_runs(), GetCurrentRunsResult).current_runs
         except Exception as error:  # grpc's errors: the server is down or restarting
+            if client._is_unimplemented_error(error):
+                # A `dagster code-server start` proxy does not list its runs (its child
+                # server does): nothing to judge by, as with the default launcher.
+                return CheckRunHealthResult(
+                    WorkerStatus.RUNNING, f"{where} cannot list its runs: serve the code location with `dagster api grpc`"
+                )
             since = self._unreachable_since.setdefault(run.run_id, time.monotonic())
             waited = time.monotonic() - since
             if waited < UNREACHABLE_GRACE_SECONDS:
