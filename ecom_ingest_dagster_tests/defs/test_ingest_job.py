@@ -48,6 +48,11 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
 
     result = run_ingest(definitions, dagster_resources, instance)
     assert result.success
+    # The run names its Spark application: on a cluster, the master's UI lists it by this id.
+    spark_context = dagster_resources["pipeline"].pipeline().spark.sparkContext
+    assert f"Spark application {spark_context.applicationId} on {spark_context.master}" in [
+        entry.user_message for entry in instance.all_logs(result.run_id)
+    ]
     mats = materializations(result)
     assert set(mats) == {
         "user_events", "rejected_events", "ingestion_throughput", "ingestion_latency", "data_quality", "performance_report",
