@@ -64,8 +64,13 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
 def test_the_code_location_loads_from_the_installed_wheel(installed):
     python, outside = installed
     script = (
+        "import warnings\n"
+        "import dagster\n"
         "from ecom_ingest_dagster.definitions import defs\n"
-        "d = defs()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    d = defs()\n"
+        "print('dagster warnings:', [str(w.message) for w in caught if 'dagster' in w.category.__module__])\n"
         "print(sorted(j.name for j in d.resolve_all_job_defs()))\n"
         "print(sorted(s.name for s in d.sensors))\n"
     )
@@ -73,6 +78,8 @@ def test_the_code_location_loads_from_the_installed_wheel(installed):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "ingest_job" in loaded.stdout and "stream_job" in loaded.stdout
     assert "landing_sensor" in loaded.stdout
+    # Every code server, daemon and CLI process loads it: no warning of Dagster's own on the terminal.
+    assert "dagster warnings: []" in loaded.stdout, loaded.stdout
 
 
 def test_dagster_validates_the_installed_code_location(installed):
