@@ -3,7 +3,7 @@
 A background thread samples, every ``interval_s``: CPU and memory of this process tree (the
 Python driver, Spark's JVM and its Python workers, via psutil), Spark's active tasks
 (the status tracker), and PostgreSQL's connections, transaction rate and disk I/O
-(``pg_stat_database``; ``pg_stat_io`` where the server has it, PostgreSQL 16+).
+(``pg_stat_database``; ``pg_stat_io`` where the server has it, PostgreSQL 16+, in bytes from 18).
 """
 
 from __future__ import annotations
@@ -74,6 +74,22 @@ class ProcessTree:
         return cpu, rss, jvm, workers
 
 
+def written_bytes_query(conn) -> str:
+    """Bytes the server has written so far: the WAL (written at commit) plus data pages flushed,
+    from whichever statistics this major version has."""
+    columns = {row[0] for row in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('pg_catalog.pg_stat_io') AND attnum > 0"
+    )}
+    if "write_bytes" in columns:  # 18 and later count bytes per operation (and list the WAL: not twice)
+        pages = "SELECT coalesce(sum(write_bytes), 0) FROM pg_stat_io WHERE object <> 'wal'"
+    elif "op_bytes" in columns:  # 16 and 17
+        pages = "SELECT coalesce(sum(writes * op_bytes), 0) FROM pg_stat_io WHERE op_bytes IS NOT NULL"
+    else:  # 15: no pg_stat_io
+        pages = ("SELECT (buffers_checkpoint + buffers_clean + buffers_backend)"
+                 " * current_setting('block_size')::bigint FROM pg_stat_bgwriter")
+    return f"SELECT ({pages}) + (SELECT wal_bytes FROM pg_stat_wal)"
+
+
 class PostgresStats:
     """Rates from the database's cumulative statistics, between two calls."""
 
@@ -81,29 +97,25 @@ class PostgresStats:
         self._connect = connect
         self._conn = None
         self._last: tuple[float, float, float, float] | None = None
-        self._has_stat_io: bool | None = None
+        self._written_query: str | None = None
+        self._warned = False
 
     def sample(self) -> tuple[int | None, float | None, float | None, float | None]:
         try:
             if self._conn is None:
                 self._conn = self._connect()
                 self._conn.autocommit = True
-                self._has_stat_io = self._conn.execute(
-                    "SELECT to_regclass('pg_catalog.pg_stat_io') IS NOT NULL"
-                ).fetchone()[0]
+                self._written_query = written_bytes_query(self._conn)
             row = self._conn.execute(
                 "SELECT numbackends, xact_commit + xact_rollback, blks_read * current_setting('block_size')::bigint"
                 " FROM pg_stat_database WHERE datname = current_database()"
             ).fetchone()
-            # Writes: the WAL a load generates (written at commit) plus data pages flushed.
-            if self._has_stat_io:
-                pages = "SELECT coalesce(sum(writes * op_bytes), 0) FROM pg_stat_io WHERE op_bytes IS NOT NULL"
-            else:
-                pages = ("SELECT (buffers_checkpoint + buffers_clean + buffers_backend)"
-                         " * current_setting('block_size')::bigint FROM pg_stat_bgwriter")
-            written = self._conn.execute(f"SELECT ({pages}) + (SELECT wal_bytes FROM pg_stat_wal)").fetchone()[0]
+            written = self._conn.execute(self._written_query).fetchone()[0]
         except Exception as exc:  # statistics are best effort; the run must not care
-            log.debug("PostgreSQL statistics unavailable: %s", exc)
+            # But say so once: a query this server refuses (a column a new major version
+            # removed) would otherwise blank the report's database figures in silence.
+            (log.debug if self._warned else log.warning)("PostgreSQL statistics unavailable: %s", exc)
+            self._warned = True
             self.close()
             return None, None, None, None
         now = time.monotonic()
