@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ECOM_INGEST_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_JVM_MEMORY = re.compile(r"^[0-9]+([kmgtp]b?)?$", re.IGNORECASE)
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -155,6 +156,15 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().absolute()
 
+    @field_validator("spark_driver_memory")
+    @classmethod
+    def _jvm_memory(cls, value: str) -> str:
+        # What the JVM's -Xmx and Spark's byte strings accept; anything else would fail only
+        # once the JVM starts, seconds into a run.
+        if not _JVM_MEMORY.match(value.strip()):
+            raise ValueError("is not a memory size (a number with k, m, g or t, e.g. 512m or 2g)")
+        return value.strip()
+
     @field_validator("db_schema")
     @classmethod
     def _plain_identifier(cls, value: str) -> str:
@@ -219,6 +229,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def spark_log(self) -> Path:
+        """Where Spark's console output goes (JVM warnings, log4j), not a user's terminal."""
+        return self.logs_dir / "spark.log"
 
     @property
     def reports_dir(self) -> Path:

@@ -114,6 +114,9 @@ def test_with_overrides_ignores_none():
         ("TRIGGER_SECONDS", "-1"),
         ("TRIGGER_SECONDS", "nan"),
         ("TRIGGER_SECONDS", "inf"),
+        ("SPARK_DRIVER_MEMORY", "lots"),
+        ("SPARK_DRIVER_MEMORY", "1.5g"),
+        ("SPARK_DRIVER_MEMORY", "-512m"),
     ],
 )
 def test_bad_values_name_the_variable(name, value):
@@ -121,6 +124,11 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env(environ={P + name: value})
     assert P + name in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("value", ["512m", "2g", "2G", "1024k", "1gb", "3072"])
+def test_memory_sizes_the_jvm_takes_are_accepted(value):
+    assert Settings.from_env(environ={P + "SPARK_DRIVER_MEMORY": value}).spark_driver_memory == value
 
 
 def test_schema_at_identifier_length_limit_is_fine():

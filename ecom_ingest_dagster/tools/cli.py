@@ -191,11 +191,11 @@ def _pipeline(settings: Settings, *, run: bool = False) -> Pipeline:
     return Pipeline(
         settings, interactive=not run,
         on_spark_ready=lambda s: print(
-            f"spark session ready in {s:.1f} s ({settings.spark_master}; its log: {settings.logs_dir / 'spark.log'})",
+            f"spark session ready in {s:.1f} s ({settings.spark_master}; its log: {settings.spark_log})",
             file=sys.stderr,
         ),
         # Spark's start-up chatter (JVM warnings, log4j's banner) goes to the log, not the terminal.
-        jvm_log=settings.logs_dir / "spark.log",
+        jvm_log=settings.spark_log,
     )
 
 
@@ -329,7 +329,11 @@ def _settings(settings: Settings, args) -> int:
         print(json.dumps(values, indent=2))
     else:
         for name, value in values.items():
-            print(f"{env_name(name)}={'' if value is None else value}")
+            shown = "" if value is None else value
+            if name == "database_url" and value is None:
+                # Unset is not "nothing": say what a run will use.
+                shown = f"  # unset: the embedded PostgreSQL in {settings.embedded_pgdata}"
+            print(f"{env_name(name)}={shown}")
     return 0
 
 

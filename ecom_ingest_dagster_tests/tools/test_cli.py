@@ -48,6 +48,13 @@ def test_bad_configuration_exits_2_with_the_culprit_named(tmp_path, env, args, m
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_settings_says_what_an_unset_database_url_means(tmp_path):
+    result = run(["settings"], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ECOM_INGEST_DATABASE_URL="))
+    assert "embedded PostgreSQL" in line and str(tmp_path / "home" / "pgdata") in line
+
+
 @pytest.mark.parametrize(
     "args", [["generate", "--invalid-rate", "1.5"], ["generate", "--batches", "0"], ["stream", "--trigger-seconds", "-1"]]
 )
