@@ -67,7 +67,10 @@ class PipelineResource(dg.ConfigurableResource):
         if self._pipeline is None:
             from ecom_ingest_dagster.pipeline.run import Pipeline
 
-            self._pipeline = Pipeline(self.settings(), on_spark_ready=on_spark_ready)
+            settings = self.settings()
+            # Spark's console output goes to its log file, as with the CLI: the code server's
+            # and `dagster dev`'s terminal is for lines a user should read.
+            self._pipeline = Pipeline(settings, on_spark_ready=on_spark_ready, jvm_log=settings.spark_log)
         return self._pipeline
 
     def teardown_after_execution(self, context) -> None:

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 import signal
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -30,6 +31,10 @@ from .conftest import ROOT, WARM_IDLE_SECONDS, wait_for
 # The daemon's sensor loop runs at most every 5 s (dagster/_daemon/sensor.py); two loops
 # are enough for a sensor that would launch a run to have done so.
 SENSOR_LOOPS_S = 12
+# What the JVM prints: its own warnings, log4j's lines (yy/MM/dd HH:mm:ss LEVEL), stack frames.
+JVM_LINE = re.compile(
+    r"Using incubator modules|log4j|NativeCodeLoader|setLogLevel\(|^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (WARN|ERROR|INFO) "
+    r"|^\s+at (org|java|scala|io)\.", re.M)
 
 
 def _ingest_runs(instance, since: float) -> list[dg.DagsterRun]:
@@ -113,6 +118,20 @@ def test_a_warm_run_takes_the_drops_that_land_while_it_runs_and_ends_when_idle(w
     assert [r.run_id for r in _ingest_runs(instance, since)] == [run_id]
     loaded = {r[0] for r in db.execute(f"SELECT event_id::text FROM \"{schema}\".user_events WHERE source_file LIKE 'warm_%'")}
     assert loaded == _valid_ids(frames)
+
+    # The run said what it waited for, and what its start cost.
+    messages = [entry.user_message for entry in instance.all_logs(run_id)]
+    assert any(m.startswith("warm: taking drops from ") and f"none has come for {WARM_IDLE_SECONDS:g} s" in m
+               for m in messages), messages
+    summary = next(m for m in messages if "; before the first batch: Spark " in m)
+    assert re.search(r"before the first batch: Spark (\d+\.\d) s", summary).group(1) != "0.0", summary
+
+    # The terminal shows Dagster's lines, not the JVM's: Spark's console output is in its log.
+    terminal = dagster_dev["log"].read_text(errors="replace")
+    jvm_lines = [line for line in terminal.splitlines() if JVM_LINE.search(line)]
+    assert not jvm_lines, jvm_lines[:10]
+    spark_log = Path(dagster_dev["env"]["ECOM_INGEST_HOME"]) / "logs" / "spark.log"
+    assert JVM_LINE.search(spark_log.read_text(errors="replace"))
 
 
 def test_terminating_a_warm_run_between_drops_loses_nothing_and_the_next_drop_gets_a_run(world, dagster_dev):
