@@ -59,6 +59,11 @@ class IngestBusy(RuntimeError):
     """Another run holds the query's checkpoint (two queries on one checkpoint corrupt it)."""
 
 
+def busy_message(landing_dir: Path) -> str:
+    return (f"another ingest or stream run is processing {landing_dir} into this database;"
+            " wait for it to finish (or stop it) and run again")
+
+
 class IngestStopped(KeyboardInterrupt):
     """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
 
@@ -205,10 +210,7 @@ class IngestQuery:
         try:
             key = lock_key(self.checkpoint)
             if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
-                raise IngestBusy(
-                    f"another ingest or stream run is processing {self.settings.landing_dir} into this database;"
-                    " wait for it to finish (or stop it) and run again"
-                )
+                raise IngestBusy(busy_message(self.settings.landing_dir))
             yield
         finally:
             conn.close()

@@ -23,7 +23,7 @@ from psycopg import sql
 from ecom_ingest_dagster.pipeline import checks
 from ecom_ingest_dagster.pipeline.database import connection, ready_database, table
 from ecom_ingest_dagster.pipeline.measure import MetricsLog
-from ecom_ingest_dagster.pipeline.query import IngestQuery, RunSummary
+from ecom_ingest_dagster.pipeline.query import IngestBusy, IngestQuery, RunSummary, busy_message
 from ecom_ingest_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,10 @@ class Pipeline:
     def query(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> IngestQuery:
         self._check_landing()
         url = self.database_url  # before Spark: a dead database fails in a second, not after a JVM
+        if self.held_elsewhere():
+            # Refused before a JVM is started for nothing; the query's own lock
+            # (IngestQuery.exclusive) still decides when two start at once.
+            raise IngestBusy(busy_message(self.settings.landing_dir))
         return IngestQuery(self.spark, self.settings, url, run_id=run_id, on_batch=on_batch)
 
     def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,

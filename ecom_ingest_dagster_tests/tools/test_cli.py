@@ -92,6 +92,27 @@ def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
     assert "rows: 152 in = 136 loaded + 0 duplicate + 16 rejected" in status.stdout
 
 
+def test_a_busy_landing_directory_is_refused_before_spark_starts(tmp_path, database_url, db_schema):
+    import psycopg
+
+    from ecom_ingest_dagster.pipeline.query import checkpoint_path, lock_key
+    from ecom_ingest_dagster.settings import Settings
+
+    env = {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
+           "ECOM_INGEST_DB_SCHEMA": db_schema}
+    settings = Settings(home=tmp_path / "home", database_url=database_url, db_schema=db_schema)
+    drop(settings.landing_dir, "a.csv", csv_text([row(1)]))
+    # Another run holds the landing directory's checkpoint (its session lock).
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+                      (lock_key(checkpoint_path(settings, database_url)),))
+        busy = run(["ingest"], env, tmp_path)
+    assert busy.returncode == 1
+    assert "another ingest or stream run is processing" in busy.stderr
+    assert "spark session ready" not in busy.stderr  # no JVM was started to be refused
+    assert not settings.spark_log.exists()
+
+
 @pytest.mark.parametrize("when", ["starting", "loading"])
 def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_schema, db, when):
     import signal
