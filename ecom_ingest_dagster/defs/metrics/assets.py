@@ -151,9 +151,11 @@ def _check_metadata(outcome: CheckOutcome) -> dict:
 
 
 def check_results(evaluation: Evaluation, asset: str) -> list[dg.AssetCheckResult]:
+    # A check with nothing to judge (no batch) yields no result: Dagster shows it skipped,
+    # not a green "passed" on nothing.
     return [
         dg.AssetCheckResult(check_name=o.spec.name, passed=o.passed, severity=_severity(o), metadata=_check_metadata(o))
-        for o in evaluation.checks.values() if o.spec.asset == asset
+        for o in evaluation.checks.values() if o.spec.asset == asset and o.judged
     ]
 
 
@@ -161,7 +163,7 @@ def metric_events(evaluation: Evaluation, run_id: str) -> Iterator[dg.AssetMater
     """The metric assets' materializations and check evaluations, for a job made of ops."""
     for asset, metadata in asset_metadata(evaluation).items():
         yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
-    for outcome in evaluation.checks.values():
+    for outcome in (o for o in evaluation.checks.values() if o.judged):
         yield dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey(outcome.spec.asset), check_name=outcome.spec.name, passed=outcome.passed,
             severity=_severity(outcome), metadata=_check_metadata(outcome), blocking=outcome.spec.blocking,
@@ -188,13 +190,19 @@ def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def _metric_asset(name: str, description: str):
-    @dg.asset(
-        name=name, deps=[USER_EVENTS, REJECTED_EVENTS], group_name=METRICS_GROUP, kinds={"postgres"},
-        check_specs=_check_specs(name), description=description,
+    # A multi-asset of one that can be subset: its checks' results are then optional, and
+    # a check with nothing to judge (no batch) is left out: Dagster shows it skipped,
+    # not a green "passed" on nothing.
+    @dg.multi_asset(
+        name=name,
+        specs=[dg.AssetSpec(name, deps=[USER_EVENTS, REJECTED_EVENTS], group_name=METRICS_GROUP, kinds={"postgres"},
+                            description=description)],
+        check_specs=_check_specs(name), can_subset=True,
     )
-    def metric(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    def metric(context: dg.AssetExecutionContext, pipeline: PipelineResource):
         evaluation = _evaluate(context, pipeline)
-        return dg.MaterializeResult(metadata=asset_metadata(evaluation)[name], check_results=check_results(evaluation, name))
+        yield dg.MaterializeResult(asset_key=name, metadata=asset_metadata(evaluation)[name])
+        yield from check_results(evaluation, name)
 
     return metric
 
