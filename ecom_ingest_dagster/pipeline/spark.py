@@ -34,8 +34,10 @@ def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     else:
         # What the JVM binds to when nothing else says (its web UI, for one): the driver's
-        # own address, not whatever an imported library left in the environment.
-        os.environ["SPARK_LOCAL_IP"] = address.get("spark.driver.bindAddress", address["spark.driver.host"])
+        # own address, not whatever an imported library left in the environment. Not the
+        # bind address: a wildcard (0.0.0.0) there cost ~10 s of the session's start in a
+        # container whose DNS forwards to no one (a look-up that times out).
+        os.environ["SPARK_LOCAL_IP"] = address["spark.driver.host"]
     from pyspark.sql import SparkSession
 
     ui = settings.spark_ui if ui is None else ui
