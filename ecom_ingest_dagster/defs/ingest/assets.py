@@ -183,8 +183,8 @@ def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipe
     context.log.info(
         f"{totals['total_files']} file(s), {totals['total_records']} rows in {summary.elapsed_s:.1f} s"
         + (f" (warm for {config.idle_seconds:g} s after the last drop)" if config.idle_seconds > 0 else "")
-        + f"; before the first batch: Spark {spark_start[0] if spark_start else 0:.1f} s, executors' Python"
-        f" workers {summary.warm_up_s:.1f} s"
+        + (f"; before the first batch: Spark {spark_start[0]:.1f} s, executors' Python workers {summary.warm_up_s:.1f} s"
+           if spark_start else "; no Spark session was needed")
     )
     # What the run did, where the run list shows it (the sensor's tags say what it saw).
     context.instance.add_run_tags(context.run_id, {
