@@ -102,7 +102,7 @@ def test_stream_job_terminated_from_the_ui_stops_cleanly_and_records_metrics(dag
         )
         client.terminate_run(run_id)  # what the UI's "Terminate" button sends
         run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to finish")
-        assert run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED)
+        assert run.status == dg.DagsterRunStatus.CANCELED  # as asked, after a clean stop between batches
         materialized = {
             e.event_log_entry.dagster_event.event_specific_data.materialization.asset_key.to_user_string()
             for e in instance.get_records_for_run(run_id).records

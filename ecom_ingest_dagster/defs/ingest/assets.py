@@ -115,11 +115,15 @@ def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, r
     )
 
 
+def terminate_requested(context: dg.OpExecutionContext) -> bool:
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.CANCELING
+
+
 def stopped_by_user(context: dg.OpExecutionContext, stopped: KeyboardInterrupt) -> None:
     """Dagster retries an interrupted step under its retry policy, which is right for a
     pre-empted worker but would undo a user's "Terminate": tell the two apart."""
-    run = context.instance.get_run_by_id(context.run_id)
-    if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+    if terminate_requested(context):
         raise dg.Failure(description=f"terminated on request; {stopped}", allow_retries=False) from stopped
 
 

@@ -10,7 +10,13 @@ from typing import Optional
 
 import dagster as dg
 
-from ecom_ingest_dagster.defs.ingest.assets import INGEST_RETRY_POLICY, LANDING_POOL, stopped_by_user, table_materializations
+from ecom_ingest_dagster.defs.ingest.assets import (
+    INGEST_RETRY_POLICY,
+    LANDING_POOL,
+    stopped_by_user,
+    table_materializations,
+    terminate_requested,
+)
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
@@ -72,6 +78,10 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
         raise
     yield from table_materializations(summary, run.table_rows(), result_type=dg.AssetMaterialization)
     yield from metric_events(run.evaluate(context.run_id), context.run_id)
+    if terminate_requested(context):
+        # Terminate stops the stream between micro-batches, cleanly, and the run then ends
+        # Canceled as the user asked (not Success, and not retried).
+        raise dg.Failure(description="terminated on request: stopped between micro-batches", allow_retries=False)
     yield dg.Output(summary.totals["total_records"])
 
 
