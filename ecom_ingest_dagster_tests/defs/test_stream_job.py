@@ -32,6 +32,9 @@ def test_stream_job_ingests_live_drops_and_records_metric_materializations(
         runner.join(120)
     result = result_box["result"]
     assert result.success
+    # It said what it does before the seconds of Spark's start and its first trigger.
+    assert (f"streaming {settings.landing_dir}: a micro-batch every 0.5 s (at most 1 file(s)), for 25 s"
+            in [entry.user_message for entry in instance.all_logs(result.run_id)])
     mats = {
         e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization.metadata
         for e in result.get_asset_materialization_events()

@@ -67,6 +67,12 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
     settings = base.settings.with_overrides(
         trigger_seconds=config.trigger_seconds, max_files_per_trigger=config.max_files_per_trigger
     )
+    # Said before Spark's start and the first trigger, which take seconds of silence.
+    until = f"for {config.stop_after_seconds:g} s" if config.stop_after_seconds else "until the run is terminated"
+    context.log.info(
+        f"streaming {settings.landing_dir}: a micro-batch every {settings.trigger_seconds:g} s"
+        f" (at most {settings.max_files_per_trigger or 'any number of'} file(s)), {until}"
+    )
     run = Pipeline(settings, spark=base.spark)  # the run's session, these trigger settings
     try:
         summary = run.stream(
