@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -69,7 +70,10 @@ def dagster_dev(tmp_path_factory, database_url):
     from ecom_ingest_dagster.pipeline import database
 
     base = tmp_path_factory.mktemp("dagster_dev")
-    schema = "e2e_" + base.name.replace("-", "_")[-20:]
+    # Unique across xdist workers: each worker's temp directory names this one
+    # "dagster_dev0", and two workers each starting a dagster dev (the package's modules
+    # split between them) shared one schema, which the first to finish dropped under the other.
+    schema = "e2e_" + uuid.uuid4().hex[:12]
     with psycopg.connect(database_url, autocommit=True) as conn:
         database.migrate(conn, schema)
     home = base / "dagster_home"
