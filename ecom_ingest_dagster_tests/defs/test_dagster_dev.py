@@ -6,6 +6,7 @@ The `dagster_dev` fixture (``conftest.py``) serves every module of this package.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_stream_job_terminated_from_the_ui_stops_cleanly_and_records_metrics(dag
         write_drop(frame, dagster_dev["landing"], "stream_0001.csv")
         wait_for(
             lambda: any(
-                e.event_log_entry.user_message and "batch" in e.event_log_entry.user_message
+                e.event_log_entry.user_message and re.match(r"batch \d+: ", e.event_log_entry.user_message)
                 for e in instance.get_records_for_run(run_id).records
             ),
             120, "a micro-batch of the stream run", interval=1,

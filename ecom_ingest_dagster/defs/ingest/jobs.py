@@ -73,8 +73,10 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
         f"streaming {settings.landing_dir}: a micro-batch every {settings.trigger_seconds:g} s"
         f" (at most {settings.max_files_per_trigger or 'any number of'} file(s)), {until}"
     )
-    run = Pipeline(settings, spark=base.spark)  # the run's session, these trigger settings
     try:
+        # Inside the try: a Terminate while Spark starts is the user's stop too, not a
+        # pre-emption to retry (retried, the stream went on as if nobody had asked).
+        run = Pipeline(settings, spark=base.spark)  # the run's session, these trigger settings
         summary = run.stream(
             run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
             stop_after_s=config.stop_after_seconds,
