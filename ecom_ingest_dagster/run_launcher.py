@@ -67,6 +67,7 @@ class MonitoredRunLauncher(DefaultRunLauncher):
             waited = time.monotonic() - since
             if waited < UNREACHABLE_GRACE_SECONDS:
                 return CheckRunHealthResult(WorkerStatus.RUNNING, f"code server {where} does not answer ({waited:.0f} s)")
+            del self._unreachable_since[run.run_id]  # judged: the daemon keeps no state for it
             return CheckRunHealthResult(
                 WorkerStatus.FAILED,
                 f"the code server that launched the run ({where}) has not answered for {waited:.0f} s: "
