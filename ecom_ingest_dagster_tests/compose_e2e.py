@@ -70,8 +70,11 @@ class Stack:
         }
         self.timings: dict[str, float] = {}
 
+    def command(self, *args: str) -> list[str]:
+        return [*self.compose, "-f", str(ROOT / "docker-compose.yml"), "-p", self.project, *args]
+
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        command = [*self.compose, "-f", str(ROOT / "docker-compose.yml"), "-p", self.project, *args]
+        command = self.command(*args)
         done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise E2EFailure(f"`{' '.join(command[len(self.compose):])}` exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -113,15 +116,18 @@ class Stack:
         return self.timings[label]
 
     # -- what a user looks at ----------------------------------------------------------
+    @staticmethod
+    def _generate_args(prefix: str, events: int, seed: int, batches: int, interval: float = 0) -> list[str]:
+        return ["exec", "-T", "dagster-code", "ecom-ingest", "generate", "--events", str(events), "--batches", str(batches),
+                "--interval", str(interval), "--invalid-rate", "0.02", "--seed", str(seed), "--prefix", prefix]
+
     def generate(self, prefix: str, events: int, seed: int, batches: int = 1) -> None:
-        self.exec("dagster-code", "ecom-ingest", "generate", "--events", str(events), "--batches", str(batches),
-                  "--invalid-rate", "0.02", "--seed", str(seed), "--prefix", prefix, timeout=600)
+        self.run(*self._generate_args(prefix, events, seed, batches), timeout=600)
 
     def popen_generate(self, prefix: str, events: int, seed: int, batches: int) -> subprocess.Popen:
-        command = [*self.compose, "-f", str(ROOT / "docker-compose.yml"), "-p", self.project, "exec", "-T", "dagster-code",
-                   "ecom-ingest", "generate", "--events", str(events), "--batches", str(batches), "--interval", "1",
-                   "--invalid-rate", "0.02", "--seed", str(seed), "--prefix", prefix]
-        return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        """The same drops written in the background, a second apart (to act while they land)."""
+        return subprocess.Popen(self.command(*self._generate_args(prefix, events, seed, batches, interval=1)),
+                                cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def files(self, prefix: str) -> dict[str, tuple[str, int]]:
         """file name -> (status, rows_total) for the drops named ``prefix*``."""
