@@ -184,3 +184,49 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
         assert_accounting(db)
     finally:
         shutil.rmtree(archive, ignore_errors=True)
+
+
+def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_loads_each_once(
+        tmp_path, database_url, db_schema, db):
+    """Many small drops share one transaction: a kill -9 before its commit leaves none of
+    them committed (no file half-recorded), and the next run loads each of them once."""
+    landing = tmp_path / "landing"
+    rng = np.random.default_rng(5)
+    frames = [generate_events(20, rng=rng, invalid_rate=0.2) for _ in range(200)]
+    for i, frame in enumerate(frames):
+        write_drop(frame, landing, f"small_{i:03d}.csv")
+    valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
+    env.update({
+        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
+        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
+        "ECOM_INGEST_SPARK_MASTER": "local[2]",
+    })
+    locker = psycopg.connect(database_url)
+    locker.execute(f'SET search_path TO "{db_schema}"')
+    # The group's valid rows are in its open transaction when its rejected rows wait here.
+    locker.execute("LOCK TABLE rejected_events IN ACCESS EXCLUSIVE MODE")
+    first = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and first.poll() is None and not _waiting_on_lock(db, "rejected_events"):
+            time.sleep(0.02)
+        assert first.poll() is None, "the run finished before it could be killed"
+        assert copy_in_flight(db, db_schema) or _waiting_on_lock(db, "rejected_events")
+        _kill_tree(first)
+    finally:
+        locker.close()
+    assert _files_committed(db) == 0
+    assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 0
+
+    second = subprocess.run([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    loaded = [r[0] for r in db.execute("SELECT event_id::text FROM user_events")]
+    assert len(loaded) == len(set(loaded)) == len(valid_ids)
+    assert set(loaded) == valid_ids
+    assert _files_committed(db) == 200
+    # Loaded in a few transactions, not one per file.
+    assert db.execute("SELECT count(DISTINCT xmin::text) FROM ingest_files").fetchone()[0] <= 10
+    assert_accounting(db)

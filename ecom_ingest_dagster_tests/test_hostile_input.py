@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, LoadOptions, ingest_file
 
 from .helpers import assert_accounting, csv_text, row
 
@@ -56,8 +56,8 @@ def test_any_file_gets_an_outcome_for_every_row(database_url, db_schema, db, tmp
     path.write_bytes((header + "".join(body)).encode(encoding, errors="replace") + raw_tail)
     with psycopg.connect(database_url) as conn:
         outcome = ingest_file(
-            conn, FileTask(str(path), path.stat().st_size), schema=db_schema, stream_id="fuzz",
-            batch_id=0, rejected_dir=tmp_path / "rejected",
+            conn, FileTask(str(path), path.stat().st_size),
+            LoadOptions(schema=db_schema, stream_id="fuzz", batch_id=0, rejected_dir=tmp_path / "rejected"),
         )
     assert outcome.status in ("ingested", "rejected")
     assert outcome.rows_total == outcome.rows_loaded + outcome.rows_duplicate + outcome.rows_rejected

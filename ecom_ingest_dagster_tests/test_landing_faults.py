@@ -20,13 +20,13 @@ import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, LoadOptions, ingest_file
 
 from .helpers import assert_accounting, copy_in_flight, csv_text, drop, ledger, row
 
 
 def _load(db, db_schema, task: FileTask, tmp_path):
-    return ingest_file(db, task, schema=db_schema, stream_id="faults", batch_id=0, rejected_dir=tmp_path / "rejected")
+    return ingest_file(db, task, LoadOptions(schema=db_schema, stream_id="faults", batch_id=0, rejected_dir=tmp_path / "rejected"))
 
 
 def test_a_file_that_vanished_before_it_was_read_is_recorded(db, db_schema, tmp_path):

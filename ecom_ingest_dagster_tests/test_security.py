@@ -40,7 +40,8 @@ from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline import database
 from ecom_ingest_dagster.defs.metrics.assets import data_quality
 from ecom_ingest_dagster.defs.resources import build_resources
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_files
+from ecom_ingest_dagster.pipeline.load import FileTask, LoadOptions
+from ecom_ingest_dagster.pipeline.load_batch import ingest_files
 from ecom_ingest_dagster.settings import ENV_PREFIX, Settings, SettingsError, redact_url
 
 from .defs import conftest as dagster_fixtures
@@ -359,8 +360,8 @@ def test_loader_stores_odd_names_verbatim_and_keeps_rejected_files_in_the_reject
     tasks = [FileTask(str(landing / name), (landing / name).stat().st_size) for name in [*good, *bad]]
 
     outcomes = ingest_files(
-        tasks, database_url=settings.database_url, schema=settings.db_schema, stream_id="names", batch_id=0,
-        rejected_dir=rejected,
+        tasks, LoadOptions(schema=settings.db_schema, stream_id="names", batch_id=0, rejected_dir=rejected),
+        database_url=settings.database_url,
     )
 
     assert [o.file_name for o in outcomes] == [*good, *bad]
@@ -391,8 +392,9 @@ def test_a_rejected_file_with_the_longest_name_allowed_gets_its_reason(settings,
     path = settings.landing_dir / name  # no room for drop()'s temporary name: written in place
     path.write_text("not,the,header\n1,2\n")
     (outcome,) = ingest_files(
-        [FileTask(str(path), path.stat().st_size)], database_url=settings.database_url, schema=settings.db_schema,
-        stream_id="long", batch_id=0, rejected_dir=settings.rejected_dir,
+        [FileTask(str(path), path.stat().st_size)],
+        LoadOptions(schema=settings.db_schema, stream_id="long", batch_id=0, rejected_dir=settings.rejected_dir),
+        database_url=settings.database_url,
     )
     assert outcome.status == "rejected"
     assert (settings.rejected_dir / name).exists()

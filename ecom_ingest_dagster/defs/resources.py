@@ -41,6 +41,7 @@ class PipelineResource(dg.ConfigurableResource):
     warm_trigger_seconds: Optional[float] = None
     warm_progress_seconds: Optional[float] = None
     driver_batch_max_bytes: Optional[int] = None
+    group_max_bytes: Optional[int] = None
     csv_block_bytes: Optional[int] = None
     sensor_interval_seconds: Optional[int] = None
     settle_seconds: Optional[float] = None

@@ -58,20 +58,25 @@ class FileOutcome:
 
 def file_row(conn: psycopg.Connection, schema: str, file_name: str) -> FileOutcome | None:
     """The ledger's outcome for ``file_name``, or None when it was never committed."""
-    row = conn.execute(
+    return file_rows(conn, schema, [file_name]).get(file_name)
+
+
+def file_rows(conn: psycopg.Connection, schema: str, names: list[str]) -> dict[str, FileOutcome]:
+    """The ledger's outcomes of those of ``names`` that were committed (one look-up by key)."""
+    rows = conn.execute(
         sql.SQL(
-            "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason, "
-            "reason_counts, extra_columns, landed_at, committed_at FROM {} WHERE file_name = %s"
+            "SELECT file_name, status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason, "
+            "reason_counts, extra_columns, landed_at, committed_at FROM {} WHERE file_name = ANY(%s)"
         ).format(table(schema, "ingest_files")),
-        (file_name,),
-    ).fetchone()
-    if row is None:
-        return None
-    status, total, loaded, duplicate, rejected, reason, counts, extra, landed_at, committed_at = row
-    return FileOutcome(
-        file_name, status, total, loaded, duplicate, rejected, reason, counts, list(extra),
-        landed_at=landed_at, committed_at=committed_at, already_done=True,
-    )
+        (names,),
+    ).fetchall()
+    return {
+        name: FileOutcome(
+            name, status, total, loaded, duplicate, rejected, reason, counts, list(extra),
+            landed_at=landed_at, committed_at=committed_at, already_done=True,
+        )
+        for name, status, total, loaded, duplicate, rejected, reason, counts, extra, landed_at, committed_at in rows
+    }
 
 
 class LoadedMeanwhile(Exception):

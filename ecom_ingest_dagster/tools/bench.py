@@ -398,7 +398,8 @@ def shape_valid_rows(files: list[Path], out: Path) -> ShapedRows:
     """
     import pyarrow as pa
 
-    from ecom_ingest_dagster.pipeline.load import _binary_frame, _direct_frame, _DirectSink, _to_csv
+    from ecom_ingest_dagster.pipeline.encode import DirectSink, binary_frame, text_frame
+    from ecom_ingest_dagster.pipeline.quarantine import to_csv
     from ecom_ingest_dagster.pipeline.read import CsvDrop
     from ecom_ingest_dagster.pipeline.validate import validate
 
@@ -406,11 +407,11 @@ def shape_valid_rows(files: list[Path], out: Path) -> ShapedRows:
     shaped = ShapedRows([], [])
     for path in files:
         text, arrow = out / path.name, out / f"{path.stem}.arrow"
-        with open(text, "wb") as handle, pa.ipc.new_file(str(arrow), _DirectSink.arrow_schema) as writer:
+        with open(text, "wb") as handle, pa.ipc.new_file(str(arrow), DirectSink.arrow_schema) as writer:
             for chunk in CsvDrop(path):
                 valid = validate(chunk.rows).valid
-                handle.write(_to_csv(_direct_frame(valid, path.name, 0)))
-                writer.write_table(_binary_frame(valid, _DirectSink.arrow_schema, path.name, 0))
+                handle.write(to_csv(text_frame(valid, path.name, 0)))
+                writer.write_table(binary_frame(valid, DirectSink.arrow_schema, path.name, 0))
         shaped.csv.append(text)
         shaped.arrow.append(arrow)
     return shaped
@@ -463,23 +464,23 @@ def _prepared_load(url: str, prefix: str, shaped: list[Path], connect: Callable,
 
 def binary_copy(url: str, shaped: list[Path], *, key_order: bool = False) -> dict:
     """The binary-COPY ceiling: the shaped valid rows, as Arrow tables prepared before the clock
-    starts, through the loader's own encoder (``_DirectSink``: pgpq) and psycopg ``copy.write``
+    starts, through the loader's own encoder (``DirectSink``: pgpq) and psycopg ``copy.write``
     into a fresh keyed ``user_events``, one transaction per file as the loader does.
 
     Only the COPY (encoding included: the loader encodes too) and the commit are timed;
     ``encode_s`` is the encoder's share of that. The issue's ceiling sends the rows in file
     order; with ``key_order`` each block is first sorted by ``event_id`` as the loader does
-    (``load.in_key_order``, on the clock): the tighter bound for the loader as it is now.
+    (``encode.in_key_order``, on the clock): the tighter bound for the loader as it is now.
     """
     import pyarrow as pa
 
-    from ecom_ingest_dagster.pipeline.load import _DirectSink, in_key_order
+    from ecom_ingest_dagster.pipeline.encode import DirectSink, in_key_order
 
     encode_s = 0.0
 
     def load_table(conn, schema: str, table) -> None:
         nonlocal encode_s
-        sink = _DirectSink(schema)
+        sink = DirectSink(schema)
         with conn.cursor() as cur, cur.copy(sink.statement(conn)) as copy:
             for batch in table.to_batches():  # the blocks the file was read in, as the loader sends them
                 tick = time.perf_counter()

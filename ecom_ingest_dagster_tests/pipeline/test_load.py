@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.pipeline.load import FileTask, in_key_order, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, LoadOptions, ingest_file
 
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, event_id, ledger, row
 
@@ -19,7 +18,7 @@ from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop,
 def load(db, db_schema, path: Path, tmp_path: Path, batch_id: int = 0):
     return ingest_file(
         db, FileTask(str(path), path.stat().st_size if path.exists() else 0),
-        schema=db_schema, stream_id="test-stream", batch_id=batch_id, rejected_dir=tmp_path / "rejected",
+        LoadOptions(schema=db_schema, stream_id="test-stream", batch_id=batch_id, rejected_dir=tmp_path / "rejected"),
     )
 
 
@@ -126,7 +125,6 @@ def test_two_tasks_loading_one_file_at_once_load_it_once(db, db_schema, tmp_path
     """Two runs over one landing directory (a CLI ingest beside a Dagster run) may both hold a file."""
     import threading
 
-    import numpy as np
     import psycopg
 
     from ecom_ingest_dagster.tools.generator import generate_events, write_drop
@@ -141,8 +139,8 @@ def test_two_tasks_loading_one_file_at_once_load_it_once(db, db_schema, tmp_path
             with psycopg.connect(database_url) as conn:
                 for path in (good, bad):
                     outcomes.append(ingest_file(
-                        conn, FileTask(str(path), path.stat().st_size if path.exists() else 0), schema=db_schema,
-                        stream_id="race", batch_id=0, rejected_dir=tmp_path / "rejected",
+                        conn, FileTask(str(path), path.stat().st_size if path.exists() else 0),
+                        LoadOptions(schema=db_schema, stream_id="race", batch_id=0, rejected_dir=tmp_path / "rejected"),
                     ))
         except Exception as exc:  # noqa: BLE001 - the assertion below shows it
             errors.append(exc)
@@ -270,22 +268,6 @@ def test_binary_copy_of_a_file_with_no_valid_rows(db, db_schema, tmp_path):
     assert (outcome.rows_total, outcome.rows_loaded, outcome.rows_rejected) == (2, 0, 2)
     assert db.execute("SELECT count(*) FROM user_events").fetchone()[0] == 0
     assert_accounting(db)
-
-
-def test_rows_go_in_key_order_and_rows_of_one_id_keep_theirs():
-    # Sorting is what makes the COPY cheap for the server; a stable sort is what keeps the
-    # first copy of a repeated id the one that is loaded (ON CONFLICT keeps the first).
-    rng = np.random.default_rng(3)
-    keys = rng.integers(0, 50, 2_000)  # many rows per id
-    ids = pa.array([int(k).to_bytes(16, "big") for k in keys], pa.binary(16))
-    frame = pa.table({"event_id": ids, "position": pa.array(np.arange(len(keys)))})
-    ordered = in_key_order(frame)
-    got_keys = [int.from_bytes(v, "big") for v in ordered.column("event_id").to_pylist()]
-    positions = ordered.column("position").to_numpy()
-    assert got_keys == sorted(keys.tolist())
-    for key in set(got_keys):
-        mine = positions[np.array(got_keys) == key]
-        assert (np.diff(mine) > 0).all(), f"rows of id {key} lost their order"
 
 
 def test_the_first_copy_of_a_repeated_id_wins_whatever_the_key_order(db, db_schema, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.pipeline.load import FileTask, ingest_file
+from ecom_ingest_dagster.pipeline.load import FileTask, LoadOptions, ingest_file
 from ecom_ingest_dagster.tools.replay import replay_rejected
 
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, event_id, ledger, row
@@ -17,8 +17,8 @@ FUTURE = "2026-12-01T10:00:00Z"  # more than 24 h after the first load's "now"
 
 
 def load(db, db_schema, path: Path, tmp_path: Path, now: dt.datetime):
-    return ingest_file(db, FileTask(str(path), path.stat().st_size), schema=db_schema, stream_id="s",
-                       batch_id=3, rejected_dir=tmp_path / "rejected", now=now)
+    return ingest_file(db, FileTask(str(path), path.stat().st_size),
+                       LoadOptions(schema=db_schema, stream_id="s", batch_id=3, rejected_dir=tmp_path / "rejected", now=now))
 
 
 def test_rows_that_now_pass_are_loaded_and_the_ledger_moves(db, db_schema, tmp_path):
