@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         120.0, ge=0, allow_inf_nan=False,
         description="a sensor-launched run stays warm, taking drops as they land, until none has come for this long (0: one pass)",
     )
+    always_on: bool = Field(
+        False,
+        # Off for a laptop (a JVM's ~1 GB held while nothing lands; warm_idle_seconds covers a
+        # burst); on in the Compose deployment, a real-time service.
+        description="keep one ingest run alive for the landing directory: the sensor starts one whenever none runs (so"
+        " with the deployment too) and it never idles out, so the first drop after a quiet night is taken warm",
+    )
     warm_trigger_seconds: float = Field(
         0.5, ge=0, allow_inf_nan=False, description="how often a warm run looks for new drops (its trigger interval)"
     )

@@ -186,13 +186,16 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
         shutil.rmtree(archive, ignore_errors=True)
 
 
+@pytest.mark.parametrize("drops", [20, 200], ids=["before_spark", "on_the_executors"])
 def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_loads_each_once(
-        tmp_path, database_url, db_schema, db):
-    """Many small drops share one transaction: a kill -9 before its commit leaves none of
-    them committed (no file half-recorded), and the next run loads each of them once."""
+        tmp_path, database_url, db_schema, db, drops):
+    """Small drops share one transaction: a kill -9 before its commit leaves none of them
+    committed (no file half-recorded), and the next run loads each of them once. Twenty
+    drops are loaded before Spark starts (the run's waiting trickle), two hundred by a
+    micro-batch on the executors."""
     landing = tmp_path / "landing"
     rng = np.random.default_rng(5)
-    frames = [generate_events(20, rng=rng, invalid_rate=0.2) for _ in range(200)]
+    frames = [generate_events(20, rng=rng, invalid_rate=0.2) for _ in range(drops)]
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"small_{i:03d}.csv")
     valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
@@ -226,7 +229,7 @@ def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_load
     loaded = [r[0] for r in db.execute("SELECT event_id::text FROM user_events")]
     assert len(loaded) == len(set(loaded)) == len(valid_ids)
     assert set(loaded) == valid_ids
-    assert _files_committed(db) == 200
+    assert _files_committed(db) == drops
     # Loaded in a few transactions, not one per file.
     assert db.execute("SELECT count(DISTINCT xmin::text) FROM ingest_files").fetchone()[0] <= 10
     assert_accounting(db)

@@ -38,6 +38,7 @@ class PipelineResource(dg.ConfigurableResource):
     max_bytes_per_trigger: Optional[int] = None
     trigger_seconds: Optional[float] = None
     warm_idle_seconds: Optional[float] = None
+    always_on: Optional[bool] = None
     warm_trigger_seconds: Optional[float] = None
     warm_progress_seconds: Optional[float] = None
     driver_batch_max_bytes: Optional[int] = None

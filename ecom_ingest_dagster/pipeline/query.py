@@ -12,7 +12,8 @@ outcomes (a few numbers per file) come back to the driver, never rows.
 A batch of a few small files (a trickle: ``driver_batch_max_bytes``) skips the Spark job:
 the driver takes the batch's file list from the planned scan and loads the files itself
 over the query's own connection. A Spark job costs 0.1-0.2 s before any file is touched,
-several times a 20-row file's own work.
+several times a 20-row file's own work. In local mode so does a batch that Spark would
+run as one task (one big drop): there it would only wait seconds for a Python worker.
 
 Two ways to run one query: ``run_available_now`` (sensor mode: process what has landed,
 then stop) and ``run_continuous`` (the original report's trigger interval).
@@ -94,7 +95,10 @@ def has_batch_to_replay(checkpoint: Path) -> bool:
 class RunSummary:
     """What one run of the query did, for the CLI's last lines and Dagster's metadata."""
 
+    # The latest batches' metrics; a run that outlives KEPT_BATCHES (always on) reads the
+    # rest back from the batch ledger at its end (``batch_count`` counts them all).
     batches: list[dict] = dataclasses.field(default_factory=list)
+    batch_count: int = 0
     files_skipped: int = 0  # already in the ledger (replays, a reset checkpoint)
     files_replaced: list[str] = dataclasses.field(default_factory=list)  # changed after ingestion: not re-read
     files_empty: int = 0  # zero-byte drops the landing sweep recorded (Spark never lists them)
@@ -105,6 +109,15 @@ class RunSummary:
     @property
     def totals(self) -> dict:
         return summarize(self.batches)
+
+    def add_batch(self, metrics: dict) -> None:
+        self.batches.append(metrics)
+        self.batch_count += 1
+        if len(self.batches) > 2 * KEPT_BATCHES:  # trimmed now and then, not on every batch
+            del self.batches[:-KEPT_BATCHES]
+
+
+KEPT_BATCHES = 1_000
 
 
 def _local_path(listed: str) -> str:
@@ -160,6 +173,7 @@ class IngestQuery:
         self._workers_warm = 0  # executors' Python workers started so far
         self._stream_id: str | None = None
         self._db: ReconnectingConnection | None = None  # the batches' ledger connection, for the query's life
+        self._exclusive = False  # this query holds the landing directory's lock
 
     @property
     def checkpoint(self) -> Path:
@@ -207,13 +221,18 @@ class IngestQuery:
         rename error; a PostgreSQL session lock (released when the process dies, however
         it dies) turns that into a clear refusal before Spark starts.
         """
+        if self._exclusive:  # already held by this query (a warm run after its trickle): not let go between
+            yield
+            return
         conn = connect(self.database_url, retry_s=self.settings.db_retry_seconds, autocommit=True)
         try:
             key = lock_key(self.checkpoint)
             if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
                 raise IngestBusy(busy_message(self.settings.landing_dir))
+            self._exclusive = True
             yield
         finally:
+            self._exclusive = False
             conn.close()
 
     def sweep(self, *, zero_byte_only: bool = False) -> Sweep:
@@ -299,6 +318,30 @@ class IngestQuery:
             idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s,
         )
 
+    def run_trickle(self, tasks: list[FileTask]) -> RunSummary:
+        """Load a few small drops here, without Spark, as one batch of their own.
+
+        A trickle's files are loaded on the driver anyway (``driver_batch_max_bytes``); with
+        nothing else in the landing directory and no micro-batch of the checkpoint left to
+        replay, the JVM (5-8 s to start) would only list them. The file ledger keeps them
+        exactly once: a later query that lists one (kept drops, ``after_commit=keep``)
+        finds it done. The landing directory's lock is held meanwhile, as by a query.
+        """
+        stream_id = f"driver-{uuid.uuid4()}"  # a batch of no Spark stream: nothing to replay
+        with self.exclusive(), ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
+            self._db = db
+            try:
+                self.warm_up()
+                started = time.perf_counter()
+                started_at = dt.datetime.now(dt.timezone.utc)
+                outcomes = self._ingest_in_driver(tasks, stream_id, 0)
+                self._finish_batch(stream_id, 0, started_at, "driver", outcomes)
+            finally:
+                self._db = None
+        self.summary.elapsed_s += time.perf_counter() - started
+        self._write_summary()
+        return self.summary
+
     def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool, idle_s: float | None = None,
              on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0) -> RunSummary:
         restore = _install_stop_signals(
@@ -321,8 +364,8 @@ class IngestQuery:
                     while query.isActive and not stop_event.is_set():
                         query.awaitTermination(0.2)
                         now = time.monotonic()
-                        if len(self.summary.batches) != seen:
-                            seen, last_activity = len(self.summary.batches), now
+                        if self.summary.batch_count != seen:
+                            seen, last_activity = self.summary.batch_count, now
                         if on_progress and seen != reported and now >= next_progress:
                             on_progress(self.summary)  # the UI no more than progress_every_s behind
                             reported, next_progress = seen, now + progress_every_s
@@ -349,7 +392,7 @@ class IngestQuery:
         finally:
             self._db = None
             restore()
-        self.summary.elapsed_s = time.perf_counter() - started
+        self.summary.elapsed_s += time.perf_counter() - started
         self._write_summary()
         return self.summary
 
@@ -373,6 +416,12 @@ class IngestQuery:
             if self._ensure_workers(plan.tasks if plan is not None else None):
                 started_at = dt.datetime.now(dt.timezone.utc)  # set-up cost, not the batch's
             outcomes = self._ingest_on_executors(batch_df, stream_id, batch_id)
+        self._finish_batch(stream_id, batch_id, started_at, loaded_in, outcomes)
+
+    def _finish_batch(self, stream_id: str, batch_id: int, started_at: dt.datetime, loaded_in: str,
+                      outcomes: list[dict]) -> None:
+        """After a batch's files committed: its metrics into the batch ledger (once), the metrics log and the caller."""
+        schema, db = self.settings.db_schema, self._db
         self.summary.files_skipped += sum(1 for o in outcomes if o["already_done"])
         finished_at = dt.datetime.now(dt.timezone.utc)
         metrics, inserted = db.run(
@@ -384,7 +433,7 @@ class IngestQuery:
             ))
         if inserted:
             self.metrics_log.append_batch(metrics)
-            self.summary.batches.append(metrics)
+            self.summary.add_batch(metrics)
             if self.on_batch:
                 self.on_batch(metrics)
 
@@ -413,23 +462,34 @@ class IngestQuery:
         )
 
     def _planned(self, batch_df) -> BatchPlan | None:
-        """The batch's tasks and, when they are few and small, its files; None when Spark's internals do not tell."""
+        """The batch's tasks and, when the driver takes them, its files; None when Spark's internals do not tell.
+
+        The driver takes a small batch, and in local mode also a batch Spark would run as a
+        single task (one big drop, say): on the executors it would be the same work in one
+        Python worker, after seconds spent starting that worker.
+        """
+        limit = self.settings.driver_batch_max_bytes
+        if not limit:
+            return None  # 0: every batch on the executors
         try:
-            return _planned_files(batch_df, self.settings.driver_batch_max_bytes)
+            plan = _planned_files(batch_df, limit)
+            if plan.files is None and plan.tasks == 1 and self.spark.sparkContext.master.startswith("local"):
+                plan = _planned_files(batch_df, None)
+            return plan
         except Exception as exc:  # Spark's internals moved: the executors' path always works
             log.debug("could not read the batch's file list from its plan (%s): loading on the executors", exc)
             return None
 
     def _small_batch(self, plan: BatchPlan | None) -> list[FileTask] | None:
-        """The batch's files when they are few and small enough for the driver, else None."""
-        if not self.settings.driver_batch_max_bytes or plan is None or plan.files is None:
+        """The batch's files when the driver takes them (``_planned``), else None."""
+        if plan is None or plan.files is None:
             return None
         # What ignoreMissingFiles does on the executors: a drop moved out after its commit
         # (a replayed batch) has its outcome in the ledger already.
         return [task for task in _file_tasks(plan.files, str(self.settings.landing_dir)) if os.path.exists(task.path)]
 
     def _ingest_in_driver(self, tasks: list[FileTask], stream_id: str, batch_id: int) -> list[dict]:
-        """Load a small batch's files here, over the query's connection."""
+        """Load the batch's files here, over the query's connection."""
         return [_outcome_row(o) for o in ingest_over(self._db, tasks, self._load_options(stream_id, batch_id))]
 
     def _ingest_on_executors(self, batch_df, stream_id: str, batch_id: int) -> list[dict]:
@@ -448,7 +508,11 @@ class IngestQuery:
         return [row.asDict() for row in batch_df.mapInPandas(load, _OUTCOME_SCHEMA).collect()]
 
     def _write_summary(self) -> None:
-        # The summary covers every batch in the metrics log, not only this run's.
+        if self.summary.batch_count > len(self.summary.batches):  # a long run: its totals from the ledger
+            with connection(self.database_url, retry_s=self.settings.db_retry_seconds) as conn:
+                self.summary.batches = ledger.run_batches(conn, self.settings.db_schema, run_id=self.run_id,
+                                                          fallback=False)[1]
+        # The metrics log's summary covers every batch in it, not only this run's.
         self.metrics_log.write_summary(summarize(self.metrics_log.read_batches()))
 
 
@@ -484,9 +548,9 @@ class BatchPlan:
     files: list[tuple[str, int, int | None]] | None  # (path, size, mtime µs); None: more than the driver takes
 
 
-def _planned_files(batch_df, max_bytes: int) -> BatchPlan:
+def _planned_files(batch_df, max_bytes: int | None) -> BatchPlan:
     """What a micro-batch's scan will read, without a job: its task count and, while they
-    total at most ``max_bytes``, its files (path, size, mtime in µs).
+    total at most ``max_bytes`` (None: any), its files (path, size, mtime in µs).
 
     ``foreachBatch`` hands over a DataFrame whose plan wraps the file scan's RDD; its
     partitions (``FilePartition``s of ``PartitionedFile``s) are made on the driver when the
@@ -506,7 +570,7 @@ def _planned_files(batch_df, max_bytes: int) -> BatchPlan:
             for i in range(partitions.size()):
                 for part in (partitions.apply(i).files() if found is not None else ()):
                     total += int(part.fileSize())
-                    if total > max_bytes:
+                    if max_bytes is not None and total > max_bytes:
                         found = None
                         break
                     mtime_ms = part.modificationTime()

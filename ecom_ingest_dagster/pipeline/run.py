@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from ecom_ingest_dagster.pipeline import checks
 from ecom_ingest_dagster.pipeline.database import connection, ready_database, table
+from ecom_ingest_dagster.pipeline.ledger import FileTask
 from ecom_ingest_dagster.pipeline.measure import MetricsLog
 from ecom_ingest_dagster.pipeline.query import IngestBusy, IngestQuery, RunSummary, busy_message
 from ecom_ingest_dagster.settings import Settings
@@ -79,6 +81,8 @@ class Pipeline:
         self._on_spark_ready = on_spark_ready
         self._jvm_log = jvm_log  # where Spark's console output goes (None: this process's stderr)
         self._start_sweep = None  # the sweep idle_summary made, so the query does not repeat it
+        self._pending = None  # the drops idle_summary found not in the ledger
+        self._spark_starting: threading.Thread | None = None
 
     # -- opening -------------------------------------------------------------------------
     @property
@@ -105,6 +109,9 @@ class Pipeline:
             yield conn
 
     def close(self) -> None:
+        if self._spark_starting is not None:
+            self._spark_starting.join()  # a session being started is stopped below, not left behind
+            self._spark_starting = None
         if self._spark is not None and self._owns_spark:
             self._spark.stop()
         self._spark = None
@@ -137,19 +144,44 @@ class Pipeline:
         """Every drop that has landed, once, in bounded micro-batches; then stop.
 
         With ``idle_seconds`` the run stays warm: it goes on taking drops as they land
-        (every ``settings.warm_trigger_seconds``) until none has come for that long.
+        (every ``settings.warm_trigger_seconds``) until none has come for that long
+        (``math.inf``: always on, until stopped).
 
         With nothing to do (every drop here already in the ledger, no micro-batch of the
         checkpoint left to replay) no Spark session is started: a run with nothing new
         costs a directory listing and a query, not a JVM.
         """
+        if math.isinf(idle_seconds):
+            # Always on: a service that waits for its first drop, as right after a deployment.
+            self.settings.landing_dir.mkdir(parents=True, exist_ok=True)
         self._check_landing()
         idle = self.idle_summary()
-        if idle is not None:
+        if idle is not None and not math.isinf(idle_seconds):  # always on: wait for drops all the same
             return idle
-        query = self.query(run_id=run_id, on_batch=on_batch)
+        trickle = self._trickle()
+        if trickle is None:
+            query = self.query(run_id=run_id, on_batch=on_batch)
+        else:
+            # A few small drops, nothing to replay: loaded at once, with no Spark session
+            # (a warm run starts one meanwhile, for the drops still to come).
+            if self.held_elsewhere():
+                raise IngestBusy(busy_message(self.settings.landing_dir))
+            spark = self._spark_in_background() if idle_seconds > 0 else None
+            query = IngestQuery(None, self.settings, self.database_url, run_id=run_id, on_batch=on_batch)
         if self._start_sweep is not None:  # the landing is swept once per run
             query.count_sweep(self._start_sweep, at_start=True)
+        if trickle is None:
+            return self._run_query(query, idle_seconds, on_progress)
+        log.info("%d drop(s) in %s: loaded without waiting for Spark", len(trickle), self.settings.landing_dir)
+        if spark is None:
+            return query.run_trickle(trickle)
+        with query.exclusive():  # held from the trickle into the warm run: the sensor sees one run throughout
+            query.run_trickle(trickle)
+            query.spark = spark()
+            return self._run_query(query, idle_seconds, on_progress)
+
+    def _run_query(self, query: IngestQuery, idle_seconds: float,
+                   on_progress: Callable[[RunSummary], None] | None) -> RunSummary:
         if idle_seconds > 0:
             return query.run_warm(idle_seconds=idle_seconds, trigger_seconds=self.settings.warm_trigger_seconds,
                                   on_progress=on_progress, progress_every_s=self.settings.warm_progress_seconds)
@@ -161,18 +193,55 @@ class Pipeline:
         from ecom_ingest_dagster.pipeline.query import checkpoint_path, has_batch_to_replay
 
         self._start_sweep: landing.Sweep | None = None
+        self._pending = None
         if has_batch_to_replay(checkpoint_path(self.settings, self.database_url)):
             return None  # the query's own start-up sweeps, as after any crash
         started = time.perf_counter()
         with self.connect() as conn:
             sweep = self._start_sweep = landing.sweep(conn, self.settings)
-            drops = [d.name for d in landing.list_drops(self.settings.landing_dir)]
-            taken = ledger.entries_for(conn, self.settings.db_schema, drops)
-        if any(name not in taken for name in drops):
+            drops = landing.list_drops(self.settings.landing_dir)
+            taken = ledger.entries_for(conn, self.settings.db_schema, [d.name for d in drops])
+        self._pending = [d for d in drops if d.name not in taken]
+        if self._pending:
             return None
         log.info("nothing to ingest in %s: no Spark session started", self.settings.landing_dir)
         return RunSummary(files_replaced=sweep.replaced, files_empty=len(sweep.empty),
                           elapsed_s=time.perf_counter() - started)
+
+    def _trickle(self) -> list[FileTask] | None:
+        """The drops ``idle_summary`` found pending, when the driver would load them anyway:
+        a small batch (``driver_batch_max_bytes``), or in local mode a single drop (one task,
+        which the query gives the driver too); None when Spark is needed."""
+        limit = self.settings.driver_batch_max_bytes
+        if not self._pending or not limit:
+            return None
+        single_local = len(self._pending) == 1 and self.settings.spark_master.startswith("local")
+        if sum(d.size for d in self._pending) > limit and not single_local:
+            return None
+        landing = self.settings.landing_dir
+        return [FileTask(str(landing / d.name), d.size, landed_at=d.mtime) for d in self._pending]
+
+    def _spark_in_background(self) -> Callable[[], object]:
+        """Start the Spark session on a thread of its own; the returned call waits for it."""
+        started: dict = {}
+
+        def start() -> None:
+            try:
+                started["spark"] = self.spark
+            except BaseException as exc:  # handed to whoever waits
+                started["error"] = exc
+
+        thread = self._spark_starting = threading.Thread(target=start, name="ecom-ingest-spark-start", daemon=True)
+        thread.start()
+
+        def wait():
+            while thread.is_alive():  # in slices: a Terminate (an interrupt of this thread) is not held up
+                thread.join(0.2)
+            if "error" in started:
+                raise started["error"]
+            return started["spark"]
+
+        return wait
 
     def held_elsewhere(self) -> bool:
         """True while another run holds this landing directory's checkpoint lock (a stream,

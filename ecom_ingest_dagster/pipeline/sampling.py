@@ -141,7 +141,11 @@ class PostgresStats:
 
 
 class ResourceSampler:
-    """Samples in a daemon thread from ``start()`` to ``stop()``; the samples stay in memory."""
+    """Samples in a daemon thread from ``start()`` to ``stop()``.
+
+    With ``on_full`` the samples are handed over every ``keep`` samples and forgotten, so a
+    run that never ends (always on) holds a bounded number; otherwise they stay in memory.
+    """
 
     def __init__(
         self,
@@ -150,9 +154,13 @@ class ResourceSampler:
         connect: Callable[[], object] | None = None,
         active_tasks: Callable[[], int] | None = None,
         interval_s: float = 1.0,
+        on_full: Callable[[list[Sample]], None] | None = None,
+        keep: int = 120,
     ):
         self.interval_s = interval_s
         self.samples: list[Sample] = []
+        self._on_full = on_full
+        self._keep = keep
         self._tree = ProcessTree(root_pid)
         self._pg = PostgresStats(connect) if connect else None
         self._active_tasks = active_tasks
@@ -177,6 +185,9 @@ class ResourceSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.samples.append(self.take())
+            if self._on_full is not None and len(self.samples) >= self._keep:
+                full, self.samples = self.samples, []
+                self._on_full(full)
 
     def take(self) -> Sample:
         cpu, rss, jvm, workers = self._tree.sample()
@@ -209,17 +220,39 @@ def spark_active_tasks(spark) -> Callable[[], int]:
     return count
 
 
+class SampleTally:
+    """Average and peak of each resource figure, folded in as samples come (objects or mappings)."""
+
+    def __init__(self):
+        self._sum = dict.fromkeys(FIELDS, 0.0)
+        self._count = dict.fromkeys(FIELDS, 0)
+        self._peak: dict[str, float | None] = dict.fromkeys(FIELDS)
+
+    def add(self, samples: Iterable) -> "SampleTally":
+        for sample in samples:
+            row = sample if isinstance(sample, dict) else dataclasses.asdict(sample)
+            for field in FIELDS:
+                if row.get(field) is None:
+                    continue
+                value = float(row[field])
+                self._sum[field] += value
+                self._count[field] += 1
+                self._peak[field] = value if self._peak[field] is None else max(self._peak[field], value)
+        return self
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        return {
+            field: {
+                "avg": round(self._sum[field] / self._count[field], 3) if self._count[field] else None,
+                "peak": round(self._peak[field], 3) if self._peak[field] is not None else None,
+            }
+            for field in FIELDS
+        }
+
+
 def summarize_samples(samples: Iterable) -> dict[str, dict[str, float | None]]:
     """Average and peak of each resource figure (samples as objects or mappings)."""
-    rows = [s if isinstance(s, dict) else dataclasses.asdict(s) for s in samples]
-    out = {}
-    for field in FIELDS:
-        values = [float(r[field]) for r in rows if r.get(field) is not None]
-        out[field] = {
-            "avg": round(sum(values) / len(values), 3) if values else None,
-            "peak": round(max(values), 3) if values else None,
-        }
-    return out
+    return SampleTally().add(samples).summary()
 
 
 def store_samples(conn, schema: str, run_id: str, samples: Sequence[Sample]) -> None:
@@ -247,21 +280,31 @@ class SampledRun:
 
 @contextlib.contextmanager
 def sampled(spark, database_url: str, schema: str, run_id: str, interval_s: float) -> Iterator[SampledRun]:
-    """Sample this process tree, Spark and PostgreSQL while the block runs; keep the samples with the run."""
-    from ecom_ingest_dagster.pipeline.database import connect, connection
+    """Sample this process tree, Spark and PostgreSQL while the block runs; keep the samples with the run.
+
+    They are stored a minute's worth at a time (and the rest at the end), so a run that
+    never ends holds no more than that in memory; the summary is a running tally.
+    """
+    from ecom_ingest_dagster.pipeline.database import connect
+
+    tally = SampleTally()
+
+    def store(samples: list[Sample]) -> None:
+        tally.add(samples)
+        try:
+            with connect(database_url) as conn:
+                store_samples(conn, schema, run_id, samples)
+        except Exception as exc:  # resource figures are worth a warning, never a failed run
+            log.warning("could not store %d resource samples: %s", len(samples), exc)
 
     sampler = ResourceSampler(
         root_pid=os.getpid(), connect=lambda: connect(database_url),
-        active_tasks=spark_active_tasks(spark), interval_s=interval_s,
+        active_tasks=spark_active_tasks(spark) if spark is not None else None, interval_s=interval_s,
+        on_full=store, keep=max(1, round(60 / interval_s)),
     ).start()
     run = SampledRun()
     try:
         yield run
     finally:
-        samples = sampler.stop()
-        run.summary = summarize_samples(samples)
-        try:
-            with connection(database_url) as conn:
-                store_samples(conn, schema, run_id, samples)
-        except Exception as exc:  # resource figures are worth a warning, never a failed run
-            log.warning("could not store %d resource samples: %s", len(samples), exc)
+        store(sampler.stop())
+        run.summary = tally.summary()

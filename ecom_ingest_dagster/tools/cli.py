@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sensor-drops", type=int, default=0, help="drops for sensor-mode latency through dagster dev (default 0: skip)")
     bench.add_argument("--history", type=int, default=0,
                        help="files of landing history for the flat-cost benchmark (e.g. 100000; default 0: skip)")
+    bench.add_argument("--backlog", type=int, default=2000,
+                       help="20-row drops for the backlog drain and the cold one-drop benchmarks (default 2,000; 0: skip)")
     bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
     bench.add_argument("--no-adbc", action="store_true",
                        help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
@@ -302,14 +304,14 @@ def _replay(settings: Settings, args) -> int:
 def _bench(settings: Settings, args) -> int:
     from ecom_ingest_dagster.tools import bench
 
-    if args.rows < 0 or args.latency_drops < 0 or args.sensor_drops < 0 or args.history < 0:
-        raise CliError("--rows, --latency-drops, --sensor-drops and --history must be >= 0", EXIT_USAGE)
+    if min(args.rows, args.latency_drops, args.sensor_drops, args.history, args.backlog) < 0:
+        raise CliError("--rows, --latency-drops, --sensor-drops, --history and --backlog must be >= 0", EXIT_USAGE)
     with _pipeline(settings) as pipeline:
         url = pipeline.database_url
     config = bench.BenchConfig(
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
         repeat=args.repeat, jdbc=not args.no_jdbc, adbc=not args.no_adbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
-        history=args.history, log=lambda line: print(line, file=sys.stderr, flush=True),
+        history=args.history, backlog=args.backlog, log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     results = bench.run(config)
     print(bench.markdown(results))

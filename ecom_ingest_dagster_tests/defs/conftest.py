@@ -7,6 +7,7 @@ its parent process, which shuts its children down cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -65,11 +66,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 
 @pytest.fixture(scope="package")
 def dagster_dev(tmp_path_factory, database_url):
+    with running_dagster_dev(tmp_path_factory.mktemp("dagster_dev"), database_url) as dev:
+        yield dev
+
+
+@contextlib.contextmanager
+def running_dagster_dev(base: Path, database_url: str, **extra_env: str):
+    """A real `dagster dev` (webserver and daemon) over a schema of its own; ``extra_env`` on top."""
     import psycopg
 
     from ecom_ingest_dagster.pipeline import database
 
-    base = tmp_path_factory.mktemp("dagster_dev")
     # Unique across xdist workers: each worker's temp directory names this one
     # "dagster_dev0", and two workers each starting a dagster dev (the package's modules
     # split between them) shared one schema, which the first to finish dropped under the other.
@@ -94,6 +101,7 @@ def dagster_dev(tmp_path_factory, database_url):
         "ECOM_INGEST_WARM_IDLE_SECONDS": str(WARM_IDLE_SECONDS),
         # Metric assets while a warm run goes on, every second (30 s by default).
         "ECOM_INGEST_WARM_PROGRESS_SECONDS": "1",
+        **extra_env,
     }
     log = open(base / "dagster_dev.log", "w")
     process = subprocess.Popen(

@@ -41,10 +41,12 @@ def run_ingest(definitions, resources, instance):
     return job.execute_in_process(resources=resources, instance=instance)
 
 
-def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definitions, dagster_resources, instance, settings, db):
+def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definitions, instance, settings, db, spark):
     rows = [row(i) for i in range(1, 40)] + [row(100, price="-1"), row(101, event_type="nope")]
     drop(settings.landing_dir, "a.csv", csv_text(rows))
     drop(settings.landing_dir, "b.csv", csv_text([row(1), row(200)]))
+    # More than the driver loads before Spark: the run goes through the streaming query.
+    dagster_resources = build_resources(settings.with_overrides(driver_batch_max_bytes=1024), stop_spark_after_run=False)
 
     result = run_ingest(definitions, dagster_resources, instance)
     assert result.success

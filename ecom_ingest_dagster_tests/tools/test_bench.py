@@ -18,7 +18,7 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     out = tmp_path / "results"
     env_cmd = [
         sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "bench",
-        "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--no-jdbc", "--out", str(out),
+        "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--backlog", "30", "--no-jdbc", "--out", str(out),
     ]
     import os
 
@@ -47,7 +47,15 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     baseline = results["latency_continuous_executors"]
     assert baseline["drops"] == 2 and baseline["driver_batch_max_bytes"] == 0
     assert baseline["batch_processing_ms"]["batches"] >= 1
+    # What a user waits: wall against wall, for the 1M-row drop's stand-in and for one small drop.
+    assert bulk["wall_vs_psql_keyed"] > 0
+    cold = results["cold_small"]
+    assert len(cold["ours_wall_s"]) == len(cold["psql_wall_s"]) == 1 and cold["ratio_median"] > 0
+    backlog = results["backlog"]["summary"]
+    assert backlog["files"] == 30 and backlog["correct"]
+    assert backlog["together_files_per_s_wall"] > 0 and backlog["one_by_one_files_per_s_wall"] > 0
     text = (run_dir / "results.md").read_text()
+    assert "One 20-row drop, cold" in text and "A backlog of 30 drops" in text
     assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text and "binary COPY ceiling" in text
     assert "Continuous mode" in done.stdout
 

@@ -1,6 +1,7 @@
 """The ingest step: one availableNow pass of the streaming query (the CLI's ``ingest``)."""
 
 import datetime as dt
+import math
 
 import dagster as dg
 
@@ -120,7 +121,7 @@ def terminate_requested(context: dg.OpExecutionContext) -> bool:
     return run is not None and run.status == dg.DagsterRunStatus.CANCELING
 
 
-def stopped_by_user(context: dg.OpExecutionContext, stopped: KeyboardInterrupt) -> None:
+def stopped_by_user(context: dg.OpExecutionContext, stopped: BaseException) -> None:
     """Dagster retries an interrupted step under its retry policy, which is right for a
     pre-empted worker but would undo a user's "Terminate": tell the two apart."""
     if terminate_requested(context):
@@ -132,6 +133,7 @@ class IngestConfig(dg.Config):
     0, the default for a run launched by hand, is one availableNow pass."""
 
     idle_seconds: float = 0.0
+    always_on: bool = False  # never idle out (ECOM_INGEST_ALWAYS_ON): the sensor keeps one such run alive
 
 
 SPARK_READY_MESSAGE = "Spark session ready in {seconds:.2f} s"  # the bench's cold-start breakdown reads it
@@ -164,7 +166,13 @@ def _log_progress(context: dg.AssetExecutionContext, run) -> None:
 def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource):
     spark_start: list[float] = []
     run = pipeline.pipeline(on_spark_ready=lambda s: _log_spark_ready(context, run, s, spark_start))
-    if config.idle_seconds > 0:
+    idle_seconds = math.inf if config.always_on else config.idle_seconds
+    if config.always_on:
+        context.log.info(
+            f"always on: taking drops from {run.settings.landing_dir} as they land (every "
+            f"{run.settings.warm_trigger_seconds:g} s) until the run is stopped; the sensor starts another if it ends"
+        )
+    elif idle_seconds > 0:
         # A warm run shows Started for as long as drops keep coming: say what it waits for.
         context.log.info(
             f"warm: taking drops from {run.settings.landing_dir} as they land (every "
@@ -173,20 +181,21 @@ def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipe
     try:
         summary = run.ingest(
             run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
-            idle_seconds=config.idle_seconds, on_progress=lambda _: _log_progress(context, run),
+            idle_seconds=idle_seconds, on_progress=lambda _: _log_progress(context, run),
         )
     except IngestBusy as busy:
         # A stream, a warm run or a CLI ingest holds the landing directory and takes the
         # drops itself: this run has nothing to add, which is not a failure.
         context.log.warning(f"skipped: {busy}")
         summary = RunSummary()
-    except KeyboardInterrupt as stopped:  # IngestStopped, or a stop while Spark was starting
+    # IngestStopped, a stop while Spark was starting, or Dagster's own interrupt (a wait between the two)
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as stopped:
         stopped_by_user(context, stopped)
         raise
     totals = summary.totals
     context.log.info(
         f"{totals['total_files']} file(s), {totals['total_records']} rows in {summary.elapsed_s:.1f} s"
-        + (f" (warm for {config.idle_seconds:g} s after the last drop)" if config.idle_seconds > 0 else "")
+        + (f" (warm for {idle_seconds:g} s after the last drop)" if 0 < idle_seconds < math.inf else "")
         + (f"; before the first batch: Spark {spark_start[0]:.1f} s, executors' Python workers {summary.warm_up_s:.1f} s"
            if spark_start else "; no Spark session was needed")
     )

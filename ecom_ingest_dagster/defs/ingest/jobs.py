@@ -81,7 +81,7 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
             run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
             stop_after_s=config.stop_after_seconds,
         )
-    except KeyboardInterrupt as stopped:
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as stopped:
         stopped_by_user(context, stopped)
         raise
     yield from table_materializations(summary, run.table_rows(), result_type=dg.AssetMaterialization)

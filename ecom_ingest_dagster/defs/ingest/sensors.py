@@ -1,4 +1,6 @@
-"""The landing sensor: new drops become one bounded ingest run."""
+"""The landing sensor: new drops become one bounded ingest run (or, always on, one run is kept alive)."""
+
+import time
 
 import dagster as dg
 
@@ -27,6 +29,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     settings = pipeline.settings()
     cursor = LandingCursor.from_json(context.cursor)
     new = scan_new_drops(settings.landing_dir, cursor, settle_ns=int(settings.settle_seconds * 1e9))
+    if settings.always_on:
+        return _always_on(context, settings, new)
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
         return dg.SkipReason(f"no new drops ({new.scanned} entries in {settings.landing_dir}{waiting})")
@@ -51,6 +55,26 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
         # The run stays warm: drops that land while it runs are its own, within a trigger.
         run_config={"ops": {"ingest_landing": {"config": {"idle_seconds": settings.warm_idle_seconds}}}},
         tags={"ecom_ingest/new_files": str(len(fresh)), "ecom_ingest/newest_file": fresh[-1][:200]},
+    )
+
+
+def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
+    """Keep one ingest run alive: start one when none is queued or running and nothing else
+    holds the landing directory (the deployment's start, a run that failed or was stopped)."""
+    from ecom_ingest_dagster.pipeline.run import Pipeline
+
+    active = context.instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_ACTIVE), limit=1)
+    if active:
+        context.update_cursor(new.cursor.to_json())  # the live run takes whatever lands
+        return dg.SkipReason(f"always on: run {active[0].dagster_run.run_id} takes the drops as they land")
+    held = _landing_held_elsewhere(Pipeline(settings, interactive=True))
+    if held:
+        return dg.SkipReason(f"always on, but {held}")
+    context.update_cursor(new.cursor.to_json())
+    return dg.RunRequest(
+        run_key=f"always-on-{time.time_ns()}",
+        run_config={"ops": {"ingest_landing": {"config": {"always_on": True}}}},
+        tags={"ecom_ingest/always_on": "true", "ecom_ingest/new_files": str(len(new.names))},
     )
 
 
