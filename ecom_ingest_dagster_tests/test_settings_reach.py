@@ -29,6 +29,7 @@ _STRINGS = {
     "spark_log_level": "ERROR",
     "after_commit": "keep",
     "spark_ui": "true",
+    "always_on": "true",
 }
 
 

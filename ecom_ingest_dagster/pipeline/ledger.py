@@ -220,16 +220,19 @@ def batch_rejections(conn, schema: str, stream_id: str, batch_id: int) -> Iterat
         yield from cur
 
 
-def run_batches(conn, schema: str, *, run_id: str | None = None, fallback: bool = True) -> tuple[str | None, list[dict]]:
-    """Batch metrics of ``run_id``; without batches there (and ``fallback``), those of the latest run that had any.
+def run_batches(conn, schema: str, *, run_id: str | None = None, fallback: bool = True,
+                since: dt.datetime | None = None) -> tuple[str | None, list[dict]]:
+    """Batch metrics of ``run_id`` (committed from ``since`` on, if given); without batches
+    there (and ``fallback``), those of the latest run that had any.
 
     Returns the run the figures describe and its batches in commit order.
     """
     batches_table = table(schema, "ingest_batches")
     if run_id is not None:
         rows = conn.execute(
-            sql.SQL("SELECT metrics FROM {} WHERE run_id = %s ORDER BY committed_at, batch_id").format(batches_table),
-            (run_id,),
+            sql.SQL("SELECT metrics FROM {} WHERE run_id = %s AND (%s::timestamptz IS NULL OR committed_at >= %s)"
+                    " ORDER BY committed_at, batch_id").format(batches_table),
+            (run_id, since, since),
         ).fetchall()
         if rows or not fallback:
             return (run_id if rows else None), [r[0] for r in rows]

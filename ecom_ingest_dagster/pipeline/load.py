@@ -1,6 +1,7 @@
 """Loading one dropped file into PostgreSQL, exactly once.
 
-Each file is one transaction: its valid rows are COPY'd into ``user_events`` (through a
+A file loaded alone is one transaction (small ones go together, one transaction per
+group: ``load_batch``): its valid rows are COPY'd into ``user_events`` (through a
 temporary stage and ``ON CONFLICT DO NOTHING`` when some are duplicates of earlier drops,
 replays or of the file itself: those are skipped and counted), its rejected rows are
 COPY'd into ``rejected_events``, and its ledger row goes into ``ingest_files`` with the
@@ -9,8 +10,9 @@ micro-batch (Spark's ``foreachBatch`` is at-least-once) has no second effect; tw
 holding the same file take turns on an advisory lock. A file that changes while it is
 read, or cannot be read, is recorded with its reason instead of being half-loaded.
 
-This runs where Spark runs the task (an executor); it needs only the file's path and a
-database URL, and knows nothing of Spark or Dagster.
+This runs where the batch is loaded (an executor's task, or the driver for a small
+batch); it needs only the file's path and a database connection, and knows nothing of
+Spark or Dagster.
 """
 
 from __future__ import annotations

@@ -118,6 +118,14 @@ class RunSummary:
 
 
 KEPT_BATCHES = 1_000
+# The most a single-task batch (or a run's one waiting drop) may hold to be loaded by the
+# driver in local mode (~1.2M rows, ~5 s): a stop cannot cut the driver's load short as it
+# cancels an executor's task, so a bigger one goes to the executors.
+DRIVER_SINGLE_TASK_MAX_BYTES = 256 * 1024 * 1024
+# An always-on run ends after a day, between batches, and the sensor starts the next one:
+# Spark's file source remembers every file it has listed (maxFileAge is unbounded, so it
+# forgets none), which would otherwise grow the driver's memory for as long as the run lives.
+ALWAYS_ON_RESTART_S = 24 * 3600.0
 
 
 def _local_path(listed: str) -> str:
@@ -302,23 +310,25 @@ class IngestQuery:
         )
 
     def run_warm(self, *, idle_seconds: float, trigger_seconds: float,
-                 on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0) -> RunSummary:
+                 on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0,
+                 lifetime_s: float | None = None) -> RunSummary:
         """Take drops as they land until none has come for ``idle_seconds``, then stop.
 
         A sensor-launched run stays warm this way: the drops that land while it runs are
         loaded within a trigger interval instead of waiting for a new run's JVM. It stops
         between micro-batches when idle; SIGINT/SIGTERM (Terminate) stop it at once, as an
         availableNow pass. ``on_progress`` is called at most every ``progress_every_s``
-        while batches commit, and once more at the end by the caller.
+        while batches commit, and once more at the end by the caller. With ``lifetime_s`` it
+        also stops, between batches, once it has run that long.
         """
         self.mode = "warm"
         self._trigger_seconds = trigger_seconds
         return self._run(
             {"processingTime": f"{trigger_seconds} seconds"}, threading.Event(), stop_mid_batch=True,
-            idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s,
+            idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s, lifetime_s=lifetime_s,
         )
 
-    def run_trickle(self, tasks: list[FileTask]) -> RunSummary:
+    def run_trickle(self, tasks: list[FileTask], *, mode: str = "available_now") -> RunSummary:
         """Load a few small drops here, without Spark, as one batch of their own.
 
         A trickle's files are loaded on the driver anyway (``driver_batch_max_bytes``); with
@@ -327,6 +337,7 @@ class IngestQuery:
         exactly once: a later query that lists one (kept drops, ``after_commit=keep``)
         finds it done. The landing directory's lock is held meanwhile, as by a query.
         """
+        self.mode = mode  # the run's: the report counts the batch with the run's others
         stream_id = f"driver-{uuid.uuid4()}"  # a batch of no Spark stream: nothing to replay
         with self.exclusive(), ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
             self._db = db
@@ -343,7 +354,8 @@ class IngestQuery:
         return self.summary
 
     def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool, idle_s: float | None = None,
-             on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0) -> RunSummary:
+             on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0,
+             lifetime_s: float | None = None) -> RunSummary:
         restore = _install_stop_signals(
             stop_event,
             "stopping now: committed files stay, the rest wait for the next run" if stop_mid_batch
@@ -360,6 +372,7 @@ class IngestQuery:
                     long_running = idle_s is not None or not stop_mid_batch
                     next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
                     last_activity, seen, idle = time.monotonic(), 0, False
+                    begun = last_activity
                     next_progress, reported = time.monotonic() + progress_every_s, 0
                     while query.isActive and not stop_event.is_set():
                         query.awaitTermination(0.2)
@@ -370,6 +383,10 @@ class IngestQuery:
                             on_progress(self.summary)  # the UI no more than progress_every_s behind
                             reported, next_progress = seen, now + progress_every_s
                         if idle_s is not None and now - last_activity >= idle_s and not query.status.get("isTriggerActive"):
+                            idle = True
+                            break
+                        if lifetime_s is not None and now - begun >= lifetime_s and not query.status.get("isTriggerActive"):
+                            log.info("ending after %.0f s, between batches (the next run takes over)", now - begun)
                             idle = True
                             break
                         if long_running and now >= next_sweep:
@@ -474,7 +491,8 @@ class IngestQuery:
         try:
             plan = _planned_files(batch_df, limit)
             if plan.files is None and plan.tasks == 1 and self.spark.sparkContext.master.startswith("local"):
-                plan = _planned_files(batch_df, None)
+                whole = _planned_files(batch_df, DRIVER_SINGLE_TASK_MAX_BYTES)
+                plan = whole if whole.files is not None else plan
             return plan
         except Exception as exc:  # Spark's internals moved: the executors' path always works
             log.debug("could not read the batch's file list from its plan (%s): loading on the executors", exc)

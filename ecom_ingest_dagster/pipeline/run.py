@@ -25,7 +25,14 @@ from ecom_ingest_dagster.pipeline import checks
 from ecom_ingest_dagster.pipeline.database import connection, ready_database, table
 from ecom_ingest_dagster.pipeline.ledger import FileTask
 from ecom_ingest_dagster.pipeline.measure import MetricsLog
-from ecom_ingest_dagster.pipeline.query import IngestBusy, IngestQuery, RunSummary, busy_message
+from ecom_ingest_dagster.pipeline.query import (
+    ALWAYS_ON_RESTART_S,
+    DRIVER_SINGLE_TASK_MAX_BYTES,
+    IngestBusy,
+    IngestQuery,
+    RunSummary,
+    busy_message,
+)
 from ecom_ingest_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,7 +117,8 @@ class Pipeline:
 
     def close(self) -> None:
         if self._spark_starting is not None:
-            self._spark_starting.join()  # a session being started is stopped below, not left behind
+            while self._spark_starting.is_alive():  # a session being started is stopped below, not left behind
+                self._spark_starting.join(0.2)
             self._spark_starting = None
         if self._spark is not None and self._owns_spark:
             self._spark.stop()
@@ -141,7 +149,7 @@ class Pipeline:
 
     def ingest(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None,
                idle_seconds: float = 0.0, on_progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
-        """Every drop that has landed, once, in bounded micro-batches; then stop.
+        """Every drop that has landed, once, in bounded micro-batches; then stop (or stay warm).
 
         With ``idle_seconds`` the run stays warm: it goes on taking drops as they land
         (every ``settings.warm_trigger_seconds``) until none has come for that long
@@ -166,17 +174,17 @@ class Pipeline:
             # (a warm run starts one meanwhile, for the drops still to come).
             if self.held_elsewhere():
                 raise IngestBusy(busy_message(self.settings.landing_dir))
-            spark = self._spark_in_background() if idle_seconds > 0 else None
             query = IngestQuery(None, self.settings, self.database_url, run_id=run_id, on_batch=on_batch)
         if self._start_sweep is not None:  # the landing is swept once per run
             query.count_sweep(self._start_sweep, at_start=True)
         if trickle is None:
             return self._run_query(query, idle_seconds, on_progress)
         log.info("%d drop(s) in %s: loaded without waiting for Spark", len(trickle), self.settings.landing_dir)
-        if spark is None:
-            return query.run_trickle(trickle)
+        if idle_seconds <= 0:
+            return query.run_trickle(trickle, mode="available_now")
         with query.exclusive():  # held from the trickle into the warm run: the sensor sees one run throughout
-            query.run_trickle(trickle)
+            spark = self._spark_in_background()  # only once the lock is ours: a refused run starts no JVM
+            query.run_trickle(trickle, mode="warm")
             query.spark = spark()
             return self._run_query(query, idle_seconds, on_progress)
 
@@ -184,7 +192,8 @@ class Pipeline:
                    on_progress: Callable[[RunSummary], None] | None) -> RunSummary:
         if idle_seconds > 0:
             return query.run_warm(idle_seconds=idle_seconds, trigger_seconds=self.settings.warm_trigger_seconds,
-                                  on_progress=on_progress, progress_every_s=self.settings.warm_progress_seconds)
+                                  on_progress=on_progress, progress_every_s=self.settings.warm_progress_seconds,
+                                  lifetime_s=ALWAYS_ON_RESTART_S if math.isinf(idle_seconds) else None)
         return query.run_available_now()
 
     def idle_summary(self) -> RunSummary | None:
@@ -215,11 +224,15 @@ class Pipeline:
         limit = self.settings.driver_batch_max_bytes
         if not self._pending or not limit:
             return None
-        single_local = len(self._pending) == 1 and self.settings.spark_master.startswith("local")
+        single_local = (len(self._pending) == 1 and self._pending[0].size <= DRIVER_SINGLE_TASK_MAX_BYTES
+                        and self.settings.spark_master.startswith("local"))
         if sum(d.size for d in self._pending) > limit and not single_local:
             return None
         landing = self.settings.landing_dir
-        return [FileTask(str(landing / d.name), d.size, landed_at=d.mtime) for d in self._pending]
+        # The time in whole milliseconds, as Spark lists it: the landing sweep compares the
+        # ledger's time with the file's at that precision to tell a replaced file.
+        return [FileTask(str(landing / d.name), d.size, landed_at=dt.datetime.fromtimestamp(d.mtime_ms / 1000, dt.timezone.utc))
+                for d in self._pending]
 
     def _spark_in_background(self) -> Callable[[], object]:
         """Start the Spark session on a thread of its own; the returned call waits for it."""
@@ -314,10 +327,11 @@ class Pipeline:
                 for name in ("user_events", "rejected_events")
             }
 
-    def evaluate(self, run_id: str | None, *, fallback: bool = True) -> checks.Evaluation:
+    def evaluate(self, run_id: str | None, *, fallback: bool = True, since: dt.datetime | None = None) -> checks.Evaluation:
         """The service targets and the accounting identity for ``run_id``'s batches (see ``checks.evaluate``)."""
         with self.connect() as conn:
-            return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets, fallback=fallback)
+            return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets, fallback=fallback,
+                                   since=since)
 
     def report(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                out_dir: Path | None = None) -> ReportOutcome:

@@ -175,6 +175,7 @@ class ResourceSampler:
         return self
 
     def stop(self) -> list[Sample]:
+        """Stop sampling; the samples not yet handed to ``on_full`` (all of them without it)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self.interval_s * 5)

@@ -113,3 +113,26 @@ def test_drops_another_run_already_ingested_make_no_run(settings, db, ingest, in
     assert len(later.run_requests) == 1
     tags = later.run_requests[0].tags
     assert (tags["ecom_ingest/new_files"], tags["ecom_ingest/newest_file"]) == ("1", "fresh.csv")
+
+
+def test_always_on_keeps_one_run_and_backs_off_after_a_failure(settings, db, instance):
+    import uuid
+
+    resources = build_resources(settings.with_overrides(always_on=True), settle_seconds=0)
+
+    def tick():
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            return landing_sensor.evaluate_tick(context)
+
+    (request,) = tick().run_requests  # no drop at all: started all the same, as at a deployment's start
+    assert request.run_config == {"ops": {"ingest_landing": {"config": {"always_on": True}}}}
+    assert request.tags["ecom_ingest/always_on"] == "true"
+
+    live = dg.DagsterRun(job_name="ingest_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED)
+    instance.add_run(live)
+    busy = tick()
+    assert busy.run_requests == [] and live.run_id in busy.skip_message
+
+    instance.report_run_failed(live)  # it died: not relaunched at once, in case it dies again at once
+    failed = tick()
+    assert failed.run_requests == [] and "failed" in failed.skip_message

@@ -148,11 +148,17 @@ def _log_spark_ready(context: dg.AssetExecutionContext, run, seconds: float, spa
     context.log.info(f"Spark application {spark_context.applicationId} on {spark_context.master}")
 
 
+# While a run goes on, its metric assets judge its batches of this last stretch: the same
+# as the whole run for a warm run of minutes, and a bounded query for one that is always on.
+PROGRESS_WINDOW = dt.timedelta(minutes=10)
+
+
 def _log_progress(context: dg.AssetExecutionContext, run) -> None:
     """The metric assets and their checks as they stand, while a warm run goes on."""
     from ecom_ingest_dagster.defs.metrics.assets import metric_events
 
-    for event in metric_events(run.evaluate(context.run_id, fallback=False), context.run_id):
+    since = dt.datetime.now(dt.timezone.utc) - PROGRESS_WINDOW
+    for event in metric_events(run.evaluate(context.run_id, fallback=False, since=since), context.run_id):
         context.log_event(event)
 
 

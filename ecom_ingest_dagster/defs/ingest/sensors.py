@@ -10,6 +10,7 @@ from ecom_ingest_dagster.pipeline.landing import LandingCursor, scan_new_drops
 from ecom_ingest_dagster.settings import Settings
 
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+ALWAYS_ON_RETRY_AFTER_S = 30.0
 
 
 @dg.sensor(
@@ -67,6 +68,13 @@ def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
     if active:
         context.update_cursor(new.cursor.to_json())  # the live run takes whatever lands
         return dg.SkipReason(f"always on: run {active[0].dagster_run.run_id} takes the drops as they land")
+    latest = context.instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name), limit=1)
+    if latest and latest[0].dagster_run.status == dg.DagsterRunStatus.FAILURE and latest[0].end_time:
+        # A run that keeps failing (a wrong master, a database refusing us) is not relaunched every tick.
+        waited = time.time() - latest[0].end_time
+        if waited < ALWAYS_ON_RETRY_AFTER_S:
+            return dg.SkipReason(f"always on: the last run failed {waited:.0f} s ago; the next starts after "
+                                 f"{ALWAYS_ON_RETRY_AFTER_S:.0f} s")
     held = _landing_held_elsewhere(Pipeline(settings, interactive=True))
     if held:
         return dg.SkipReason(f"always on, but {held}")
