@@ -589,6 +589,8 @@ def generate_drops(
             path = write_drop(frame, landing, f"{run}_{i:0{width}d}.csv")
             invalid = int((frame[EXPECTED_REASON] != "").sum())
             summaries.append(DropSummary(path=path, rows=len(frame), invalid_rows=invalid))
+            # Running totals: the bar's last line then agrees with the summary printed under it.
+            bar.set_postfix(rows=sum(d.rows for d in summaries), invalid=sum(d.invalid_rows for d in summaries),
+                            refresh=False)
             bar.update(1)
-            bar.set_postfix(rows=events, invalid=invalid, refresh=False)
     return summaries

@@ -133,6 +133,20 @@ def test_always_on_keeps_one_run_and_backs_off_after_a_failure(settings, db, ins
     busy = tick()
     assert busy.run_requests == [] and live.run_id in busy.skip_message
 
-    instance.report_run_failed(live)  # it died: not relaunched at once, in case it dies again at once
+    instance.report_run_failed(live)  # it died right after it started: not relaunched at once
     failed = tick()
     assert failed.run_requests == [] and "failed" in failed.skip_message
+
+
+def test_always_on_backs_off_only_after_a_run_that_failed_soon_after_it_started():
+    import types
+
+    from ecom_ingest_dagster.defs.ingest.sensors import ALWAYS_ON_RETRY_AFTER_S, _failed_soon_after_start
+
+    def record(status, started, ended):
+        return types.SimpleNamespace(dagster_run=types.SimpleNamespace(status=status), start_time=started, end_time=ended)
+
+    failed = dg.DagsterRunStatus.FAILURE
+    assert _failed_soon_after_start(record(failed, 100.0, 105.0))  # a crash loop: wait
+    assert not _failed_soon_after_start(record(failed, 100.0, 100.0 + ALWAYS_ON_RETRY_AFTER_S + 3600))  # killed after an hour
+    assert not _failed_soon_after_start(record(dg.DagsterRunStatus.CANCELED, 100.0, 105.0))  # the user's Terminate

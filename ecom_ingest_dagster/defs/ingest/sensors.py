@@ -69,12 +69,14 @@ def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
         context.update_cursor(new.cursor.to_json())  # the live run takes whatever lands
         return dg.SkipReason(f"always on: run {active[0].dagster_run.run_id} takes the drops as they land")
     latest = context.instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name), limit=1)
-    if latest and latest[0].dagster_run.status == dg.DagsterRunStatus.FAILURE and latest[0].end_time:
-        # A run that keeps failing (a wrong master, a database refusing us) is not relaunched every tick.
+    if latest and _failed_soon_after_start(latest[0]):
+        # A run that keeps failing at once (a wrong master, a database refusing us) is not
+        # relaunched every tick; one that ran a while before it died (killed, its server
+        # recreated) is replaced at once.
         waited = time.time() - latest[0].end_time
         if waited < ALWAYS_ON_RETRY_AFTER_S:
-            return dg.SkipReason(f"always on: the last run failed {waited:.0f} s ago; the next starts after "
-                                 f"{ALWAYS_ON_RETRY_AFTER_S:.0f} s")
+            return dg.SkipReason(f"always on: the last run failed {waited:.0f} s after it started; the next starts "
+                                 f"{ALWAYS_ON_RETRY_AFTER_S:.0f} s after that")
     held = _landing_held_elsewhere(Pipeline(settings, interactive=True))
     if held:
         return dg.SkipReason(f"always on, but {held}")
@@ -84,6 +86,13 @@ def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
         run_config={"ops": {"ingest_landing": {"config": {"always_on": True}}}},
         tags={"ecom_ingest/always_on": "true", "ecom_ingest/new_files": str(len(new.names))},
     )
+
+
+def _failed_soon_after_start(record) -> bool:
+    if record.dagster_run.status != dg.DagsterRunStatus.FAILURE or not record.end_time:
+        return False
+    began = record.start_time or record.create_timestamp.timestamp()
+    return record.end_time - began < ALWAYS_ON_RETRY_AFTER_S
 
 
 def _already_ingested(run, names: list[str]) -> set[str]:
