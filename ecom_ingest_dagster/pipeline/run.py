@@ -62,14 +62,6 @@ class RetentionOutcome:
     archived_drops_deleted: int
 
 
-@dataclasses.dataclass(frozen=True)
-class ReportOutcome:
-    path: Path
-    batches: int
-    samples: int
-    requirements: list[dict]
-
-
 class Pipeline:
     """The platform's data path for one set of settings.
 
@@ -332,17 +324,6 @@ class Pipeline:
         with self.connect() as conn:
             return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets, fallback=fallback,
                                    since=since)
-
-    def report(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-               out_dir: Path | None = None) -> ReportOutcome:
-        """The performance report for a window of runs, written with its plots."""
-        from ecom_ingest_dagster.tools import report
-
-        with self.connect() as conn:
-            data = report.collect(conn, self.settings.db_schema, since=since, until=until, paths=self.report_paths())
-        targets = self.settings.targets
-        path = report.render(data, out_dir or self.settings.reports_dir, targets)
-        return ReportOutcome(path, data.summary["total_batches"], len(data.samples), report.requirements(data, targets))
 
     def retain(self, *, now: dt.datetime | None = None) -> RetentionOutcome:
         """Delete what grows without bound and is past its retention (the retention schedule).

@@ -18,6 +18,10 @@ from pathlib import Path
 from ecom_ingest_dagster.settings import Settings
 
 
+# What a run logs once its session is up (the bench's cold-start breakdown reads it back).
+SPARK_READY_MESSAGE = "Spark session ready in {seconds:.2f} s"
+
+
 def build_spark_session(settings: Settings, *, app_name: str = "ecom-ingest", ui: bool | None = None,
                         jvm_log: Path | None = None):
     """A Spark session for ``settings.spark_master`` (``local[*]`` by default).

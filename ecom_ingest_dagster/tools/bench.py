@@ -804,7 +804,7 @@ def cold_start_breakdown(url: str, schema: str, dagster_home: Path, first_drop: 
 
     import dagster as dg
 
-    from ecom_ingest_dagster.defs.ingest.assets import SPARK_READY_MESSAGE
+    from ecom_ingest_dagster.pipeline.spark import SPARK_READY_MESSAGE
 
     with connection(url, autocommit=True) as conn:
         landed, committed, batch_started, run_id = conn.execute(

@@ -275,7 +275,7 @@ def _report(settings: Settings, args) -> int:
         raise CliError(f"--since ({since:%Y-%m-%d %H:%M} UTC) must be before --until ({until:%Y-%m-%d %H:%M} UTC)", EXIT_USAGE)
     out = args.out.expanduser().absolute() if args.out else None
     with _pipeline(settings) as pipeline:
-        outcome = pipeline.report(since=since, until=until, out_dir=out)
+        outcome = report.write_report(pipeline, since=since, until=until, out_dir=out)
     failing = [r["name"] for r in outcome.requirements if not r["passed"]]
     print(f"report: {outcome.path} ({outcome.batches} batches, {outcome.samples} resource samples)")
     print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))

@@ -669,3 +669,22 @@ def plot_figures(data: ReportData) -> dict:
     ax.set_title("Resource use over time (process tree)", pad=22 if data.samples else None)
     finish(fig, "resources")
     return figures
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOutcome:
+    path: Path
+    batches: int
+    samples: int
+    requirements: list[dict]
+
+
+def write_report(pipeline, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                 out_dir: Path | None = None) -> ReportOutcome:
+    """The performance report for a window of runs, written with its plots (``ecom-ingest report``
+    and the ``performance_report`` asset)."""
+    with pipeline.connect() as conn:
+        data = collect(conn, pipeline.settings.db_schema, since=since, until=until, paths=pipeline.report_paths())
+    targets = pipeline.settings.targets
+    path = render(data, out_dir or pipeline.settings.reports_dir, targets)
+    return ReportOutcome(path, data.summary["total_batches"], len(data.samples), requirements(data, targets))

@@ -8,6 +8,7 @@ operation), and a query one of them refuses would blank the report's database fi
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 import pytest
@@ -40,7 +41,13 @@ def test_every_statistic_is_sampled_on_each_server(server_url, caplog):
             with psycopg.connect(server_url, autocommit=True) as conn:  # something to count
                 conn.execute("CREATE TEMP TABLE sampled AS SELECT g FROM generate_series(1, 20000) g")
                 conn.execute("CHECKPOINT") if _superuser(conn) else None
+            # The server publishes a backend's statistics when it flushes them (at most once
+            # a second, and at its exit): read until the writes show, a few seconds at most.
+            deadline = time.monotonic() + 5
             second = stats.sample()
+            while not (second[3] or 0) > 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                second = stats.sample()
     finally:
         stats.close()
     assert first[0] is not None and first[0] >= 1, first

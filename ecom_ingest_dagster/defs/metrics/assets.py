@@ -11,7 +11,7 @@ from typing import Iterator
 import dagster as dg
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.defs.ingest.assets import REJECTED_EVENTS, USER_EVENTS
+from ecom_ingest_dagster.defs.keys import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
 

@@ -21,7 +21,7 @@ def performance_report(context: dg.AssetExecutionContext, config: ReportConfig, 
     """The original performance report with measured values and computed statuses, plus plots."""
     run = pipeline.pipeline()
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=config.since_hours)
-    outcome = run.report(since=since)
+    outcome = report.write_report(run, since=since)
     context.log.info(f"report written to {outcome.path}")
     out_dir = outcome.path.parent
     met = sum(1 for r in outcome.requirements if r["passed"])
