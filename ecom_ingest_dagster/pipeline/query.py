@@ -328,7 +328,7 @@ class IngestQuery:
             idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s, lifetime_s=lifetime_s,
         )
 
-    def run_trickle(self, tasks: list[FileTask], *, mode: str = "available_now") -> RunSummary:
+    def run_trickle(self, tasks: list[FileTask], *, mode: str = "available_now", last: bool = True) -> RunSummary:
         """Load a few small drops here, without Spark, as one batch of their own.
 
         A trickle's files are loaded on the driver anyway (``driver_batch_max_bytes``); with
@@ -336,6 +336,7 @@ class IngestQuery:
         replay, the JVM (5-8 s to start) would only list them. The file ledger keeps them
         exactly once: a later query that lists one (kept drops, ``after_commit=keep``)
         finds it done. The landing directory's lock is held meanwhile, as by a query.
+        ``last``: nothing follows in this run (the metrics log's summary is written now).
         """
         self.mode = mode  # the run's: the report counts the batch with the run's others
         stream_id = f"driver-{uuid.uuid4()}"  # a batch of no Spark stream: nothing to replay
@@ -350,7 +351,8 @@ class IngestQuery:
             finally:
                 self._db = None
         self.summary.elapsed_s += time.perf_counter() - started
-        self._write_summary()
+        if last:  # a warm run writes it when it ends
+            self._write_summary()
         return self.summary
 
     def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool, idle_s: float | None = None,

@@ -176,8 +176,14 @@ class Pipeline:
             return query.run_trickle(trickle, mode="available_now")
         with query.exclusive():  # held from the trickle into the warm run: the sensor sees one run throughout
             spark = self._spark_in_background()  # only once the lock is ours: a refused run starts no JVM
-            query.run_trickle(trickle, mode="warm")
-            query.spark = spark()
+            query.run_trickle(trickle, mode="warm", last=False)
+            while not spark.done():
+                # Drops that land while the JVM starts are loaded as they come, not after it.
+                time.sleep(self.settings.warm_trigger_seconds)
+                more = self._waiting_trickle()
+                if more:
+                    query.run_trickle(more, mode="warm", last=False)
+            query.spark = spark.result()
             return self._run_query(query, idle_seconds, on_progress)
 
     def _run_query(self, query: IngestQuery, idle_seconds: float,
@@ -209,6 +215,18 @@ class Pipeline:
         return RunSummary(files_replaced=sweep.replaced, files_empty=len(sweep.empty),
                           elapsed_s=time.perf_counter() - started)
 
+    def _waiting_trickle(self) -> list[FileTask] | None:
+        """Drops that have landed since and are not in the ledger, when the driver takes them (``_trickle``)."""
+        from ecom_ingest_dagster.pipeline import landing, ledger
+
+        drops = landing.list_drops(self.settings.landing_dir)
+        if not drops:
+            return None
+        with self.connect() as conn:
+            taken = ledger.entries_for(conn, self.settings.db_schema, [d.name for d in drops])
+        self._pending = [d for d in drops if d.name not in taken]
+        return self._trickle()
+
     def _trickle(self) -> list[FileTask] | None:
         """The drops ``idle_summary`` found pending, when the driver would load them anyway:
         a small batch (``driver_batch_max_bytes``), or in local mode a single drop (one task,
@@ -226,27 +244,11 @@ class Pipeline:
         return [FileTask(str(landing / d.name), d.size, landed_at=dt.datetime.fromtimestamp(d.mtime_ms / 1000, dt.timezone.utc))
                 for d in self._pending]
 
-    def _spark_in_background(self) -> Callable[[], object]:
-        """Start the Spark session on a thread of its own; the returned call waits for it."""
-        started: dict = {}
-
-        def start() -> None:
-            try:
-                started["spark"] = self.spark
-            except BaseException as exc:  # handed to whoever waits
-                started["error"] = exc
-
-        thread = self._spark_starting = threading.Thread(target=start, name="ecom-ingest-spark-start", daemon=True)
-        thread.start()
-
-        def wait():
-            while thread.is_alive():  # in slices: a Terminate (an interrupt of this thread) is not held up
-                thread.join(0.2)
-            if "error" in started:
-                raise started["error"]
-            return started["spark"]
-
-        return wait
+    def _spark_in_background(self) -> "_SparkStart":
+        """Start the Spark session on a thread of its own."""
+        start = _SparkStart(lambda: self.spark)
+        self._spark_starting = start.thread
+        return start
 
     def held_elsewhere(self) -> bool:
         """True while another run holds this landing directory's checkpoint lock (a stream,
@@ -362,3 +364,29 @@ class Pipeline:
             "errors_log": str(logs.errors_log_path), "errors_json": str(logs.errors_json_path),
             "checkpoints": str(self.settings.checkpoint_dir),
         }
+
+
+class _SparkStart:
+    """A Spark session started on a thread of its own, while the caller goes on."""
+
+    def __init__(self, start: Callable[[], object]):
+        self._outcome: dict = {}
+
+        def run() -> None:
+            try:
+                self._outcome["spark"] = start()
+            except BaseException as exc:  # handed to whoever waits
+                self._outcome["error"] = exc
+
+        self.thread = threading.Thread(target=run, name="ecom-ingest-spark-start", daemon=True)
+        self.thread.start()
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def result(self):
+        while self.thread.is_alive():  # in slices: a Terminate (an interrupt of this thread) is not held up
+            self.thread.join(0.2)
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["spark"]
