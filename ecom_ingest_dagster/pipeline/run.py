@@ -176,13 +176,16 @@ class Pipeline:
             return query.run_trickle(trickle, mode="available_now")
         with query.exclusive():  # held from the trickle into the warm run: the sensor sees one run throughout
             spark = self._spark_in_background()  # only once the lock is ours: a refused run starts no JVM
+            progress = _Progress(on_progress, self.settings.warm_progress_seconds)
             query.run_trickle(trickle, mode="warm", last=False)
+            progress.report(query.summary)
             while not spark.done():
                 # Drops that land while the JVM starts are loaded as they come, not after it.
                 time.sleep(self.settings.warm_trigger_seconds)
                 more = self._waiting_trickle()
                 if more:
                     query.run_trickle(more, mode="warm", last=False)
+                    progress.report(query.summary)
             query.spark = spark.result()
             return self._run_query(query, idle_seconds, on_progress)
 
@@ -390,3 +393,16 @@ class _SparkStart:
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["spark"]
+
+
+class _Progress:
+    """``on_progress`` for batches loaded before the query runs, at most every ``every_s``."""
+
+    def __init__(self, on_progress: Callable[[RunSummary], None] | None, every_s: float):
+        self._on_progress, self._every_s, self._last = on_progress, every_s, None
+
+    def report(self, summary: RunSummary) -> None:
+        now = time.monotonic()
+        if self._on_progress is not None and (self._last is None or now - self._last >= self._every_s):
+            self._on_progress(summary)
+            self._last = now

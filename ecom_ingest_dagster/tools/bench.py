@@ -66,6 +66,8 @@ class BenchConfig:
     sensor_drops: int = 0  # sensor mode drops through dagster dev; 0 skips it
     history: int = 0  # files of landing history for the flat-cost benchmark; 0 skips it
     backlog: int = 0  # 20-row drops for the backlog and cold-drop benchmarks (bench_small); 0 skips them
+    rates: tuple[int, ...] = ()  # drops/s into a running stream (bench_small.sustained); empty skips it
+    rate_seconds: float = 30.0  # how long each rate is held
     seed: int = 42
     log: Callable[[str], None] = print
 
@@ -101,6 +103,10 @@ def run(config: BenchConfig) -> dict:
 
             results["cold_small"] = bench_small.cold_small(config, work)
             results["backlog"] = bench_small.backlog(config, work)
+        if config.rates:
+            from ecom_ingest_dagster.tools import bench_small
+
+            results["sustained"] = bench_small.sustained(config, work, config.rates, config.rate_seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)

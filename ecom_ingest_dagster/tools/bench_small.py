@@ -7,11 +7,17 @@
   small files loaded together (the default) and, as the baseline measured in the same run,
   one transaction per file (``ECOM_INGEST_GROUP_MAX_BYTES=0``): files per second on the
   wall clock and over the batches' processing time.
+- ``sustained``: 20-row drops at steady rates into one running stream, and a big drop
+  into that same running stream (what an always-on run gives).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,4 +116,131 @@ def markdown(results: dict) -> list[str]:
                   f"{s['target_files_per_s']:,.0f} files/s: processing {'met' if s['met_processing'] else '**not met**'}, "
                   f"wall (Spark's start included) {'met' if s['met_wall'] else '**not met**'}; every row accounted for: "
                   f"{s['correct']}.", ""]
+    if "sustained" in results:
+        r = results["sustained"]
+        lines += [f"### Sustained drops of 20 rows into a running stream (trigger {r['trigger_seconds']:g} s), "
+                  f"{r['seconds_per_rate']:.0f} s per rate", "",
+                  "| rate asked | dropped/s | committed | p50 | p95 | max | p95 ≤ 1 s |", "|---|---|---|---|---|---|---|",
+                  *[f"| {x['rate_per_s']}/s | {x['achieved_rate_per_s']:.0f} | {x['committed']}/{x['drops']} | "
+                    f"{_ms(x['p50_ms'])} | {_ms(x['p95_ms'])} | {_ms(x['max_ms'])} | {'yes' if x['kept_up'] else '**no**'} |"
+                    for x in r["rates"]],
+                  "", f"Highest rate kept up: {r['highest_rate_kept_up'] or 'none'} drops/s (target ≥ 200).", ""]
+        if "bulk_into_running" in r:
+            b = r["bulk_into_running"]
+            lines += [f"A {b['rows']:,}-row drop into the running stream: queryable after {b['queryable_s']:.2f} s; "
+                      f"`psql \\copy` of its valid rows {b['psql_wall_s']:.2f} s wall: {b['ratio']:.2f}× "
+                      f"(target ≤ {b['target_ratio']}×: {'met' if b['met'] else '**not met**'}).", ""]
     return lines
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
+SUSTAINED_TARGET_P95_MS = 1000.0
+
+
+def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dict:
+    """20-row drops at a steady rate into one running ``ecom-ingest stream --trigger-seconds 0.5``
+    (the warm path: an always-on run's query), each rate for ``seconds``: drop → committed per
+    drop, p50/p95, and whether the stream kept up. Then one 1M-row drop into the same running
+    stream, against ``psql \\copy`` of its valid rows (wall against wall), when ``config.rows``.
+    """
+
+    from ecom_ingest_dagster.pipeline.database import connection
+    from ecom_ingest_dagster.pipeline.measure import percentile
+    from ecom_ingest_dagster.tools import bench
+
+    home = work / "sustained"
+    landing = home / "landing"
+    landing.mkdir(parents=True)
+    template = _drops(home / "template", 1)[0].read_bytes()
+    schema = bench._fresh_schema(config.database_url, "bench_rate")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
+           "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(landing),
+           "ECOM_INGEST_DATABASE_URL": config.database_url, "ECOM_INGEST_DB_SCHEMA": schema}
+    process = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", "--trigger-seconds", "0.5"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    results: dict = {"trigger_seconds": 0.5, "seconds_per_rate": seconds, "rates": []}
+    try:
+        deadline = time.monotonic() + 120
+        while not any((home / "checkpoints").glob("ingest-*/metadata")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stream did not start: {process.stdout.read()[-2000:]}")
+            time.sleep(0.2)
+        time.sleep(2)
+        with connection(config.database_url, autocommit=True) as conn:
+            for rate in rates:
+                dropped = _drop_at_rate(landing, template, f"r{rate}", rate, seconds)
+                committed = _wait_committed(conn, schema, dropped, timeout_s=max(120.0, seconds * 4))
+                latencies = [(committed[n] - at) * 1000.0 for n, at in dropped.items() if n in committed]
+                row = {"rate_per_s": rate, "drops": len(dropped), "committed": len(committed),
+                       "achieved_rate_per_s": len(dropped) / seconds,
+                       "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+                       "max_ms": max(latencies, default=None)}
+                row["kept_up"] = row["committed"] == row["drops"] and row["p95_ms"] is not None \
+                    and row["p95_ms"] <= SUSTAINED_TARGET_P95_MS
+                results["rates"].append(row)
+                config.log(f"{rate} drops/s for {seconds:.0f} s ({row['achieved_rate_per_s']:.0f}/s dropped): "
+                           f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, max {row['max_ms']:.0f} ms")
+            if config.rows:
+                results["bulk_into_running"] = _bulk_into_running(config, work, conn, schema, landing)
+    finally:
+        bench._stop(process)
+        bench._drop_schema(config.database_url, schema)
+    kept = [r["rate_per_s"] for r in results["rates"] if r["kept_up"]]
+    results["highest_rate_kept_up"] = max(kept, default=None)
+    return results
+
+
+def _drop_at_rate(landing: Path, content: bytes, prefix: str, rate: int, seconds: float) -> dict[str, float]:
+    """Files renamed into ``landing`` at ``rate`` a second for ``seconds``; name → time dropped."""
+
+    dropped: dict[str, float] = {}
+    started = time.monotonic()
+    i = 0
+    while (now := time.monotonic()) - started < seconds:
+        due = started + i / rate
+        if now < due:
+            time.sleep(due - now)
+        name = f"{prefix}_{i:06d}.csv"
+        tmp = landing / f".{name}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, landing / name)
+        dropped[name] = time.time()
+        i += 1
+    return dropped
+
+
+def _wait_committed(conn, schema: str, dropped: dict[str, float], timeout_s: float) -> dict[str, float]:
+
+    deadline = time.monotonic() + timeout_s
+    committed: dict[str, float] = {}
+    names = list(dropped)
+    while time.monotonic() < deadline and len(committed) < len(names):
+        rows = conn.execute(f'SELECT file_name, extract(epoch FROM committed_at) FROM "{schema}".ingest_files'
+                            " WHERE file_name = ANY(%s)", (names,)).fetchall()
+        committed.update({n: float(at) for n, at in rows})
+        time.sleep(0.2)
+    return committed
+
+
+def _bulk_into_running(config, work: Path, conn, schema: str, landing: Path) -> dict:
+    """One ``config.rows``-row drop into the running stream: drop → committed, against psql's wall."""
+
+    from ecom_ingest_dagster.tools import bench
+
+    files = bench.generate(work / "sustained_bulk", config.rows, config.invalid_rate, config.seed)
+    shaped = bench.shape_valid_rows(files[:1], work / "sustained_bulk_typed")
+    psql_s = bench.typed_copy(config.database_url, shaped.csv)["seconds"]
+    name = "bulk_into_running.csv"
+    tmp = landing / f".{name}.tmp"
+    os.link(files[0], tmp) if files[0].stat().st_dev == landing.stat().st_dev else tmp.write_bytes(files[0].read_bytes())
+    os.replace(tmp, landing / name)
+    dropped = time.time()
+    committed = _wait_committed(conn, schema, {name: dropped}, timeout_s=600)
+    queryable_s = committed[name] - dropped
+    config.log(f"a {config.rows:,}-row drop into the running stream: queryable after {queryable_s:.2f} s; "
+               f"psql \\copy of its valid rows: {psql_s:.2f} s wall ({queryable_s / psql_s:.2f}x)")
+    return {"rows": config.rows, "queryable_s": queryable_s, "psql_wall_s": psql_s, "ratio": queryable_s / psql_s,
+            "target_ratio": 0.8, "met": queryable_s / psql_s <= 0.8}

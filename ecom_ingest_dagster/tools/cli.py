@@ -63,6 +63,21 @@ def _rate(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _rates(text: str) -> tuple[int, ...]:
+    """Comma-separated drops per second; "0" (or nothing): none."""
+    rates = tuple(_number(part.strip(), int) for part in text.split(",") if part.strip())
+    if any(r < 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be >= 0, got {text}")
+    return tuple(r for r in rates if r > 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecom-ingest",
@@ -110,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="files of landing history for the flat-cost benchmark (e.g. 100000; default 0: skip)")
     bench.add_argument("--backlog", type=int, default=2000,
                        help="20-row drops for the backlog drain and the cold one-drop benchmarks (default 2,000; 0: skip)")
+    bench.add_argument("--rates", type=_rates, default=(20, 50, 100, 200),
+                       help="drops/s of 20 rows into a running stream, comma-separated (default 20,50,100,200; "
+                            "0: skip); then one --rows drop into that stream")
+    bench.add_argument("--rate-seconds", type=_positive_float, default=30.0, help="seconds per rate (default 30)")
     bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
     bench.add_argument("--no-adbc", action="store_true",
                        help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
@@ -311,7 +330,8 @@ def _bench(settings: Settings, args) -> int:
     config = bench.BenchConfig(
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
         repeat=args.repeat, jdbc=not args.no_jdbc, adbc=not args.no_adbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
-        history=args.history, backlog=args.backlog, log=lambda line: print(line, file=sys.stderr, flush=True),
+        history=args.history, backlog=args.backlog, rates=args.rates, rate_seconds=args.rate_seconds,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     results = bench.run(config)
     print(bench.markdown(results))

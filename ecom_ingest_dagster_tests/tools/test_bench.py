@@ -18,7 +18,8 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     out = tmp_path / "results"
     env_cmd = [
         sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "bench",
-        "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--backlog", "30", "--no-jdbc", "--out", str(out),
+        "--rows", "3000", "--repeat", "1", "--latency-drops", "2", "--backlog", "30", "--rates", "5",
+        "--rate-seconds", "2", "--no-jdbc", "--out", str(out),
     ]
     import os
 
@@ -54,7 +55,12 @@ def test_bench_runs_on_a_tiny_input_and_writes_results(tmp_path, database_url):
     backlog = results["backlog"]["summary"]
     assert backlog["files"] == 30 and backlog["correct"]
     assert backlog["together_files_per_s_wall"] > 0 and backlog["one_by_one_files_per_s_wall"] > 0
+    sustained = results["sustained"]
+    (rate,) = sustained["rates"]
+    assert rate["rate_per_s"] == 5 and rate["committed"] == rate["drops"] > 0 and rate["p95_ms"] > 0
+    assert sustained["bulk_into_running"]["rows"] == 3000 and sustained["bulk_into_running"]["queryable_s"] > 0
     text = (run_dir / "results.md").read_text()
+    assert "Sustained drops of 20 rows" in text
     assert "One 20-row drop, cold" in text and "A backlog of 30 drops" in text
     assert "### Bulk load: 3,000 rows" in text and "vs raw COPY" in text and "binary COPY ceiling" in text
     assert "Continuous mode" in done.stdout
