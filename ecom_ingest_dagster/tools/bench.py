@@ -67,7 +67,7 @@ class BenchConfig:
     history: int = 0  # files of landing history for the flat-cost benchmark; 0 skips it
     backlog: int = 0  # 20-row drops for the backlog and cold-drop benchmarks (bench_small); 0 skips them
     rates: tuple[int, ...] = ()  # drops/s into a running stream (bench_small.sustained); empty skips it
-    rate_seconds: float = 30.0  # how long each rate is held
+    rate_seconds: float = 20.0  # how long each rate is held
     seed: int = 42
     log: Callable[[str], None] = print
 

@@ -154,7 +154,9 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
     home = work / "sustained"
     landing = home / "landing"
     landing.mkdir(parents=True)
-    template = _drops(home / "template", 1)[0].read_bytes()
+    # Every drop its own events, made before the clock starts: the same ids in each drop
+    # would be duplicates, a path of their own (the first run of this bench made that mistake).
+    staged = _unique_drops(home / "staged", sum(round(rate * seconds) + rate for rate in rates))
     schema = bench._fresh_schema(config.database_url, "bench_rate")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
            "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(landing),
@@ -171,7 +173,7 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
         time.sleep(2)
         with connection(config.database_url, autocommit=True) as conn:
             for rate in rates:
-                dropped = _drop_at_rate(landing, template, f"r{rate}", rate, seconds)
+                dropped = _drop_at_rate(landing, staged, rate, seconds)
                 committed = _wait_committed(conn, schema, dropped, timeout_s=max(120.0, seconds * 4))
                 latencies = [(committed[n] - at) * 1000.0 for n, at in dropped.items() if n in committed]
                 row = {"rate_per_s": rate, "drops": len(dropped), "committed": len(committed),
@@ -193,20 +195,25 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
     return results
 
 
-def _drop_at_rate(landing: Path, content: bytes, prefix: str, rate: int, seconds: float) -> dict[str, float]:
-    """Files renamed into ``landing`` at ``rate`` a second for ``seconds``; name → time dropped."""
+def _unique_drops(directory: Path, count: int, rows: int = 20) -> list[Path]:
+    """``count`` drops of ``rows`` events each, no event in two of them, written aside."""
+    frame = generate_events(rows * count, rng=np.random.default_rng(23), invalid_rate=0.02)
+    return [write_drop(frame.iloc[i * rows:(i + 1) * rows], directory, f"staged_{i:06d}.csv") for i in range(count)]
 
+
+def _drop_at_rate(landing: Path, staged: list[Path], rate: int, seconds: float) -> dict[str, float]:
+    """Staged files renamed into ``landing`` (the atomic drop) at ``rate`` a second for
+    ``seconds``, taken from the front of ``staged``; name → time dropped."""
     dropped: dict[str, float] = {}
     started = time.monotonic()
     i = 0
-    while (now := time.monotonic()) - started < seconds:
+    while (now := time.monotonic()) - started < seconds and staged:
         due = started + i / rate
         if now < due:
             time.sleep(due - now)
-        name = f"{prefix}_{i:06d}.csv"
-        tmp = landing / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, landing / name)
+        source = staged.pop(0)
+        name = f"r{rate}_{i:06d}.csv"
+        os.replace(source, landing / name)
         dropped[name] = time.time()
         i += 1
     return dropped

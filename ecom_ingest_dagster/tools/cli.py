@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rates", type=_rates, default=(20, 50, 100, 200),
                        help="drops/s of 20 rows into a running stream, comma-separated (default 20,50,100,200; "
                             "0: skip); then one --rows drop into that stream")
-    bench.add_argument("--rate-seconds", type=_positive_float, default=30.0, help="seconds per rate (default 30)")
+    bench.add_argument("--rate-seconds", type=_positive_float, default=20.0, help="seconds per rate (default 20)")
     bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
     bench.add_argument("--no-adbc", action="store_true",
                        help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
