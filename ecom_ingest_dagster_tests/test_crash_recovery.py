@@ -27,6 +27,17 @@ from .helpers import assert_accounting, copy_in_flight
 FILES = 3
 
 
+def _cli_env(tmp_path: Path, landing: Path, database_url: str, db_schema: str, **extra: str) -> dict[str, str]:
+    """The environment of an ``ecom-ingest`` run of these tests: none of the caller's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
+    env.update({
+        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
+        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
+        "ECOM_INGEST_SPARK_MASTER": "local[2]", **extra,
+    })
+    return env
+
+
 def _kill_tree(process: subprocess.Popen) -> None:
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     for proc in tree:  # the JVM and the Python workers too: nothing gets to clean up
@@ -73,12 +84,7 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"crash_{i}.csv")
     valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
-    env.update({
-        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
-        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
-        "ECOM_INGEST_SPARK_MASTER": "local[2]", **extra_env,
-    })
+    env = _cli_env(tmp_path, landing, database_url, db_schema, **extra_env)
 
     # The lock is held on a connection of its own, in the test's schema.
     locker = psycopg.connect(database_url)
@@ -156,12 +162,7 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
     frame = generate_events(400_000, rng=np.random.default_rng(7), invalid_rate=0.0)
     write_drop(frame, landing, "big.csv")
     original = (landing / "big.csv").read_bytes()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
-    env.update({
-        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
-        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
-        "ECOM_INGEST_SPARK_MASTER": "local[2]", "ECOM_INGEST_ARCHIVE_DIR": str(archive),
-    })
+    env = _cli_env(tmp_path, landing, database_url, db_schema, ECOM_INGEST_ARCHIVE_DIR=str(archive))
     try:
         first = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -199,12 +200,7 @@ def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_load
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"small_{i:03d}.csv")
     valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")}
-    env.update({
-        "ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_LANDING_DIR": str(landing),
-        "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema,
-        "ECOM_INGEST_SPARK_MASTER": "local[2]",
-    })
+    env = _cli_env(tmp_path, landing, database_url, db_schema)
     locker = psycopg.connect(database_url)
     locker.execute(f'SET search_path TO "{db_schema}"')
     # The group's valid rows are in its open transaction when its rejected rows wait here.

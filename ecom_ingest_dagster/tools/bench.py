@@ -680,6 +680,31 @@ def _batch_processing_ms(home: Path) -> list[float]:
     return [json.loads(line)["total_processing_time_ms"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def start_stream(url: str, schema: str, home: Path, args: list[str], *,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``ecom-ingest stream ARGS`` in a process of its own over ``home`` (its landing directory
+    inside), returned once its query runs and its first triggers found the directory empty."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
+        "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(home / "landing"),
+        "ECOM_INGEST_DATABASE_URL": url, "ECOM_INGEST_DB_SCHEMA": schema, **(extra_env or {}),
+    }
+    process = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", *args],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # Ready when the query has started: its checkpoint metadata exists.
+        deadline = time.monotonic() + 120
+        while not any((home / "checkpoints").glob("ingest-*/metadata")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stream did not start: {process.stdout.read()[-2000:]}")
+            time.sleep(0.2)
+        time.sleep(2)  # the first triggers find an empty directory
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
 def _stop(process: subprocess.Popen) -> None:
     """SIGINT (a clean stop between batches), then, if it hangs, kill its whole group:
     the Spark JVM and Python workers must not outlive the benchmark."""
@@ -703,27 +728,15 @@ def latency_continuous(config: BenchConfig, work: Path, *, driver_batch_max_byte
     landing = home / "landing"
     landing.mkdir(parents=True)
     schema = _fresh_schema(config.database_url, "bench_lat")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
-        "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(landing),
-        "ECOM_INGEST_DATABASE_URL": config.database_url, "ECOM_INGEST_DB_SCHEMA": schema,
-        **({} if driver_batch_max_bytes is None else {"ECOM_INGEST_DRIVER_BATCH_MAX_BYTES": str(driver_batch_max_bytes)}),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", "--trigger-seconds", "0", "--max-files-per-trigger", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    extra = {} if driver_batch_max_bytes is None else {"ECOM_INGEST_DRIVER_BATCH_MAX_BYTES": str(driver_batch_max_bytes)}
+    process = None
     try:
-        # Ready when the query has started: its checkpoint metadata exists.
-        deadline = time.monotonic() + 120
-        while not any((home / "checkpoints").glob("ingest-*/metadata")):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the stream did not start: {process.stdout.read()[-2000:]}")
-            time.sleep(0.2)
-        time.sleep(2)  # the first triggers find an empty directory
+        process = start_stream(config.database_url, schema, home, ["--trigger-seconds", "0", "--max-files-per-trigger", "1"],
+                               extra_env=extra)
         latencies = _drop_and_wait(config.database_url, schema, landing, config.latency_drops, 1.0, 120, config.log)
     finally:
-        _stop(process)
+        if process is not None:
+            _stop(process)
         _drop_schema(config.database_url, schema)
     # The original report's own measure: a 20-row batch's processing time (its sample: 120.8 ms).
     batches = _batch_processing_ms(home)

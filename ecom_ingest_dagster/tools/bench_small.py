@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -146,7 +144,6 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
     drop, p50/p95, and whether the stream kept up. Then one 1M-row drop into the same running
     stream, against ``psql \\copy`` of its valid rows (wall against wall), when ``config.rows``.
     """
-
     from ecom_ingest_dagster.pipeline.database import connection
     from ecom_ingest_dagster.pipeline.measure import percentile
     from ecom_ingest_dagster.tools import bench
@@ -158,19 +155,10 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
     # would be duplicates, a path of their own (the first run of this bench made that mistake).
     staged = _unique_drops(home / "staged", sum(round(rate * seconds) + rate for rate in rates))
     schema = bench._fresh_schema(config.database_url, "bench_rate")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ECOM_INGEST_")},
-           "ECOM_INGEST_HOME": str(home), "ECOM_INGEST_LANDING_DIR": str(landing),
-           "ECOM_INGEST_DATABASE_URL": config.database_url, "ECOM_INGEST_DB_SCHEMA": schema}
-    process = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "stream", "--trigger-seconds", "0.5"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     results: dict = {"trigger_seconds": 0.5, "seconds_per_rate": seconds, "rates": []}
+    process = None
     try:
-        deadline = time.monotonic() + 120
-        while not any((home / "checkpoints").glob("ingest-*/metadata")):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the stream did not start: {process.stdout.read()[-2000:]}")
-            time.sleep(0.2)
-        time.sleep(2)
+        process = bench.start_stream(config.database_url, schema, home, ["--trigger-seconds", "0.5"])
         with connection(config.database_url, autocommit=True) as conn:
             for rate in rates:
                 dropped = _drop_at_rate(landing, staged, rate, seconds)
@@ -188,7 +176,8 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
             if config.rows:
                 results["bulk_into_running"] = _bulk_into_running(config, work, conn, schema, landing)
     finally:
-        bench._stop(process)
+        if process is not None:
+            bench._stop(process)
         bench._drop_schema(config.database_url, schema)
     kept = [r["rate_per_s"] for r in results["rates"] if r["kept_up"]]
     results["highest_rate_kept_up"] = max(kept, default=None)
