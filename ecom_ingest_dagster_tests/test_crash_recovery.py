@@ -38,6 +38,15 @@ def _cli_env(tmp_path: Path, landing: Path, database_url: str, db_schema: str, *
     return env
 
 
+def _drops(landing: Path, prefix: str, count: int, *, rows: int, invalid_rate: float, seed: int) -> set[str]:
+    """``count`` generated drops named ``prefix_N.csv``; the event ids that must be loaded."""
+    rng = np.random.default_rng(seed)
+    frames = [generate_events(rows, rng=rng, invalid_rate=invalid_rate) for _ in range(count)]
+    for i, frame in enumerate(frames):
+        write_drop(frame, landing, f"{prefix}_{i:03d}.csv")
+    return {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+
+
 def _kill_tree(process: subprocess.Popen) -> None:
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     for proc in tree:  # the JVM and the Python workers too: nothing gets to clean up
@@ -79,11 +88,7 @@ SCENARIOS = {
 def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, db_schema, db, kill_when):
     command, extra_env, trigger = SCENARIOS[kill_when]
     landing = tmp_path / "landing"
-    rng = np.random.default_rng(99)
-    frames = [generate_events(60_000, rng=rng, invalid_rate=0.02) for _ in range(FILES)]
-    for i, frame in enumerate(frames):
-        write_drop(frame, landing, f"crash_{i}.csv")
-    valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+    valid_ids = _drops(landing, "crash", FILES, rows=60_000, invalid_rate=0.02, seed=99)
     env = _cli_env(tmp_path, landing, database_url, db_schema, **extra_env)
 
     # The lock is held on a connection of its own, in the test's schema.
@@ -195,11 +200,7 @@ def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_load
     drops are loaded before Spark starts (the run's waiting trickle), two hundred by a
     micro-batch on the executors."""
     landing = tmp_path / "landing"
-    rng = np.random.default_rng(5)
-    frames = [generate_events(20, rng=rng, invalid_rate=0.2) for _ in range(drops)]
-    for i, frame in enumerate(frames):
-        write_drop(frame, landing, f"small_{i:03d}.csv")
-    valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+    valid_ids = _drops(landing, "small", drops, rows=20, invalid_rate=0.2, seed=5)
     env = _cli_env(tmp_path, landing, database_url, db_schema)
     locker = psycopg.connect(database_url)
     locker.execute(f'SET search_path TO "{db_schema}"')
