@@ -487,12 +487,10 @@ class IngestQuery:
         single task (one big drop, say): on the executors it would be the same work in one
         Python worker, after seconds spent starting that worker.
         """
-        limit = self.settings.driver_batch_max_bytes
-        if not limit:
-            return None  # 0: every batch on the executors
+        limit = self.settings.driver_batch_max_bytes  # 0: every batch on the executors (the walk still counts its tasks)
         try:
             plan = _planned_files(batch_df, limit)
-            if plan.files is None and plan.tasks == 1 and self.spark.sparkContext.master.startswith("local"):
+            if limit and plan.files is None and plan.tasks == 1 and self.spark.sparkContext.master.startswith("local"):
                 whole = _planned_files(batch_df, DRIVER_SINGLE_TASK_MAX_BYTES)
                 plan = whole if whole.files is not None else plan
             return plan
