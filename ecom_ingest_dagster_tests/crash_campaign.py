@@ -33,7 +33,7 @@ import psycopg
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
 from .helpers import assert_accounting
-from .private_postgres import PrivatePostgres
+from ecom_ingest_dagster.tools.bench.private_postgres import PrivatePostgres
 
 
 @dataclasses.dataclass

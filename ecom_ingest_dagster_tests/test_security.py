@@ -303,17 +303,17 @@ def test_a_failed_step_shows_the_database_url_redacted(dagster_resources, instan
 @pytest.mark.skipif(shutil.which("psql") is None, reason="no psql: the benchmark COPYs through psycopg")
 def test_the_benchmark_gives_psql_the_password_in_its_environment_not_its_command_line(secret, db_schema, tmp_path):
     """A command line is public (ps, /proc) and CalledProcessError quotes it whole."""
-    from ecom_ingest_dagster.tools import bench
+    from ecom_ingest_dagster.tools.bench.harness import copy_files
 
     data = tmp_path / "a.csv"
     data.write_text("a\n1\n2\n")
     with psycopg.connect(secret.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} (a int)").format(database.table(db_schema, "t")))
-        _, tool = bench._copy_files(secret.url, f'"{db_schema}".t', [data], header=True)
+        _, tool = copy_files(secret.url, f'"{db_schema}".t', [data], header=True)
         assert tool == "psql \\copy"
         assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(database.table(db_schema, "t"))).fetchone()[0] == 2
     with pytest.raises(subprocess.CalledProcessError) as info:
-        bench._copy_files(secret.url, f'"{db_schema}".missing', [data], header=True)
+        copy_files(secret.url, f'"{db_schema}".missing', [data], header=True)
     assert secret.password not in str(info.value) and secret.password not in " ".join(info.value.cmd)
 
 

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drops/s of 20 rows into a running stream, comma-separated (default 20,50,100,200; "
                             "0: skip); then one --rows drop into that stream")
     bench.add_argument("--rate-seconds", type=_positive_float, default=20.0, help="seconds per rate (default 20)")
+    bench.add_argument("--soak-minutes", type=_nonnegative_float, default=0.0,
+                       help="an always-on deployment (real dagster dev, embedded PostgreSQL) at one drop a second for "
+                            "this long, PostgreSQL restarted at a third and the run killed at two thirds (e.g. 60; "
+                            "default 0: skip)")
     bench.add_argument("--no-jdbc", action="store_true", help="skip the Spark JDBC comparison")
     bench.add_argument("--no-adbc", action="store_true",
                        help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
@@ -331,6 +335,7 @@ def _bench(settings: Settings, args) -> int:
         database_url=url, out_dir=args.out.expanduser().absolute(), rows=args.rows, invalid_rate=args.invalid_rate,
         repeat=args.repeat, jdbc=not args.no_jdbc, adbc=not args.no_adbc, latency_drops=args.latency_drops, sensor_drops=args.sensor_drops,
         history=args.history, backlog=args.backlog, rates=args.rates, rate_seconds=args.rate_seconds,
+        soak_minutes=args.soak_minutes,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     results = bench.run(config)

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
+from ecom_ingest_dagster.tools.bench.baselines import shape_valid_rows, typed_copy
+from ecom_ingest_dagster.tools.bench.harness import drop_schema, fresh_schema, generate, median, pipeline, start_stream, stop
 
 COLD_SMALL_TARGET_S = 3.0
 BACKLOG_TARGET_FILES_PER_S = 500.0
@@ -35,33 +37,29 @@ def _drops(directory: Path, count: int, rows: int = 20, seed: int = 11) -> list[
 
 def cold_small(config, work: Path) -> dict:
     """One 20-row drop: our wall clock against psql's, alternating, ``config.repeat`` times."""
-    from ecom_ingest_dagster.tools import bench
-
     files = _drops(work / "cold_small" / "data", 1)
-    shaped = bench.shape_valid_rows(files, work / "cold_small" / "typed")
+    shaped = shape_valid_rows(files, work / "cold_small" / "typed")
     ours, psql = [], []
     for rep in range(1, config.repeat + 1):
-        psql.append(bench.typed_copy(config.database_url, shaped.csv)["seconds"])
-        ours.append(bench.pipeline(config.database_url, files, work / "cold_small" / f"run_{rep}")["wall_s"])
+        psql.append(typed_copy(config.database_url, shaped.csv)["seconds"])
+        ours.append(pipeline(config.database_url, files, work / "cold_small" / f"run_{rep}")["wall_s"])
         config.log(f"[{rep}/{config.repeat}] one 20-row drop: ecom-ingest ingest {ours[-1]:.2f} s wall, "
                    f"psql \\copy {psql[-1]:.2f} s wall")
     ratios = [o / p for o, p in zip(ours, psql)]
     return {"ours_wall_s": ours, "psql_wall_s": psql, "ratio_per_repetition": ratios,
-            "ours_median_s": bench._median(ours), "psql_median_s": bench._median(psql),
-            "ratio_median": bench._median(ratios), "target_s": COLD_SMALL_TARGET_S,
-            "met": bench._median(ours) <= COLD_SMALL_TARGET_S}
+            "ours_median_s": median(ours), "psql_median_s": median(psql),
+            "ratio_median": median(ratios), "target_s": COLD_SMALL_TARGET_S,
+            "met": median(ours) <= COLD_SMALL_TARGET_S}
 
 
 def backlog(config, work: Path) -> dict:
     """``config.backlog`` 20-row drops drained by one ingest: together against one by one, alternating."""
-    from ecom_ingest_dagster.tools import bench
-
     files = _drops(work / "backlog" / "data", config.backlog)
     runs: dict[str, list[dict]] = {"together": [], "one_by_one": []}
     for rep in range(1, config.repeat + 1):
         for name, env in (("one_by_one", {"ECOM_INGEST_GROUP_MAX_BYTES": "0"}), ("together", {})):
             home = work / "backlog" / f"{name}_{rep}"
-            result = bench.pipeline(config.database_url, files, home, extra_env=env)
+            result = pipeline(config.database_url, files, home, extra_env=env)
             shutil.rmtree(home, ignore_errors=True)
             result["files_per_s_wall"] = len(files) / result["wall_s"]
             result["files_per_s_processing"] = len(files) / result["steady_s"]
@@ -70,18 +68,18 @@ def backlog(config, work: Path) -> dict:
                        f"{result['wall_s']:.1f} s wall ({result['files_per_s_wall']:,.0f} files/s), "
                        f"{result['steady_s']:.1f} s processing ({result['files_per_s_processing']:,.0f} files/s)")
 
-    def median(name: str, key: str) -> float | None:
-        return bench._median(r[key] for r in runs[name])
+    def of(name: str, key: str) -> float | None:
+        return median(r[key] for r in runs[name])
 
     speedup = [b["wall_s"] / t["wall_s"] for t, b in zip(runs["together"], runs["one_by_one"])]
     summary = {
         "files": len(files), "rows_per_file": 20,
-        "together_wall_s": median("together", "wall_s"), "one_by_one_wall_s": median("one_by_one", "wall_s"),
-        "together_files_per_s_wall": median("together", "files_per_s_wall"),
-        "together_files_per_s_processing": median("together", "files_per_s_processing"),
-        "one_by_one_files_per_s_wall": median("one_by_one", "files_per_s_wall"),
-        "one_by_one_files_per_s_processing": median("one_by_one", "files_per_s_processing"),
-        "wall_speedup_per_repetition": speedup, "wall_speedup_median": bench._median(speedup),
+        "together_wall_s": of("together", "wall_s"), "one_by_one_wall_s": of("one_by_one", "wall_s"),
+        "together_files_per_s_wall": of("together", "files_per_s_wall"),
+        "together_files_per_s_processing": of("together", "files_per_s_processing"),
+        "one_by_one_files_per_s_wall": of("one_by_one", "files_per_s_wall"),
+        "one_by_one_files_per_s_processing": of("one_by_one", "files_per_s_processing"),
+        "wall_speedup_per_repetition": speedup, "wall_speedup_median": median(speedup),
         "target_files_per_s": BACKLOG_TARGET_FILES_PER_S,
         "correct": all(r["correct"] for rs in runs.values() for r in rs),
     }
@@ -146,19 +144,17 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
     """
     from ecom_ingest_dagster.pipeline.database import connection
     from ecom_ingest_dagster.pipeline.measure import percentile
-    from ecom_ingest_dagster.tools import bench
-
     home = work / "sustained"
     landing = home / "landing"
     landing.mkdir(parents=True)
     # Every drop its own events, made before the clock starts: the same ids in each drop
     # would be duplicates, a path of their own (the first run of this bench made that mistake).
-    staged = _unique_drops(home / "staged", sum(round(rate * seconds) + rate for rate in rates))
-    schema = bench._fresh_schema(config.database_url, "bench_rate")
+    staged = unique_drops(home / "staged", sum(round(rate * seconds) + rate for rate in rates))
+    schema = fresh_schema(config.database_url, "bench_rate")
     results: dict = {"trigger_seconds": 0.5, "seconds_per_rate": seconds, "rates": []}
     process = None
     try:
-        process = bench.start_stream(config.database_url, schema, home, ["--trigger-seconds", "0.5"])
+        process = start_stream(config.database_url, schema, home, ["--trigger-seconds", "0.5"])
         with connection(config.database_url, autocommit=True) as conn:
             for rate in rates:
                 dropped = _drop_at_rate(landing, staged, rate, seconds)
@@ -177,14 +173,14 @@ def sustained(config, work: Path, rates: tuple[int, ...], seconds: float) -> dic
                 results["bulk_into_running"] = _bulk_into_running(config, work, conn, schema, landing)
     finally:
         if process is not None:
-            bench._stop(process)
-        bench._drop_schema(config.database_url, schema)
+            stop(process)
+        drop_schema(config.database_url, schema)
     kept = [r["rate_per_s"] for r in results["rates"] if r["kept_up"]]
     results["highest_rate_kept_up"] = max(kept, default=None)
     return results
 
 
-def _unique_drops(directory: Path, count: int, rows: int = 20) -> list[Path]:
+def unique_drops(directory: Path, count: int, rows: int = 20) -> list[Path]:
     """``count`` drops of ``rows`` events each, no event in two of them, written aside."""
     frame = generate_events(rows * count, rng=np.random.default_rng(23), invalid_rate=0.02)
     return [write_drop(frame.iloc[i * rows:(i + 1) * rows], directory, f"staged_{i:06d}.csv") for i in range(count)]
@@ -224,11 +220,9 @@ def _wait_committed(conn, schema: str, dropped: dict[str, float], timeout_s: flo
 def _bulk_into_running(config, work: Path, conn, schema: str, landing: Path) -> dict:
     """One ``config.rows``-row drop into the running stream: drop → committed, against psql's wall."""
 
-    from ecom_ingest_dagster.tools import bench
-
-    files = bench.generate(work / "sustained_bulk", config.rows, config.invalid_rate, config.seed)
-    shaped = bench.shape_valid_rows(files[:1], work / "sustained_bulk_typed")
-    psql_s = bench.typed_copy(config.database_url, shaped.csv)["seconds"]
+    files = generate(work / "sustained_bulk", config.rows, config.invalid_rate, config.seed)
+    shaped = shape_valid_rows(files[:1], work / "sustained_bulk_typed")
+    psql_s = typed_copy(config.database_url, shaped.csv)["seconds"]
     name = "bulk_into_running.csv"
     tmp = landing / f".{name}.tmp"
     os.link(files[0], tmp) if files[0].stat().st_dev == landing.stat().st_dev else tmp.write_bytes(files[0].read_bytes())

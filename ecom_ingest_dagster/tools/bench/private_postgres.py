@@ -1,4 +1,5 @@
-"""A real PostgreSQL server of our own, to stop and start: for outage tests and the campaign."""
+"""A real PostgreSQL server of our own, to stop and start: for the soak benchmark, the outage
+tests and the crash campaign."""
 
 from __future__ import annotations
 
