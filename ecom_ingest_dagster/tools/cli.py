@@ -300,7 +300,7 @@ def _report(settings: Settings, args) -> int:
     with _pipeline(settings) as pipeline:
         outcome = report.write_report(pipeline, since=since, until=until, out_dir=out)
     failing = [r["name"] for r in outcome.requirements if not r["passed"]]
-    print(f"report: {outcome.path} ({outcome.batches} batches, {outcome.samples} resource samples)")
+    print(f"report: {outcome.path} ({outcome.batches} batch(es), {outcome.samples} resource sample(s))")
     print("requirements: " + ("all met" if not failing else "not met: " + ", ".join(failing)))
     return 0
 

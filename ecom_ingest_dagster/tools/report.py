@@ -119,9 +119,9 @@ def collect(conn, schema: str, *, since: dt.datetime | None = None, until: dt.da
     in_window = sql.SQL("(%(since)s::timestamptz IS NULL OR {col} >= %(since)s) AND {col} < %(until)s")
     previous_factory, conn.row_factory = conn.row_factory, dict_row
     batches = [
-        {**r["metrics"], "committed_at": r["committed_at"]}
+        {**r["metrics"], "started_at": r["started_at"], "committed_at": r["committed_at"]}
         for r in conn.execute(
-            sql.SQL("SELECT metrics, committed_at FROM {} WHERE {} ORDER BY committed_at, batch_id").format(
+            sql.SQL("SELECT metrics, started_at, committed_at FROM {} WHERE {} ORDER BY committed_at, batch_id").format(
                 table(schema, "ingest_batches"), in_window.format(col=sql.Identifier("committed_at"))
             ),
             window,
@@ -340,11 +340,12 @@ def markdown(data: ReportData, targets: Targets | None = None) -> str:
     writes = [float(b["db_write_time_ms"]) for b in data.batches]
     # Section 3.2 lists the first and last ten batches of a long window.
     batches_hidden = max(len(data.batches) - 20, 0)
-    sample = {k: v for k, v in (data.batches[0] if data.batches else {}).items() if k != "committed_at"}
+    sample = {k: v for k, v in (data.batches[0] if data.batches else {}).items() if k not in ("started_at", "committed_at")}
     return TEMPLATE.render(
         generated_at=data.generated_at,
-        first_batch_at=min((b["committed_at"] for b in data.batches), default=None),
-        last_batch_at=max((b["committed_at"] for b in data.batches), default=None),
+        duration=duration_text(data.batches),
+        optimizations=optimizations(data),
+        executor_batches=sum(1 for b in data.batches if b.get("loaded_in") != "driver"),
         env=data.environment,
         modes=sorted({b.get("mode", "?") for b in data.batches}) or ["none"],
         summary=s,
@@ -404,6 +405,47 @@ def markdown(data: ReportData, targets: Targets | None = None) -> str:
         unjudged=any(r["passed"] is None for r in reqs),
         sample_json=json.dumps(sample, indent=2, default=str) if sample else "{}",
     )
+
+
+def duration_text(batches: Sequence[Mapping]) -> str:
+    """The window the batches cover: from the first one's start to the last one's commit."""
+    if not batches:
+        return "no micro-batch in the window"
+    start = min(b.get("started_at") or b["committed_at"] for b in batches)
+    end = max(b["committed_at"] for b in batches)
+    if len(batches) == 1:
+        return f"one micro-batch, started {_when(start)}, committed after {_elapsed((end - start).total_seconds())}"
+    return f"{_when(start)} to {_when(end)} ({_elapsed((end - start).total_seconds())}, {len(batches):,} micro-batches)"
+
+
+def _elapsed(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds * 1000:,.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def optimizations(data: ReportData) -> list[str]:
+    """Section 10.1, said of what this window's batches did (where they ran, how they were written)."""
+    driver = sum(1 for b in data.batches if b.get("loaded_in") == "driver")
+    executors = len(data.batches) - driver
+    where = []
+    if executors:
+        where.append(f"{executors:,} on the executors (each file parsed and loaded in a Spark task; only per-file "
+                     "outcomes reach the driver)")
+    if driver:
+        where.append(f"{driver:,} loaded by the driver itself (a small batch: no Spark job, no Python worker)")
+    staged = sum(1 for f in data.files if int(f.get("rows_duplicate") or 0) > 0)
+    return [
+        "**Batch Processing:** micro-batches of the landing directory (Spark's `foreachBatch`)"
+        + (": " + "; ".join(where) if where else " (none in this window)"),
+        "**Schema Validation:** a Pandera schema over Arrow-backed columns, every reason of every row",
+        "**Bulk Loading:** binary `COPY` straight into `user_events`, one transaction per file (a batch's small files "
+        "together, one per group); a file with ids already loaded goes through a staging table and `INSERT ... ON "
+        f"CONFLICT DO NOTHING` ({staged:,} file(s) in this window)",
+        "**Checkpointing:** Spark checkpoints plus file and batch ledgers for an exactly-once effect",
+    ]
 
 
 def _cores(environment: Mapping[str, str]) -> int:
@@ -501,6 +543,25 @@ def _recommendations(s, shares, dominant, levels, res, reqs, cores) -> list[str]
     return items
 
 
+def time_axis(ax, times: Sequence[dt.datetime]) -> None:
+    """A time axis a reader can use: UTC clock times at the precision the span needs. A single
+    moment (or a few seconds) is shown in a minute around it, not matplotlib's ±2 years."""
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = min(times), max(times)
+    span = (high - low).total_seconds()
+    if span < 60:
+        middle = low + (high - low) / 2
+        ax.set_xlim(middle - dt.timedelta(seconds=30), middle + dt.timedelta(seconds=30))
+        span = 60.0
+    shape = ("%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400
+             else "%m-%d %H:%M" if span <= 14 * 86400 else "%Y-%m-%d")
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=7))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: mdates.num2date(x, tz=dt.timezone.utc).strftime(shape)))
+    ax.set_xlabel("time (UTC)" if span <= 14 * 86400 else "date (UTC)")
+
+
 def _break_gaps(times: Sequence[dt.datetime], values: Sequence, max_gap_s: float) -> tuple[list, list]:
     """Insert a gap (NaN) between points further apart than ``max_gap_s``: idle time
     between runs is not a line from one run's last value to the next run's first."""
@@ -596,6 +657,7 @@ def plot_figures(data: ReportData) -> dict:
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 150,000, not 150000
         legend_above(ax)
+        time_axis(ax, [b["committed_at"] for b in data.batches])
         fig.autofmt_xdate()
     else:
         empty(ax, "no batches in the window")
@@ -663,6 +725,7 @@ def plot_figures(data: ReportData) -> dict:
         ax2.set_ylim(bottom=0)
         lines = ax.get_lines() + ax2.get_lines()
         legend_above(ax, lines, [line.get_label() for line in lines])
+        time_axis(ax, stamps)
         fig.autofmt_xdate()
     else:
         empty(ax, "no resource samples in the window")

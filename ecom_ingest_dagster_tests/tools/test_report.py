@@ -7,6 +7,7 @@ import dataclasses
 import re
 import struct
 
+import matplotlib.dates as mdates
 import numpy as np
 import pytest
 
@@ -191,3 +192,37 @@ def test_an_empty_window_draws_no_zero_bars(db, db_schema):
     shown, not_run = report.plotted_stages(summary)
     assert shown == [] and len(not_run) == len(report.STAGES) + 1
     assert report.plotted_reasons(summary) == ([], None)
+
+
+def test_one_batch_of_one_file_reads_right_axes_duration_and_prose(ingest, settings, db, db_schema, tmp_path):
+    """A first run's report: one small drop, loaded by the driver straight into the table."""
+    import matplotlib.pyplot as plt
+
+    write_drop(generate_events(20, rng=np.random.default_rng(8), invalid_rate=0.1), settings.landing_dir, "one.csv")
+    ingest()
+    data = report.collect(db, db_schema)
+    (batch,) = data.batches
+    assert batch["loaded_in"] == "driver"
+    figures = report.plot_figures(data)
+    try:
+        for name in ("throughput", "resources"):
+            if name == "resources" and not data.samples:
+                continue
+            ax = figures[name].axes[0]
+            figures[name].canvas.draw()
+            low, high = (mdates.num2date(x) for x in ax.get_xlim())
+            # Around the batch, not matplotlib's ±2 years for a single point.
+            assert (high - low).total_seconds() <= 600, (low, high)
+            assert low <= batch["committed_at"] <= high
+            labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+            assert labels and all(re.fullmatch(r"\d\d:\d\d:\d\d", label) for label in labels), labels
+            assert ax.get_xlabel() == "time (UTC)"
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    text = report.markdown(data)
+    duration = re.search(r"\*\*Test Duration:\*\* (.+?)  $", text, re.M).group(1)
+    assert duration.startswith("one micro-batch, started ") and "committed after" in duration
+    assert "1 loaded by the driver itself" in text and "on the executors" not in text.split("### 10.2")[0]
+    assert "loaded one after another by the driver" in text
+    assert "(0 file(s) in this window)" in text  # no staging table: the load went straight in
