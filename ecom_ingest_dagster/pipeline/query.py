@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import signal
 import threading
 import time
 import uuid
@@ -45,6 +44,7 @@ from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask
 from ecom_ingest_dagster.pipeline.load import LoadOptions
 from ecom_ingest_dagster.pipeline.load_batch import ingest_files, ingest_over
 from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
+from ecom_ingest_dagster.pipeline.run_loop import RunPlan, install_stop_signals, stop, supervise
 from ecom_ingest_dagster.pipeline.sampling import sampled
 from ecom_ingest_dagster.settings import Settings, redact_url
 
@@ -64,10 +64,6 @@ class IngestBusy(RuntimeError):
 def busy_message(landing_dir: Path) -> str:
     return (f"another ingest or stream run is processing {landing_dir} into this database;"
             " wait for it to finish (or stop it) and run again")
-
-
-class IngestStopped(KeyboardInterrupt):
-    """The availableNow pass was stopped by SIGINT/SIGTERM before it finished."""
 
 
 def checkpoint_path(settings: Settings, database_url: str) -> Path:
@@ -175,8 +171,7 @@ class IngestQuery:
         self.sample_interval_s = 0.5
         self.metrics_log = MetricsLog(settings.logs_dir)
         self.summary = RunSummary()
-        self.mode = "available_now"
-        self._trigger_seconds: float | None = None
+        self.plan = RunPlan.available_now()  # the run's (``_run``), recorded with each batch
         self._swept_at_start = False
         self._workers_warm = 0  # executors' Python workers started so far
         self._stream_id: str | None = None
@@ -298,16 +293,11 @@ class IngestQuery:
         SIGINT/SIGTERM stop it at once, not between batches (one batch may hold every
         pending file): the open file transactions roll back, committed files stay.
         """
-        self.mode = "available_now"
-        return self._run({"availableNow": True}, threading.Event(), stop_mid_batch=True)
+        return self._run(RunPlan.available_now())
 
     def run_continuous(self, *, trigger_seconds: float, stop_event: threading.Event | None = None) -> RunSummary:
         """Run until ``stop_event`` is set (or SIGINT/SIGTERM), then stop between batches."""
-        self.mode = "continuous"
-        self._trigger_seconds = trigger_seconds
-        return self._run(
-            {"processingTime": f"{trigger_seconds} seconds"}, stop_event or threading.Event(), stop_mid_batch=False
-        )
+        return self._run(RunPlan("continuous", stop_mid_batch=False, trigger_seconds=trigger_seconds), stop_event)
 
     def run_warm(self, *, idle_seconds: float, trigger_seconds: float,
                  on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0,
@@ -321,12 +311,10 @@ class IngestQuery:
         while batches commit, and once more at the end by the caller. With ``lifetime_s`` it
         also stops, between batches, once it has run that long.
         """
-        self.mode = "warm"
-        self._trigger_seconds = trigger_seconds
-        return self._run(
-            {"processingTime": f"{trigger_seconds} seconds"}, threading.Event(), stop_mid_batch=True,
-            idle_s=idle_seconds, on_progress=on_progress, progress_every_s=progress_every_s, lifetime_s=lifetime_s,
-        )
+        return self._run(RunPlan(
+            "warm", stop_mid_batch=True, trigger_seconds=trigger_seconds, idle_s=idle_seconds, lifetime_s=lifetime_s,
+            on_progress=(lambda: on_progress(self.summary)) if on_progress else None, progress_every_s=progress_every_s,
+        ))
 
     def run_trickle(self, tasks: list[FileTask], *, mode: str = "available_now", last: bool = True) -> RunSummary:
         """Load a few small drops here, without Spark, as one batch of their own.
@@ -338,7 +326,7 @@ class IngestQuery:
         finds it done. The landing directory's lock is held meanwhile, as by a query.
         ``last``: nothing follows in this run (the metrics log's summary is written now).
         """
-        self.mode = mode  # the run's: the report counts the batch with the run's others
+        self.plan = RunPlan.available_now(mode)  # the run's mode: the report counts the batch with the run's others
         stream_id = f"driver-{uuid.uuid4()}"  # a batch of no Spark stream: nothing to replay
         with self.exclusive(), ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
             self._db = db
@@ -355,14 +343,11 @@ class IngestQuery:
             self._write_summary()
         return self.summary
 
-    def _run(self, trigger: dict, stop_event: threading.Event, *, stop_mid_batch: bool, idle_s: float | None = None,
-             on_progress: Callable[[RunSummary], None] | None = None, progress_every_s: float = 30.0,
-             lifetime_s: float | None = None) -> RunSummary:
-        restore = _install_stop_signals(
-            stop_event,
-            "stopping now: committed files stay, the rest wait for the next run" if stop_mid_batch
-            else "finishing the current micro-batch",
-        )
+    def _run(self, plan: RunPlan, stop_event: threading.Event | None = None) -> RunSummary:
+        """Start the stream, let ``run_loop.supervise`` watch it, stop it as the plan says."""
+        self.plan = plan
+        stop_event = stop_event or threading.Event()
+        restore = install_stop_signals(stop_event, plan.on_stop_request)
         try:
             with self.exclusive(), ReconnectingConnection(self.database_url, self.settings.db_retry_seconds) as db:
                 self._db = db
@@ -370,43 +355,10 @@ class IngestQuery:
                 started = time.perf_counter()
                 with sampled(self.spark, self.database_url, self.settings.db_schema, self.run_id,
                              self.sample_interval_s) as resources, _database_failures():
-                    query = self._writer().trigger(**trigger).start()
-                    long_running = idle_s is not None or not stop_mid_batch
-                    next_sweep = time.monotonic() + max(self.settings.trigger_seconds, 5.0)
-                    last_activity, seen, idle = time.monotonic(), 0, False
-                    begun = last_activity
-                    next_progress, reported = time.monotonic() + progress_every_s, 0
-                    while query.isActive and not stop_event.is_set():
-                        query.awaitTermination(0.2)
-                        now = time.monotonic()
-                        if self.summary.batch_count != seen:
-                            seen, last_activity = self.summary.batch_count, now
-                        if on_progress and seen != reported and now >= next_progress:
-                            on_progress(self.summary)  # the UI no more than progress_every_s behind
-                            reported, next_progress = seen, now + progress_every_s
-                        if idle_s is not None and now - last_activity >= idle_s and not query.status.get("isTriggerActive"):
-                            idle = True
-                            break
-                        if lifetime_s is not None and now - begun >= lifetime_s and not query.status.get("isTriggerActive"):
-                            log.info("ending after %.0f s, between batches (the next run takes over)", now - begun)
-                            idle = True
-                            break
-                        if long_running and now >= next_sweep:
-                            # A zero-byte drop never starts a micro-batch: record it between them.
-                            self.sweep(zero_byte_only=True)
-                            next_sweep = now + max(self.settings.trigger_seconds, 5.0)
-                    if query.isActive and stop_mid_batch and not idle:
-                        query.stop()  # cancels the batch's tasks
-                        raise IngestStopped("stopped on request: committed files stay, the rest wait for the next run")
-                    if query.isActive:
-                        # Stop between micro-batches so the summary covers only committed
-                        # batches; a batch cut short would be replayed, without effect.
-                        deadline = time.monotonic() + 300
-                        while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-                            time.sleep(0.05)
-                        query.stop()
-                    if query.exception() is not None:
-                        raise query.exception()
+                    query = self._writer().trigger(**plan.trigger).start()
+                    ending = supervise(query, plan, stop_event, lambda: self.summary.batch_count,
+                                       lambda: self.sweep(zero_byte_only=True), max(self.settings.trigger_seconds, 5.0))
+                    stop(query, plan, ending)
             self.summary.resources = resources.summary
         finally:
             self._db = None
@@ -460,13 +412,13 @@ class IngestQuery:
                       loaded_in: str) -> tuple[dict, bool]:
         """The batch's metrics from its files' ledger rows, into the batch ledger (once)."""
         metrics = batch_metrics(
-            batch_id=batch_id, stream_id=stream_id, mode=self.mode, started_at=started_at, finished_at=finished_at,
+            batch_id=batch_id, stream_id=stream_id, mode=self.plan.mode, started_at=started_at, finished_at=finished_at,
             files=ledger.batch_files(conn, self.settings.db_schema, stream_id, batch_id),
         )
         metrics["run_id"] = self.run_id
         metrics["loaded_in"] = loaded_in  # "driver" (a small batch, no Spark job) or "executors"
         # The trigger settings in force, for the report's test configuration.
-        metrics["trigger_seconds"] = self._trigger_seconds if self.mode in ("continuous", "warm") else None
+        metrics["trigger_seconds"] = self.plan.trigger_seconds
         metrics["max_files_per_trigger"] = self.settings.max_files_per_trigger
         metrics["max_bytes_per_trigger"] = self.settings.max_bytes_per_trigger
         return metrics, ledger.record_batch(conn, self.settings.db_schema, metrics, started_at)
@@ -632,22 +584,3 @@ def _partition_loader(*, database_url: str, db_retry_s: float, landing_dir: str,
             yield pd.DataFrame([_outcome_row(o) for o in outcomes])
 
     return load
-
-
-def _install_stop_signals(stop_event: threading.Event, what_happens: str) -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def request_stop(signum, frame):
-        log.warning("stop requested (signal %s): %s", signum, what_happens)
-        stop_event.set()
-
-    for sig in previous:
-        signal.signal(sig, request_stop)
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
