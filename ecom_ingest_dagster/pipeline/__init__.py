@@ -2,10 +2,12 @@
 
 1. ``landing``   noticing drops (the sensor's cursor) and moving them aside once committed
 2. ``spark``     the Spark session every run shares
-3. ``query``     the Structured Streaming query over the landing directory: run control
+3. ``query``     the Structured Streaming query over the landing directory: its batches
+   ``run_loop``  how long a run lasts and how it stops (its plan, timers and stop)
 4. ``read``      one drop's CSV, header by name, rows as text, in bounded blocks
 5. ``validate``  the contract as a Pandera schema: every reason of every row
-6. ``load``      one file, one transaction: valid rows COPY'd, rejected rows quarantined
+6. ``load``      one file, one transaction: valid rows COPY'd (``encode``), rejected rows
+   quarantined (``quarantine``); ``load_batch``: a batch's small files in one commit
 7. ``ledger``    the file and batch ledgers (exactly-once bookkeeping)
 8. ``measure``   per-batch metrics, summaries, stage timing, the metric logs
 9. ``sampling``  resource use sampled while a run works

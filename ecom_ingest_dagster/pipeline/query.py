@@ -15,8 +15,10 @@ over the query's own connection. A Spark job costs 0.1-0.2 s before any file is 
 several times a 20-row file's own work. In local mode so does a batch that Spark would
 run as one task (one big drop): there it would only wait seconds for a Python worker.
 
-Two ways to run one query: ``run_available_now`` (sensor mode: process what has landed,
-then stop) and ``run_continuous`` (the original report's trigger interval).
+Ways to run one query: ``run_available_now`` (process what has landed, then stop),
+``run_warm`` (take drops as they land until idle, or for ever when always on) and
+``run_continuous`` (the original report's trigger interval); ``run_trickle`` loads a few
+small drops without Spark. How long a run lasts and how it stops is ``run_loop``'s.
 """
 
 from __future__ import annotations
