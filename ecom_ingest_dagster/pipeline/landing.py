@@ -155,6 +155,21 @@ def archive_path(archive_dir: Path, file_name: str, committed_at: dt.datetime | 
     return archive_dir / day / os.path.basename(file_name)
 
 
+def delete_archive_days(archive_dir: Path, before: dt.date) -> int:
+    """Delete the archive's day folders (``archive_path``) older than ``before``; returns the
+    drops deleted. Anything else in the archive directory is not ours to delete."""
+    drops = 0
+    for day in sorted(archive_dir.iterdir()) if archive_dir.is_dir() else []:
+        try:
+            old = dt.date.fromisoformat(day.name) < before
+        except ValueError:
+            continue
+        if day.is_dir() and old:
+            drops += sum(1 for p in day.iterdir() if p.is_file())
+            shutil.rmtree(day)
+    return drops
+
+
 def retire_ingested(path: Path, *, policy: str, archive_dir: Path | None, committed_at: dt.datetime | None) -> Path | None:
     """Take an ingested drop out of the landing directory, as ``policy`` says; the archived path.
 

@@ -280,3 +280,37 @@ def accounting_violations(
                  "rows_rejected": rejected, "rows_in_user_events": in_events, "rows_in_rejected_events": in_rejected}
             )
     return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What the database holds, over every run."""
+
+    files_ingested: int
+    files_rejected: int
+    rows_total: int
+    rows_loaded: int
+    rows_duplicate: int
+    rows_rejected: int
+    reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first (rows replayed since left out)
+
+
+def status(conn, schema: str) -> Status:
+    files = dict(conn.execute(sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(table(schema, "ingest_files"))))
+    total, loaded, duplicate, rejected = conn.execute(
+        sql.SQL("SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
+                " coalesce(sum(rows_rejected),0) FROM {}").format(table(schema, "ingest_files"))
+    ).fetchone()
+    reasons = conn.execute(
+        sql.SQL("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM {} WHERE replayed_at IS NULL) r"
+                " GROUP BY 1 ORDER BY 2 DESC, 1").format(table(schema, "rejected_events"))
+    ).fetchall()
+    # sum(bigint) is numeric in PostgreSQL: counts are ints here.
+    return Status(files.get("ingested", 0), files.get("rejected", 0), int(total), int(loaded), int(duplicate),
+                  int(rejected), [(r, n) for r, n in reasons])
+
+
+def table_rows(conn, schema: str) -> dict[str, int]:
+    """Rows in the target table and the quarantine, over every run."""
+    return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
+            for name in ("user_events", "rejected_events")}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from ecom_ingest_dagster.pipeline import ledger
+from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy, busy_message, checkpoint_path, try_lock
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection
 from ecom_ingest_dagster.pipeline.landing import Sweep, sweep
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask
@@ -48,7 +48,7 @@ from ecom_ingest_dagster.pipeline.load_batch import ingest_files, ingest_over
 from ecom_ingest_dagster.pipeline.measure import MetricsLog, batch_metrics, summarize
 from ecom_ingest_dagster.pipeline.run_loop import RunPlan, install_stop_signals, stop, supervise
 from ecom_ingest_dagster.pipeline.sampling import sampled
-from ecom_ingest_dagster.settings import Settings, redact_url
+from ecom_ingest_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,36 +57,6 @@ _OUTCOME_SCHEMA = (
     "file_name STRING, status STRING, rows_total LONG, rows_loaded LONG, rows_duplicate LONG, "
     "rows_rejected LONG, reason STRING, already_done BOOLEAN"
 )
-
-
-class IngestBusy(RuntimeError):
-    """Another run holds the query's checkpoint (two queries on one checkpoint corrupt it)."""
-
-
-def busy_message(landing_dir: Path) -> str:
-    return (f"another ingest or stream run is processing {landing_dir} into this database;"
-            " wait for it to finish (or stop it) and run again")
-
-
-def checkpoint_path(settings: Settings, database_url: str) -> Path:
-    """The query's checkpoint: one per (landing directory, database, schema), so pointing the
-    same state directory at another database does not skip files that one never saw."""
-    identity = f"{settings.landing_dir}|{redact_url(database_url)}|{settings.db_schema}"
-    return settings.checkpoint_dir / f"ingest-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
-
-
-def lock_key(checkpoint: Path) -> str:
-    """The advisory lock a run holds on its checkpoint (``pg_try_advisory_lock(hashtextextended(key, 0))``)."""
-    return f"ecom_ingest/checkpoint/{checkpoint.name}"
-
-
-def has_batch_to_replay(checkpoint: Path) -> bool:
-    """True when Spark planned a micro-batch (offsets/N) whose commit it has not recorded (commits/N)."""
-    def last(folder: str) -> int:
-        ids = [int(p.name) for p in (checkpoint / folder).glob("[0-9]*") if p.name.isdigit()]
-        return max(ids, default=-1)
-
-    return last("offsets") > last("commits")
 
 
 @dataclasses.dataclass
@@ -231,8 +201,7 @@ class IngestQuery:
             return
         conn = connect(self.database_url, retry_s=self.settings.db_retry_seconds, autocommit=True)
         try:
-            key = lock_key(self.checkpoint)
-            if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+            if not try_lock(conn, self.checkpoint):
                 raise IngestBusy(busy_message(self.settings.landing_dir))
             self._exclusive = True
             yield

@@ -13,26 +13,19 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from psycopg import sql
-
-from ecom_ingest_dagster.pipeline import checks
-from ecom_ingest_dagster.pipeline.database import connection, ready_database, table
-from ecom_ingest_dagster.pipeline.ledger import FileTask
-from ecom_ingest_dagster.pipeline.measure import MetricsLog
-from ecom_ingest_dagster.pipeline.query import (
-    ALWAYS_ON_RESTART_S,
-    DRIVER_SINGLE_TASK_MAX_BYTES,
-    IngestBusy,
-    IngestQuery,
-    RunSummary,
-    busy_message,
+from ecom_ingest_dagster.pipeline import checks, landing, ledger, sampling
+from ecom_ingest_dagster.pipeline.checkpoint import (
+    IngestBusy, busy_message, checkpoint_path, has_batch_to_replay, locked_elsewhere,
 )
+from ecom_ingest_dagster.pipeline.database import connection, ready_database
+from ecom_ingest_dagster.pipeline.ledger import FileTask, Status
+from ecom_ingest_dagster.pipeline.measure import MetricsLog
+from ecom_ingest_dagster.pipeline.query import ALWAYS_ON_RESTART_S, DRIVER_SINGLE_TASK_MAX_BYTES, IngestQuery, RunSummary
 from ecom_ingest_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,16 +36,23 @@ class LandingMissing(FileNotFoundError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Status:
-    """What the database holds, over every run."""
+class LandingLook:
+    """What a run finds before it starts: the start-up sweep, the drops not in the ledger,
+    and whether the checkpoint has a micro-batch to replay (then nothing was looked at)."""
 
-    files_ingested: int
-    files_rejected: int
-    rows_total: int
-    rows_loaded: int
-    rows_duplicate: int
-    rows_rejected: int
-    reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first
+    sweep: landing.Sweep | None
+    pending: list[landing.LandedDrop]
+    replay: bool
+    took_s: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return not self.replay and not self.pending
+
+    def summary(self) -> RunSummary:
+        """A run's summary when there is nothing to do."""
+        return RunSummary(files_replaced=self.sweep.replaced if self.sweep else 0,
+                          files_empty=len(self.sweep.empty) if self.sweep else 0, elapsed_s=self.took_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +79,6 @@ class Pipeline:
         self._owns_spark = spark is None
         self._on_spark_ready = on_spark_ready
         self._jvm_log = jvm_log  # where Spark's console output goes (None: this process's stderr)
-        self._start_sweep = None  # the sweep idle_summary made, so the query does not repeat it
-        self._pending = None  # the drops idle_summary found not in the ledger
         self._spark_starting: threading.Thread | None = None
 
     # -- opening -------------------------------------------------------------------------
@@ -155,10 +153,11 @@ class Pipeline:
             # Always on: a service that waits for its first drop, as right after a deployment.
             self.settings.landing_dir.mkdir(parents=True, exist_ok=True)
         self._check_landing()
-        idle = self.idle_summary()
-        if idle is not None and not math.isinf(idle_seconds):  # always on: wait for drops all the same
-            return idle
-        trickle = self._trickle()
+        look = self.look()
+        if look.idle and not math.isinf(idle_seconds):  # always on: wait for drops all the same
+            log.info("nothing to ingest in %s: no Spark session started", self.settings.landing_dir)
+            return look.summary()
+        trickle = None if look.replay else self._trickle(look.pending)
         if trickle is None:
             query = self.query(run_id=run_id, on_batch=on_batch)
         else:
@@ -167,8 +166,8 @@ class Pipeline:
             if self.held_elsewhere():
                 raise IngestBusy(busy_message(self.settings.landing_dir))
             query = IngestQuery(None, self.settings, self.database_url, run_id=run_id, on_batch=on_batch)
-        if self._start_sweep is not None:  # the landing is swept once per run
-            query.count_sweep(self._start_sweep, at_start=True)
+        if look.sweep is not None:  # the landing is swept once per run
+            query.count_sweep(look.sweep, at_start=True)
         if trickle is None:
             return self._run_query(query, idle_seconds, on_progress)
         log.info("%d drop(s) in %s: loaded without waiting for Spark", len(trickle), self.settings.landing_dir)
@@ -197,55 +196,50 @@ class Pipeline:
                                   lifetime_s=ALWAYS_ON_RESTART_S if math.isinf(idle_seconds) else None)
         return query.run_available_now()
 
-    def idle_summary(self) -> RunSummary | None:
-        """The run's summary when there is nothing to ingest (after the landing sweep), else None."""
-        from ecom_ingest_dagster.pipeline import landing, ledger
-        from ecom_ingest_dagster.pipeline.query import checkpoint_path, has_batch_to_replay
-
-        self._start_sweep: landing.Sweep | None = None
-        self._pending = None
+    def look(self) -> LandingLook:
+        """Sweep the landing directory and find the drops not yet in the ledger (not when the
+        checkpoint has a batch to replay: the query's own start-up sweeps then, as after any crash)."""
         if has_batch_to_replay(checkpoint_path(self.settings, self.database_url)):
-            return None  # the query's own start-up sweeps, as after any crash
+            return LandingLook(None, [], replay=True)
         started = time.perf_counter()
         with self.connect() as conn:
-            sweep = self._start_sweep = landing.sweep(conn, self.settings)
-            drops = landing.list_drops(self.settings.landing_dir)
-            taken = ledger.entries_for(conn, self.settings.db_schema, [d.name for d in drops])
-        self._pending = [d for d in drops if d.name not in taken]
-        if self._pending:
-            return None
-        log.info("nothing to ingest in %s: no Spark session started", self.settings.landing_dir)
-        return RunSummary(files_replaced=sweep.replaced, files_empty=len(sweep.empty),
-                          elapsed_s=time.perf_counter() - started)
+            sweep = landing.sweep(conn, self.settings)
+            pending = self._not_in_ledger(conn, landing.list_drops(self.settings.landing_dir))
+        return LandingLook(sweep, pending, replay=False, took_s=time.perf_counter() - started)
+
+    def idle_summary(self) -> RunSummary | None:
+        """The run's summary when there is nothing to ingest (after the landing sweep), else None."""
+        look = self.look()
+        return look.summary() if look.idle else None
+
+    def _not_in_ledger(self, conn, drops: list[landing.LandedDrop]) -> list[landing.LandedDrop]:
+        taken = ledger.entries_for(conn, self.settings.db_schema, [d.name for d in drops]) if drops else {}
+        return [d for d in drops if d.name not in taken]
 
     def _waiting_trickle(self) -> list[FileTask] | None:
         """Drops that have landed since and are not in the ledger, when the driver takes them (``_trickle``)."""
-        from ecom_ingest_dagster.pipeline import landing, ledger
-
         drops = landing.list_drops(self.settings.landing_dir)
         if not drops:
             return None
         with self.connect() as conn:
-            taken = ledger.entries_for(conn, self.settings.db_schema, [d.name for d in drops])
-        self._pending = [d for d in drops if d.name not in taken]
-        return self._trickle()
+            return self._trickle(self._not_in_ledger(conn, drops))
 
-    def _trickle(self) -> list[FileTask] | None:
-        """The drops ``idle_summary`` found pending, when the driver would load them anyway:
-        a small batch (``driver_batch_max_bytes``), or in local mode a single drop (one task,
-        which the query gives the driver too); None when Spark is needed."""
+    def _trickle(self, pending: list[landing.LandedDrop]) -> list[FileTask] | None:
+        """``pending`` as file tasks when the driver would load them anyway: a small batch
+        (``driver_batch_max_bytes``), or in local mode a single drop (one task, which the
+        query gives the driver too); None when Spark is needed."""
         limit = self.settings.driver_batch_max_bytes
-        if not self._pending or not limit:
+        if not pending or not limit:
             return None
-        single_local = (len(self._pending) == 1 and self._pending[0].size <= DRIVER_SINGLE_TASK_MAX_BYTES
+        single_local = (len(pending) == 1 and pending[0].size <= DRIVER_SINGLE_TASK_MAX_BYTES
                         and self.settings.spark_master.startswith("local"))
-        if sum(d.size for d in self._pending) > limit and not single_local:
+        if sum(d.size for d in pending) > limit and not single_local:
             return None
-        landing = self.settings.landing_dir
+        where = self.settings.landing_dir
         # The time in whole milliseconds, as Spark lists it: the landing sweep compares the
         # ledger's time with the file's at that precision to tell a replaced file.
-        return [FileTask(str(landing / d.name), d.size, landed_at=dt.datetime.fromtimestamp(d.mtime_ms / 1000, dt.timezone.utc))
-                for d in self._pending]
+        return [FileTask(str(where / d.name), d.size, landed_at=dt.datetime.fromtimestamp(d.mtime_ms / 1000, dt.timezone.utc))
+                for d in pending]
 
     def _spark_in_background(self) -> "_SparkStart":
         """Start the Spark session on a thread of its own."""
@@ -256,23 +250,11 @@ class Pipeline:
     def held_elsewhere(self) -> bool:
         """True while another run holds this landing directory's checkpoint lock (a stream,
         a warm run, a CLI ingest): a new run would only be refused."""
-        from ecom_ingest_dagster.pipeline.query import checkpoint_path, lock_key
-
-        key = lock_key(checkpoint_path(self.settings, self.database_url))
         with self.connect() as conn:
-            (value,) = conn.execute("SELECT hashtextextended(%s, 0)", (key,)).fetchone()
-            locks = conn.execute(
-                "SELECT classid::bigint, objid::bigint FROM pg_locks"
-                " WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database ="
-                " (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchall()
-        unsigned = value & 0xFFFFFFFFFFFFFFFF
-        return (unsigned >> 32, unsigned & 0xFFFFFFFF) in {(c, o) for c, o in locks}
+            return locked_elsewhere(conn, checkpoint_path(self.settings, self.database_url))
 
     def already_ingested(self, names: list[str]) -> set[str]:
         """The drop names among ``names`` that have a row in the file ledger (looked up by key)."""
-        from ecom_ingest_dagster.pipeline import ledger
-
         with self.connect() as conn:
             return set(ledger.entries_for(conn, self.settings.db_schema, names))
 
@@ -294,35 +276,12 @@ class Pipeline:
 
     # -- what is there ---------------------------------------------------------------------
     def status(self) -> Status:
-        schema = self.settings.db_schema
         with self.connect() as conn:
-            files = dict(conn.execute(
-                sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(table(schema, "ingest_files"))
-            ).fetchall())
-            total, loaded, duplicate, rejected = conn.execute(
-                sql.SQL(
-                    "SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
-                    " coalesce(sum(rows_rejected),0) FROM {}"
-                ).format(table(schema, "ingest_files"))
-            ).fetchone()
-            reasons = conn.execute(
-                sql.SQL(
-                    "SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM {}"
-                    " WHERE replayed_at IS NULL) r GROUP BY 1 ORDER BY 2 DESC, 1"
-                ).format(table(schema, "rejected_events"))
-            ).fetchall()
-        # sum(bigint) is numeric in PostgreSQL: counts are ints here.
-        return Status(files.get("ingested", 0), files.get("rejected", 0), int(total), int(loaded), int(duplicate),
-                      int(rejected), [(r, n) for r, n in reasons])
+            return ledger.status(conn, self.settings.db_schema)
 
     def table_rows(self) -> dict[str, int]:
         with self.connect() as conn:
-            return {
-                name: conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}").format(table(self.settings.db_schema, name))
-                ).fetchone()[0]
-                for name in ("user_events", "rejected_events")
-            }
+            return ledger.table_rows(conn, self.settings.db_schema)
 
     def evaluate(self, run_id: str | None, *, fallback: bool = True, since: dt.datetime | None = None) -> checks.Evaluation:
         """The service targets and the accounting identity for ``run_id``'s batches (see ``checks.evaluate``)."""
@@ -340,22 +299,12 @@ class Pipeline:
         now = now or dt.datetime.now(dt.timezone.utc)
         cutoff = now - dt.timedelta(days=self.settings.sample_retention_days)
         with self.connect() as conn:
-            samples = conn.execute(
-                sql.SQL("DELETE FROM {} WHERE sampled_at < %s").format(table(self.settings.db_schema, "resource_samples")),
-                (cutoff,),
-            ).rowcount
+            samples = sampling.delete_samples(conn, self.settings.db_schema, cutoff)
         lines = MetricsLog(self.settings.logs_dir).trim(cutoff)
         drops = 0
-        if self.settings.archive_retention_days is not None and self.settings.archive_dir.is_dir():
+        if self.settings.archive_retention_days is not None:
             oldest_kept = (now - dt.timedelta(days=self.settings.archive_retention_days)).date()
-            for day in sorted(self.settings.archive_dir.iterdir()):
-                try:
-                    old = dt.date.fromisoformat(day.name) < oldest_kept
-                except ValueError:
-                    continue  # not one of the archive's day folders: not ours to delete
-                if day.is_dir() and old:
-                    drops += sum(1 for p in day.iterdir() if p.is_file())
-                    shutil.rmtree(day)
+            drops = landing.delete_archive_days(self.settings.archive_dir, oldest_kept)
         log.info("retention: %d samples, %d log lines, %d archived drops deleted", samples, lines, drops)
         return RetentionOutcome(samples, lines, drops)
 

@@ -256,6 +256,16 @@ def summarize_samples(samples: Iterable) -> dict[str, dict[str, float | None]]:
     return SampleTally().add(samples).summary()
 
 
+def delete_samples(conn, schema: str, before: dt.datetime) -> int:
+    """Delete the resource samples taken before ``before``; returns how many."""
+    from psycopg import sql
+
+    from ecom_ingest_dagster.pipeline.database import table
+
+    return conn.execute(sql.SQL("DELETE FROM {} WHERE sampled_at < %s").format(table(schema, "resource_samples")),
+                        (before,)).rowcount
+
+
 def store_samples(conn, schema: str, run_id: str, samples: Sequence[Sample]) -> None:
     from psycopg import sql
 

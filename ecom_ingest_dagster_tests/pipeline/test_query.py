@@ -148,7 +148,8 @@ def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, set
 def test_a_second_run_on_the_same_checkpoint_is_refused_clearly(spark, settings, db, database_url):
     import psycopg
 
-    from ecom_ingest_dagster.pipeline.query import IngestBusy, IngestQuery
+    from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy
+    from ecom_ingest_dagster.pipeline.query import IngestQuery
 
     drop(settings.landing_dir, "a.csv", csv_text([row(1)]))
     query = IngestQuery(spark, settings, settings.database_url)

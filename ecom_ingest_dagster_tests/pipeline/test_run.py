@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ecom_ingest_dagster.pipeline.query import checkpoint_path, lock_key
+from ecom_ingest_dagster.pipeline.checkpoint import checkpoint_path, lock_key
 from ecom_ingest_dagster.pipeline.run import Pipeline
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, row
 

@@ -95,7 +95,7 @@ def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
 def test_a_busy_landing_directory_is_refused_before_spark_starts(tmp_path, database_url, db_schema):
     import psycopg
 
-    from ecom_ingest_dagster.pipeline.query import checkpoint_path, lock_key
+    from ecom_ingest_dagster.pipeline.checkpoint import checkpoint_path, lock_key
     from ecom_ingest_dagster.settings import Settings
 
     env = {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,

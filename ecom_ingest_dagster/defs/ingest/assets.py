@@ -10,7 +10,8 @@ from ecom_ingest_dagster.defs.keys import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
-from ecom_ingest_dagster.pipeline.query import IngestBusy, RunSummary
+from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy
+from ecom_ingest_dagster.pipeline.query import RunSummary
 from ecom_ingest_dagster.pipeline.spark import SPARK_READY_MESSAGE
 from ecom_ingest_dagster.pipeline.validate import build_schema
 
