@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from ecom_ingest_dagster.pipeline import ledger
+from ecom_ingest_dagster.pipeline.batch_plan import DRIVER_SINGLE_TASK_MAX_BYTES, BatchPlan, file_tasks, planned_files
 from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy, busy_message, checkpoint_path, try_lock
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable, ReconnectingConnection, connect, connection
 from ecom_ingest_dagster.pipeline.landing import Sweep, sweep
@@ -86,35 +87,10 @@ class RunSummary:
 
 
 KEPT_BATCHES = 1_000
-# The most a single-task batch (or a run's one waiting drop) may hold to be loaded by the
-# driver in local mode (~1.2M rows, ~5 s): a stop cannot cut the driver's load short as it
-# cancels an executor's task, so a bigger one goes to the executors.
-DRIVER_SINGLE_TASK_MAX_BYTES = 256 * 1024 * 1024
 # An always-on run ends after a day, between batches, and the sensor starts the next one:
 # Spark's file source remembers every file it has listed (maxFileAge is unbounded, so it
 # forgets none), which would otherwise grow the driver's memory for as long as the run lives.
 ALWAYS_ON_RESTART_S = 24 * 3600.0
-
-
-def _local_path(listed: str) -> str:
-    """The local path of a file Spark listed.
-
-    Spark's ``path`` column is Hadoop's ``Path`` as text: ``file:`` and the path as it is,
-    not URL-encoded. Parsing it as a URL would decode ``%2E%2E%2F`` into ``../`` and cut
-    names at ``#`` or ``?``, loading another file, or none, under another name.
-    """
-    for prefix in ("file://", "file:"):
-        if listed.startswith(prefix):
-            return listed[len(prefix):]
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", listed):
-        raise ValueError(f"only local or mounted file systems are supported for the landing directory, got {listed}")
-    return listed
-
-
-def _directly_in(path: str, directory: str) -> bool:
-    """True for a file right inside ``directory``: only those are drops."""
-    name = os.path.basename(path)
-    return name not in ("", ".", "..") and os.path.dirname(os.path.normpath(path)) == os.path.normpath(directory)
 
 
 def _stream_id(checkpoint: Path) -> str:
@@ -412,9 +388,9 @@ class IngestQuery:
         """
         limit = self.settings.driver_batch_max_bytes  # 0: every batch on the executors (the walk still counts its tasks)
         try:
-            plan = _planned_files(batch_df, limit)
+            plan = planned_files(batch_df, limit)
             if limit and plan.files is None and plan.tasks == 1 and self.spark.sparkContext.master.startswith("local"):
-                whole = _planned_files(batch_df, DRIVER_SINGLE_TASK_MAX_BYTES)
+                whole = planned_files(batch_df, DRIVER_SINGLE_TASK_MAX_BYTES)
                 plan = whole if whole.files is not None else plan
             return plan
         except Exception as exc:  # Spark's internals moved: the executors' path always works
@@ -427,7 +403,7 @@ class IngestQuery:
             return None
         # What ignoreMissingFiles does on the executors: a drop moved out after its commit
         # (a replayed batch) has its outcome in the ledger already.
-        return [task for task in _file_tasks(plan.files, str(self.settings.landing_dir)) if os.path.exists(task.path)]
+        return [task for task in file_tasks(plan.files, str(self.settings.landing_dir)) if os.path.exists(task.path)]
 
     def _ingest_in_driver(self, tasks: list[FileTask], stream_id: str, batch_id: int) -> list[dict]:
         """Load the batch's files here, over the query's connection."""
@@ -483,59 +459,6 @@ def _warm_worker(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     yield from frames
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchPlan:
-    tasks: int  # the scan's partitions: one executor task each
-    files: list[tuple[str, int, int | None]] | None  # (path, size, mtime µs); None: more than the driver takes
-
-
-def _planned_files(batch_df, max_bytes: int | None) -> BatchPlan:
-    """What a micro-batch's scan will read, without a job: its task count and, while they
-    total at most ``max_bytes`` (None: any), its files (path, size, mtime in µs).
-
-    ``foreachBatch`` hands over a DataFrame whose plan wraps the file scan's RDD; its
-    partitions (``FilePartition``s of ``PartitionedFile``s) are made on the driver when the
-    plan is, so walking the RDD's lineage gives exactly what the executors would see (the
-    listed size and time), where even a ``collect()`` of these three columns is a job. Each
-    file costs a few calls into the JVM (~0.7 ms): the walk stops once the batch is too big
-    for the driver, where only the task count matters (2,000 files took 1.5-2.4 s).
-    """
-    found: list[tuple[str, int, int | None]] | None = []
-    tasks, total = 0, 0
-    pending = [batch_df._jdf.queryExecution().toRdd()]
-    while pending:
-        rdd = pending.pop()
-        if rdd.getClass().getSimpleName() == "FileScanRDD":
-            partitions = rdd.filePartitions()
-            tasks += partitions.size()
-            for i in range(partitions.size()):
-                for part in (partitions.apply(i).files() if found is not None else ()):
-                    total += int(part.fileSize())
-                    if max_bytes is not None and total > max_bytes:
-                        found = None
-                        break
-                    mtime_ms = part.modificationTime()
-                    found.append((part.toPath().toString(), int(part.fileSize()), mtime_ms * 1000 if mtime_ms > 0 else None))
-        dependencies = rdd.dependencies()
-        pending.extend(dependencies.apply(i).rdd() for i in range(dependencies.size()))
-    return BatchPlan(tasks, found)
-
-
-def _file_tasks(listed, landing_dir: str) -> list[FileTask]:
-    """The drops among listed (path, size, mtime µs) entries, once each."""
-    tasks: dict[str, FileTask] = {}
-    for listed_path, size, mtime_us in listed:
-        path = _local_path(listed_path)
-        if not _directly_in(path, landing_dir):
-            # Spark lists subdirectories too; the contract's drops are the directory's own
-            # files, and the ledger keys them by base name.
-            log.warning("%s is not directly in the landing directory: not a drop, left alone", path)
-            continue
-        landed_at = dt.datetime.fromtimestamp(mtime_us / 1e6, dt.timezone.utc) if pd.notna(mtime_us) else None
-        tasks.setdefault(path, FileTask(path=path, size=int(size), landed_at=landed_at))
-    return list(tasks.values())
-
-
 def _outcome_row(o: FileOutcome) -> dict:
     return {
         "file_name": o.file_name, "status": o.status, "rows_total": o.rows_total, "rows_loaded": o.rows_loaded,
@@ -549,7 +472,7 @@ def _partition_loader(*, database_url: str, db_retry_s: float, landing_dir: str,
 
     def load(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         listed = [(row.path, row.size, row.mtime_us) for frame in frames for row in frame.itertuples(index=False)]
-        tasks = _file_tasks(listed, landing_dir)
+        tasks = file_tasks(listed, landing_dir)
         if tasks:
             outcomes = ingest_files(tasks, options, database_url=database_url, db_retry_s=db_retry_s)
             yield pd.DataFrame([_outcome_row(o) for o in outcomes])

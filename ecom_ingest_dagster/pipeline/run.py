@@ -25,7 +25,8 @@ from ecom_ingest_dagster.pipeline.checkpoint import (
 from ecom_ingest_dagster.pipeline.database import connection, ready_database
 from ecom_ingest_dagster.pipeline.ledger import FileTask, Status
 from ecom_ingest_dagster.pipeline.measure import MetricsLog
-from ecom_ingest_dagster.pipeline.query import ALWAYS_ON_RESTART_S, DRIVER_SINGLE_TASK_MAX_BYTES, IngestQuery, RunSummary
+from ecom_ingest_dagster.pipeline.batch_plan import DRIVER_SINGLE_TASK_MAX_BYTES
+from ecom_ingest_dagster.pipeline.query import ALWAYS_ON_RESTART_S, IngestQuery, RunSummary
 from ecom_ingest_dagster.settings import Settings
 
 log = logging.getLogger(__name__)

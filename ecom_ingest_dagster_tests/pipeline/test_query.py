@@ -218,7 +218,7 @@ def test_keep_leaves_drops_and_delete_removes_them(ingest, settings, db):
 
 
 def test_file_tasks_are_the_landing_directory_s_own_files_once_each(tmp_path):
-    from ecom_ingest_dagster.pipeline.query import _file_tasks
+    from ecom_ingest_dagster.pipeline.batch_plan import file_tasks
 
     landing = str(tmp_path / "landing")
     listed = [
@@ -227,6 +227,6 @@ def test_file_tasks_are_the_landing_directory_s_own_files_once_each(tmp_path):
         (f"file:{landing}/sub/c.csv", 5, None),  # a subdirectory's file is not a drop
         (f"{landing}/%2E%2E%2Fd.csv", 7, None),  # as listed, never URL-decoded
     ]
-    tasks = _file_tasks(listed, landing)
+    tasks = file_tasks(listed, landing)
     assert [(t.path, t.size) for t in tasks] == [(f"{landing}/a b.csv", 10), (f"{landing}/%2E%2E%2Fd.csv", 7)]
     assert tasks[0].landed_at.year == 2026 and tasks[1].landed_at is None
