@@ -59,3 +59,20 @@ def test_stream_job_ingests_live_drops_and_records_metric_materializations(
     )
     assert stored[dg.AssetCheckKey(dg.AssetKey("data_quality"), "zero_data_loss")].run_id == result.run_id
     assert_accounting(db)
+
+
+def test_the_launchpad_scaffolds_the_stream_s_trigger_settings_with_the_deployment_s_values(definitions):
+    """What the launchpad's Scaffold button fills in: GraphQL's rootDefaultYaml, computed the same way."""
+    import yaml
+    from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
+
+    from ecom_ingest_dagster.settings import Settings
+
+    snap = definitions.get_job_def("stream_job").get_job_snapshot()
+    schema = snap.config_schema_snapshot
+    root = schema.get_config_snap(snap.mode_def_snaps[0].root_config_key)
+    scaffold = yaml.safe_load(default_values_yaml_from_type_snap(schema, root))
+    config = scaffold["ops"]["stream_landing"]["config"]
+    in_force = Settings.from_env()
+    assert config == {"trigger_seconds": in_force.trigger_seconds,
+                      "max_files_per_trigger": in_force.max_files_per_trigger or 0, "stop_after_seconds": 0.0}

@@ -6,9 +6,8 @@ value, because both use the same streaming checkpoint.
 """
 
 import hashlib
-from typing import Optional
-
 import dagster as dg
+from pydantic import Field
 
 from ecom_ingest_dagster.defs.ingest.assets import (
     INGEST_RETRY_POLICY,
@@ -45,12 +44,20 @@ ingest_job = dg.define_asset_job(
 )
 
 
-class StreamConfig(dg.Config):
-    """Overrides for this run; unset: ECOM_INGEST_TRIGGER_SECONDS / _MAX_FILES_PER_TRIGGER."""
+_IN_FORCE = Settings.from_env()  # the code location's settings: the launchpad shows (and scaffolds) them as defaults
 
-    trigger_seconds: Optional[float] = None
-    max_files_per_trigger: Optional[int] = None
-    stop_after_seconds: Optional[float] = None  # None: stream until the run is terminated
+
+class StreamConfig(dg.Config):
+    """This run's trigger settings; the defaults are the deployment's (ECOM_INGEST_*)."""
+
+    # Real defaults, not None: the launchpad's "Scaffold" fills in only fields that have one.
+    trigger_seconds: float = Field(
+        _IN_FORCE.trigger_seconds, ge=0, description="seconds between micro-batches (ECOM_INGEST_TRIGGER_SECONDS); "
+        "a drop waits up to this long, 0: one batch right after another")
+    max_files_per_trigger: int = Field(
+        _IN_FORCE.max_files_per_trigger or 0, ge=0,
+        description="files per micro-batch at most; 0: as the deployment (ECOM_INGEST_MAX_FILES_PER_TRIGGER, else bounded by bytes)")
+    stop_after_seconds: float = Field(0.0, ge=0, description="end the stream after this long; 0: until the run is terminated")
 
 
 @dg.op(
@@ -65,7 +72,7 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
 
     base = pipeline.pipeline()
     settings = base.settings.with_overrides(
-        trigger_seconds=config.trigger_seconds, max_files_per_trigger=config.max_files_per_trigger
+        trigger_seconds=config.trigger_seconds, max_files_per_trigger=config.max_files_per_trigger or None
     )
     # Said before Spark's start and the first trigger, which take seconds of silence.
     until = f"for {config.stop_after_seconds:g} s" if config.stop_after_seconds else "until the run is terminated"
