@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -104,9 +103,10 @@ def running_dagster_dev(base: Path, database_url: str, **extra_env: str):
         **extra_env,
     }
     log = open(base / "dagster_dev.log", "w")
+    # As a user starts it: scripts/dev (its terminal is what the tests read).
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [str(ROOT / "scripts" / "dev")], cwd=ROOT, env={**env, "DAGSTER_HOST": "127.0.0.1", "DAGSTER_PORT": str(port)},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
 

@@ -130,6 +130,9 @@ def test_a_warm_run_takes_the_drops_that_land_while_it_runs_and_ends_when_idle(w
     terminal = dagster_dev["log"].read_text(errors="replace")
     jvm_lines = [line for line in terminal.splitlines() if JVM_LINE.search(line)]
     assert not jvm_lines, jvm_lines[:10]
+    # Nor the daemon's two lines per sensor tick (every 2 s here), which buried the runs' own.
+    assert "Checking for new runs for sensor" not in terminal and "No run requests returned" not in terminal
+    assert "ecom-ingest: the Dagster UI at http://127.0.0.1:" in terminal
     spark_log = Path(dagster_dev["env"]["ECOM_INGEST_HOME"]) / "logs" / "spark.log"
     assert JVM_LINE.search(spark_log.read_text(errors="replace"))
 
