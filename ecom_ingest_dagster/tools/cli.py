@@ -87,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(commands)
+    _add_bench_command(commands)
+    return parser
 
+
+def _add_data_commands(commands) -> None:
+    """The commands of the data path: make drops, take them, look at what is there."""
     gen = commands.add_parser("generate", help="write realistic event CSV drops into a landing directory")
     gen.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
     gen.add_argument("--events", type=int, default=20, help="events per file (default 20)")
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--file", help="only rows of this source file (base name)")
     replay.add_argument("--reason", help="only rows rejected for this reason")
 
+    report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
+    report.add_argument("--out", type=Path, help="output directory (default: $ECOM_INGEST_HOME/reports)")
+    report.add_argument("--since", help="window start: 30m, 24h, 7d or an ISO-8601 time (default: everything)")
+    report.add_argument("--until", help="window end, same forms (default: now)")
+
+
+def _add_bench_command(commands) -> None:
     bench = commands.add_parser("bench", help="benchmark against psql COPY, the binary-COPY ceiling and Spark JDBC; latency of both modes")
     bench.add_argument("--rows", type=int, default=1_000_000, help="rows for the bulk benchmark (default 1,000,000; 0 skips it)")
     bench.add_argument("--invalid-rate", type=_rate, default=0.02, help="share of invalid rows (default 0.02)")
@@ -137,12 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-adbc", action="store_true",
                        help="skip the ADBC PostgreSQL driver comparison (run only when adbc-driver-postgresql is installed)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder (default ./bench-results)")
-
-    report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
-    report.add_argument("--out", type=Path, help="output directory (default: $ECOM_INGEST_HOME/reports)")
-    report.add_argument("--since", help="window start: 30m, 24h, 7d or an ISO-8601 time (default: everything)")
-    report.add_argument("--until", help="window end, same forms (default: now)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

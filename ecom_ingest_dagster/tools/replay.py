@@ -33,72 +33,96 @@ class ReplayOutcome:
 
 def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: str | None = None,
                     now: dt.datetime | None = None) -> ReplayOutcome:
+    """Validate the quarantined rows again (those of ``file_name`` / ``reason``), load those that
+    pass, mark every replayed row and correct its file's ledger counts, in one transaction."""
     if reason is not None and reason not in c.REJECTION_REASONS:
         raise ValueError(f"unknown reason {reason!r}; one of: {', '.join(c.REJECTION_REASONS)}")
     outcome = ReplayOutcome()
-    columns = sql.SQL(", ").join(map(sql.Identifier, c.COLUMNS))
     with conn.transaction():
-        rows = conn.cursor(row_factory=dict_row).execute(
-            sql.SQL(
-                "SELECT id, {columns}, source_file, batch_id FROM {rejected}"
-                " WHERE replayed_at IS NULL AND raw_line IS NULL"
-                " AND (%(file)s::text IS NULL OR source_file = %(file)s)"
-                " AND (%(reason)s::text IS NULL OR %(reason)s = ANY(reasons))"
-                " ORDER BY id FOR UPDATE"
-            ).format(columns=columns, rejected=table(schema, "rejected_events")),
-            {"file": file_name, "reason": reason},
-        ).fetchall()
-        outcome.examined = len(rows)
-        if not rows:
+        frame = _quarantined(conn, schema, file_name, reason)
+        outcome.examined = len(frame)
+        if frame.empty:
             return outcome
-        frame = pd.DataFrame(rows).set_index("id")
         result = validate(frame[list(c.COLUMNS)], now=now)
         outcome.still_rejected = len(result.rejected)
         if len(result.valid) == 0:
             return outcome
-        valid = result.valid.join(frame[["source_file", "batch_id"]])
-        conn.execute(
-            f"CREATE TEMP TABLE ecom_ingest_replay ({c.stage_ddl(extra={'id': 'bigint'})},"
-            " source_file text, batch_id bigint) ON COMMIT DROP"
-        )
-        stage_columns = ["id", *c.STAGE_COLUMNS, "source_file", "batch_id"]
-        with conn.cursor().copy(
-            sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
-        ) as copy:
-            for record in valid.reset_index()[stage_columns].itertuples(index=False):
-                copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
-        target_columns = c.STAGE_COLUMNS[:-1]
-        loaded_ids = {
-            r[0] for r in conn.execute(
-                sql.SQL(
-                    "INSERT INTO {events} ({columns}, event_timestamp, source_file, batch_id)"
-                    " SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', source_file, batch_id"
-                    " FROM ecom_ingest_replay ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
-                ).format(events=table(schema, "user_events"), columns=sql.SQL(", ").join(map(sql.Identifier, target_columns)))
-            )
-        }
-        # Which replayed row made it in: the first of each loaded event id.
-        marked = conn.execute(
-            sql.SQL(
-                "WITH ranked AS (SELECT id, source_file, event_id::text AS event_id,"
-                " row_number() OVER (PARTITION BY event_id ORDER BY id) AS nth FROM ecom_ingest_replay)"
-                " UPDATE {rejected} r SET replayed_at = now(),"
-                " replay_outcome = CASE WHEN ranked.nth = 1 AND ranked.event_id = ANY(%s) THEN 'loaded' ELSE 'duplicate' END"
-                " FROM ranked WHERE r.id = ranked.id RETURNING r.source_file, r.replay_outcome"
-            ).format(rejected=table(schema, "rejected_events")),
-            (list(loaded_ids),),
-        ).fetchall()
+        _stage(conn, result.valid.join(frame[["source_file", "batch_id"]]))
+        marked = _mark_replayed(conn, schema, _insert_staged(conn, schema))
         for source_file, result_kind in marked:
             counts = outcome.per_file.setdefault(source_file, {"loaded": 0, "duplicate": 0})
             counts[result_kind] += 1
-        for source_file, counts in outcome.per_file.items():
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET rows_loaded = rows_loaded + %s, rows_duplicate = rows_duplicate + %s,"
-                    " rows_rejected = rows_rejected - %s WHERE file_name = %s"
-                ).format(table(schema, "ingest_files")),
-                (counts["loaded"], counts["duplicate"], counts["loaded"] + counts["duplicate"], source_file),
-            )
+        _correct_ledger(conn, schema, outcome.per_file)
         outcome.loaded = sum(v["loaded"] for v in outcome.per_file.values())
         outcome.duplicate = sum(v["duplicate"] for v in outcome.per_file.values())
     return outcome
+
+
+def _quarantined(conn, schema: str, file_name: str | None, reason: str | None) -> pd.DataFrame:
+    """The rows to replay, locked (``FOR UPDATE``): rows with their columns, not raw lines."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, c.COLUMNS))
+    rows = conn.cursor(row_factory=dict_row).execute(
+        sql.SQL(
+            "SELECT id, {columns}, source_file, batch_id FROM {rejected}"
+            " WHERE replayed_at IS NULL AND raw_line IS NULL"
+            " AND (%(file)s::text IS NULL OR source_file = %(file)s)"
+            " AND (%(reason)s::text IS NULL OR %(reason)s = ANY(reasons))"
+            " ORDER BY id FOR UPDATE"
+        ).format(columns=columns, rejected=table(schema, "rejected_events")),
+        {"file": file_name, "reason": reason},
+    ).fetchall()
+    return pd.DataFrame(rows).set_index("id") if rows else pd.DataFrame()
+
+
+def _stage(conn, valid: pd.DataFrame) -> None:
+    """The rows that pass now, typed, into a temporary stage (dropped at commit)."""
+    conn.execute(
+        f"CREATE TEMP TABLE ecom_ingest_replay ({c.stage_ddl(extra={'id': 'bigint'})},"
+        " source_file text, batch_id bigint) ON COMMIT DROP"
+    )
+    stage_columns = ["id", *c.STAGE_COLUMNS, "source_file", "batch_id"]
+    with conn.cursor().copy(
+        sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
+    ) as copy:
+        for record in valid.reset_index()[stage_columns].itertuples(index=False):
+            copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
+
+
+def _insert_staged(conn, schema: str) -> set[str]:
+    """The staged rows into ``user_events`` (an id already there is skipped); the ids loaded."""
+    target_columns = c.STAGE_COLUMNS[:-1]
+    return {
+        r[0] for r in conn.execute(
+            sql.SQL(
+                "INSERT INTO {events} ({columns}, event_timestamp, source_file, batch_id)"
+                " SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', source_file, batch_id"
+                " FROM ecom_ingest_replay ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
+            ).format(events=table(schema, "user_events"), columns=sql.SQL(", ").join(map(sql.Identifier, target_columns)))
+        )
+    }
+
+
+def _mark_replayed(conn, schema: str, loaded_ids: set[str]) -> list[tuple[str, str]]:
+    """Each replayed row marked 'loaded' (the first of each loaded event id) or 'duplicate'."""
+    return conn.execute(
+        sql.SQL(
+            "WITH ranked AS (SELECT id, source_file, event_id::text AS event_id,"
+            " row_number() OVER (PARTITION BY event_id ORDER BY id) AS nth FROM ecom_ingest_replay)"
+            " UPDATE {rejected} r SET replayed_at = now(),"
+            " replay_outcome = CASE WHEN ranked.nth = 1 AND ranked.event_id = ANY(%s) THEN 'loaded' ELSE 'duplicate' END"
+            " FROM ranked WHERE r.id = ranked.id RETURNING r.source_file, r.replay_outcome"
+        ).format(rejected=table(schema, "rejected_events")),
+        (list(loaded_ids),),
+    ).fetchall()
+
+
+def _correct_ledger(conn, schema: str, per_file: dict[str, dict[str, int]]) -> None:
+    """Each file's ledger counts follow its replayed rows: fewer rejected, more loaded or duplicate."""
+    for source_file, counts in per_file.items():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET rows_loaded = rows_loaded + %s, rows_duplicate = rows_duplicate + %s,"
+                " rows_rejected = rows_rejected - %s WHERE file_name = %s"
+            ).format(table(schema, "ingest_files")),
+            (counts["loaded"], counts["duplicate"], counts["loaded"] + counts["duplicate"], source_file),
+        )
