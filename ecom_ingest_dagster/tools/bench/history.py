@@ -137,9 +137,6 @@ def history(config: BenchConfig, work: Path) -> dict:
     the mean per call, and the figures are the medians over ``HISTORY_MIN_REPEAT`` (or
     ``--repeat``, if more) repetitions.
     """
-    from ecom_ingest_dagster.pipeline import landing as landing_mod
-    from ecom_ingest_dagster.settings import Settings
-
     files = config.history
     reps = max(HISTORY_MIN_REPEAT, config.repeat)
     root = work / "history"
@@ -156,62 +153,76 @@ def history(config: BenchConfig, work: Path) -> dict:
         setup_s = time.perf_counter() - started
         log(f"history: {files:,} ledger rows and files in the archive and in a landing directory, {setup_s:.1f} s")
 
-        settings = {  # built once: a run has its settings before it sweeps
-            (home, schema, policy): Settings.from_env({}, home=homes[home], db_schema=schemas[schema], after_commit=policy)
-            for home, schema, policy in (("empty", "empty", "archive"), ("after", "history", "archive"),
-                                         ("empty", "empty", "keep"), ("before", "history", "keep"))
-        }
-
         with connection(config.database_url, autocommit=True) as conn:
-            def scan(home: str):
-                found = landing_mod.scan_new_drops(homes[home] / "landing", cursor)
-                if sorted(found.names) != new:
-                    raise RuntimeError(f"history bench: the scan of {home} found {found.names}, expected the new drops")
-                return found
-
-            def sweep(home: str, schema: str, after_commit: str):
-                done = landing_mod.sweep(conn, settings[home, schema, after_commit])
-                if done.finished or done.empty or done.replaced:
-                    raise RuntimeError(f"history bench: the sweep of {home} changed something: {done}")
-                return done
-
-            def old_check(home: str, schema: str):
-                replaced = _old_replaced_check(conn, schemas[schema], homes[home] / "landing")
-                if replaced:
-                    raise RuntimeError(f"history bench: the old check reported {len(replaced)} replaced file(s)")
-                return replaced
-
-            s0, sh = "empty", "history"
-            cases: dict[tuple[str, str], tuple[Callable[[], object], Callable[[], object]]] = {
-                ("after", "sensor_scan"): (lambda: scan("empty"), lambda: scan("after")),
-                ("after", "startup_sweep"): (lambda: sweep("empty", s0, "archive"), lambda: sweep("after", sh, "archive")),
-                ("before", "sensor_scan"): (lambda: scan("empty"), lambda: scan("before")),
-                ("before", "startup_sweep"): (lambda: sweep("empty", s0, "keep"), lambda: sweep("before", sh, "keep")),
-                ("before", "old_replaced_check"): (lambda: old_check("empty", s0), lambda: old_check("before", sh)),
-            }
-            calls = {}
-            for key, (empty_call, history_call) in cases.items():  # warm-up (and the checks above)
-                first = _paired_ms(empty_call, history_call, 1, False)
-                if max(first) < 50:  # a first call is cold: size the fast cases on warm ones
-                    first = _paired_ms(empty_call, history_call, 5, False)
-                calls[key] = max(1, min(HISTORY_MAX_CALLS, int(HISTORY_BUDGET_S * 1000.0 / max(first))))
-            samples: dict[tuple[str, str], dict[str, list[float]]] = {
-                key: {"empty": [], "history": [], "calls": calls[key]} for key in cases
-            }
-            for rep in range(reps):
-                for key, (empty_call, history_call) in cases.items():
-                    empty_ms, history_ms = _paired_ms(empty_call, history_call, calls[key], rep % 2 == 1)
-                    samples[key]["empty"].append(empty_ms)
-                    samples[key]["history"].append(history_ms)
-                log(f"[{rep + 1}/{reps}] history: " + ", ".join(
-                    f"{layout} {op} {s['empty'][-1]:.3f}/{s['history'][-1]:.3f} ms"
-                    for (layout, op), s in samples.items()))
+            cases = _history_cases(conn, homes, schemas, cursor, new)
+            samples = _measure(cases, reps, log)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         for schema in schemas.values():
             drop_schema(config.database_url, schema)
 
     return _history_result(samples, files, reps, setup_s, log)
+
+
+Case = tuple[Callable[[], object], Callable[[], object]]  # the empty-history call, the history call
+
+
+def _history_cases(conn, homes: dict[str, Path], schemas: dict[str, str], cursor, new: list[str]) -> dict[tuple[str, str], Case]:
+    """Each (layout, operation) as a pair of calls, each of which checks that it changed nothing."""
+    from ecom_ingest_dagster.pipeline import landing as landing_mod
+    from ecom_ingest_dagster.settings import Settings
+
+    settings = {  # built once: a run has its settings before it sweeps
+        (home, schema, policy): Settings.from_env({}, home=homes[home], db_schema=schemas[schema], after_commit=policy)
+        for home, schema, policy in (("empty", "empty", "archive"), ("after", "history", "archive"),
+                                     ("empty", "empty", "keep"), ("before", "history", "keep"))
+    }
+
+    def scan(home: str):
+        found = landing_mod.scan_new_drops(homes[home] / "landing", cursor)
+        if sorted(found.names) != new:
+            raise RuntimeError(f"history bench: the scan of {home} found {found.names}, expected the new drops")
+        return found
+
+    def sweep(home: str, schema: str, after_commit: str):
+        done = landing_mod.sweep(conn, settings[home, schema, after_commit])
+        if done.finished or done.empty or done.replaced:
+            raise RuntimeError(f"history bench: the sweep of {home} changed something: {done}")
+        return done
+
+    def old_check(home: str, schema: str):
+        replaced = _old_replaced_check(conn, schemas[schema], homes[home] / "landing")
+        if replaced:
+            raise RuntimeError(f"history bench: the old check reported {len(replaced)} replaced file(s)")
+        return replaced
+
+    s0, sh = "empty", "history"
+    return {
+        ("after", "sensor_scan"): (lambda: scan("empty"), lambda: scan("after")),
+        ("after", "startup_sweep"): (lambda: sweep("empty", s0, "archive"), lambda: sweep("after", sh, "archive")),
+        ("before", "sensor_scan"): (lambda: scan("empty"), lambda: scan("before")),
+        ("before", "startup_sweep"): (lambda: sweep("empty", s0, "keep"), lambda: sweep("before", sh, "keep")),
+        ("before", "old_replaced_check"): (lambda: old_check("empty", s0), lambda: old_check("before", sh)),
+    }
+
+
+def _measure(cases: dict[tuple[str, str], Case], reps: int, log: Callable[[str], None]) -> dict:
+    """Per case, ``reps`` means per call of the empty and the history call, alternating call by call."""
+    calls = {}
+    for key, (empty_call, history_call) in cases.items():  # warm-up (and the checks above)
+        first = _paired_ms(empty_call, history_call, 1, False)
+        if max(first) < 50:  # a first call is cold: size the fast cases on warm ones
+            first = _paired_ms(empty_call, history_call, 5, False)
+        calls[key] = max(1, min(HISTORY_MAX_CALLS, int(HISTORY_BUDGET_S * 1000.0 / max(first))))
+    samples: dict[tuple[str, str], dict] = {key: {"empty": [], "history": [], "calls": calls[key]} for key in cases}
+    for rep in range(reps):
+        for key, (empty_call, history_call) in cases.items():
+            empty_ms, history_ms = _paired_ms(empty_call, history_call, calls[key], rep % 2 == 1)
+            samples[key]["empty"].append(empty_ms)
+            samples[key]["history"].append(history_ms)
+        log(f"[{rep + 1}/{reps}] history: " + ", ".join(
+            f"{layout} {op} {s['empty'][-1]:.3f}/{s['history'][-1]:.3f} ms" for (layout, op), s in samples.items()))
+    return samples
 
 
 def _history_layout(homes: dict[str, Path], files: int):
