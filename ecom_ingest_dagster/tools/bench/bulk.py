@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Callable
 
 
 from ecom_ingest_dagster.pipeline.database import connection
@@ -45,50 +46,10 @@ def bulk(config: BenchConfig, files: list[Path], work: Path) -> dict:
         "adbc_copy": None if config.adbc and adbc_available() else (
             "skipped: adbc-driver-postgresql is not installed" if config.adbc else "skipped"),
     }
-    tag = lambda rep: f"[{rep}/{config.repeat}]"  # noqa: E731
-    settle = lambda: _checkpoint(config.database_url)  # noqa: E731
-    notes["checkpoint"] = None if settle() else "no CHECKPOINT privilege: loaders may inherit each other's checkpoints"
+    notes["checkpoint"] = None if _checkpoint(config.database_url) else \
+        "no CHECKPOINT privilege: loaders may inherit each other's checkpoints"
     for rep in range(1, config.repeat + 1):
-        settle()
-        runs["raw_copy"].append(raw_copy(config.database_url, files))
-        config.log(f"{tag(rep)} raw COPY (text, no key): {runs['raw_copy'][-1]['rows_per_s']:,.0f} rows/s")
-        settle()
-        runs["typed_copy"].append(typed_copy(config.database_url, shaped.csv))
-        typed = runs["typed_copy"][-1]
-        config.log(f"{tag(rep)} psql \\copy keyed user_events: {typed['rows_per_s']:,.0f} rows/s, {typed['seconds']:.2f} s")
-        settle()
-        runs["binary_copy"].append(binary_copy(config.database_url, shaped.arrow))
-        b = runs["binary_copy"][-1]
-        config.log(f"{tag(rep)} binary COPY ceiling (pgpq): {b['rows_per_s']:,.0f} rows/s, {b['seconds']:.2f} s "
-                   f"({typed['seconds'] / b['seconds']:.2f}x psql)")
-        settle()
-        runs["binary_copy_keyed"].append(binary_copy(config.database_url, shaped.arrow, key_order=True))
-        k = runs["binary_copy_keyed"][-1]
-        config.log(f"{tag(rep)} binary COPY, each block in key order: {k['rows_per_s']:,.0f} rows/s, {k['seconds']:.2f} s "
-                   f"({typed['seconds'] / k['seconds']:.2f}x psql)")
-        if notes["adbc_copy"] is None:
-            settle()
-            try:
-                runs["adbc_copy"].append(adbc_copy(config.database_url, shaped.arrow))
-            except Exception as exc:  # an optional comparison: its failure is reported, not fatal
-                notes["adbc_copy"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-                runs["adbc_copy"].clear()  # a column with some repetitions missing would not pair up
-                config.log(f"{tag(rep)} ADBC {notes['adbc_copy']}")
-            else:
-                a = runs["adbc_copy"][-1]
-                config.log(f"{tag(rep)} ADBC adbc_ingest: {a['rows_per_s']:,.0f} rows/s, {a['seconds']:.2f} s "
-                           f"({typed['seconds'] / a['seconds']:.2f}x psql)")
-        if notes["spark_jdbc"] is None:
-            settle()
-            runs["spark_jdbc"].append(spark_jdbc(config.database_url, files, jar))
-            config.log(f"{tag(rep)} Spark JDBC: {runs['spark_jdbc'][-1]['rows_per_s']:,.0f} rows/s")
-        settle()
-        runs["pipeline"].append(pipeline(config.database_url, files, work / f"pipeline_{rep}"))
-        p = runs["pipeline"][-1]
-        config.log(f"{tag(rep)} ecom-ingest: {p['rows_per_s']:,.0f} rows/s processing ({p['steady_s']:.2f} s), "
-                   f"{p['wall_s']:.1f} s wall, peak RSS of the tree {p['peak_rss_mb']:,.0f} MB; "
-                   f"psql/ours {typed['seconds'] / p['steady_s']:.2f}, ceiling/ours {b['seconds'] / p['steady_s']:.2f}, "
-                   f"key-ordered ceiling/ours {k['seconds'] / p['steady_s']:.2f}")
+        _repetition(config, rep, files, shaped, jar, notes, runs, work)
     summary = summarize_bulk(runs, config.rows, notes)
     h, f = summary["vs_psql_keyed"], summary["of_ceiling"]
     config.log(f"bulk: psql \\copy keyed / our processing = {h['median']:.2f} median "
@@ -96,6 +57,46 @@ def bulk(config: BenchConfig, files: list[Path], work: Path) -> dict:
                f"ours vs binary ceiling {f['median']:.0%} (target >= {f['target']:.0%}); "
                f"peak RSS {summary['peak_rss']['max_mb']:,.0f} MB (target <= {summary['peak_rss']['target_mb']:,.0f})")
     return {"summary": summary, "runs": runs}
+
+
+def _repetition(config: BenchConfig, rep: int, files: list[Path], shaped, jar: str | None, notes: dict,
+                runs: dict[str, list[dict]], work: Path) -> None:
+    """One repetition: every loader in ``BULK_ORDER``, each after a CHECKPOINT; appended to ``runs``."""
+    tag = f"[{rep}/{config.repeat}]"
+
+    def timed(name: str, load: Callable[[], dict]) -> dict:
+        _checkpoint(config.database_url)
+        runs[name].append(load())
+        return runs[name][-1]
+
+    raw = timed("raw_copy", lambda: raw_copy(config.database_url, files))
+    config.log(f"{tag} raw COPY (text, no key): {raw['rows_per_s']:,.0f} rows/s")
+    typed = timed("typed_copy", lambda: typed_copy(config.database_url, shaped.csv))
+    config.log(f"{tag} psql \\copy keyed user_events: {typed['rows_per_s']:,.0f} rows/s, {typed['seconds']:.2f} s")
+    b = timed("binary_copy", lambda: binary_copy(config.database_url, shaped.arrow))
+    config.log(f"{tag} binary COPY ceiling (pgpq): {b['rows_per_s']:,.0f} rows/s, {b['seconds']:.2f} s "
+               f"({typed['seconds'] / b['seconds']:.2f}x psql)")
+    k = timed("binary_copy_keyed", lambda: binary_copy(config.database_url, shaped.arrow, key_order=True))
+    config.log(f"{tag} binary COPY, each block in key order: {k['rows_per_s']:,.0f} rows/s, {k['seconds']:.2f} s "
+               f"({typed['seconds'] / k['seconds']:.2f}x psql)")
+    if notes["adbc_copy"] is None:
+        try:
+            a = timed("adbc_copy", lambda: adbc_copy(config.database_url, shaped.arrow))
+        except Exception as exc:  # an optional comparison: its failure is reported, not fatal
+            notes["adbc_copy"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            runs["adbc_copy"].clear()  # a column with some repetitions missing would not pair up
+            config.log(f"{tag} ADBC {notes['adbc_copy']}")
+        else:
+            config.log(f"{tag} ADBC adbc_ingest: {a['rows_per_s']:,.0f} rows/s, {a['seconds']:.2f} s "
+                       f"({typed['seconds'] / a['seconds']:.2f}x psql)")
+    if notes["spark_jdbc"] is None:
+        j = timed("spark_jdbc", lambda: spark_jdbc(config.database_url, files, jar))
+        config.log(f"{tag} Spark JDBC: {j['rows_per_s']:,.0f} rows/s")
+    ours = timed("pipeline", lambda: pipeline(config.database_url, files, work / f"pipeline_{rep}"))
+    config.log(f"{tag} ecom-ingest: {ours['rows_per_s']:,.0f} rows/s processing ({ours['steady_s']:.2f} s), "
+               f"{ours['wall_s']:.1f} s wall, peak RSS of the tree {ours['peak_rss_mb']:,.0f} MB; "
+               f"psql/ours {typed['seconds'] / ours['steady_s']:.2f}, ceiling/ours {b['seconds'] / ours['steady_s']:.2f}, "
+               f"key-ordered ceiling/ours {k['seconds'] / ours['steady_s']:.2f}")
 
 
 def _checkpoint(url: str) -> bool:
@@ -183,7 +184,15 @@ def summarize_bulk(runs: dict[str, list[dict]], rows: int, notes: dict[str, str 
                      "target_mb": BULK_TARGET_PEAK_RSS_MB,
                      "met": None if not rss else max(rss) <= BULK_TARGET_PEAK_RSS_MB},
     }
-    summary["repetitions"] = [
+    summary["repetitions"] = _repetition_rows(runs, summary)
+    summary.update(_raw_copy_ratios(runs, summary))
+    return summary
+
+
+def _repetition_rows(runs: dict[str, list[dict]], summary: dict) -> list[dict]:
+    """Each repetition's seconds and ratios, for the per-repetition table."""
+    typed, ours, binary = runs["typed_copy"], runs["pipeline"], runs["binary_copy"]
+    return [
         {
             "rep": i + 1,
             **{f"{name}_s": runs[name][i]["seconds"] for name in BULK_ORDER[:-1] if len(runs.get(name, [])) > i},
@@ -195,15 +204,18 @@ def summarize_bulk(runs: dict[str, list[dict]], rows: int, notes: dict[str, str 
         }
         for i, p in enumerate(ours)
     ]
-    if summary["raw_copy_rows_per_s"] and summary["pipeline_rows_per_s"]:
-        # Kept from the earlier reports: rows/s against the raw (text, unkeyed) COPY.
-        summary["pipeline_vs_raw_copy"] = summary["pipeline_rows_per_s"] / summary["raw_copy_rows_per_s"]
-        summary["ratios_per_repetition"] = [
-            p["rows_per_s"] / r["rows_per_s"] for p, r in zip(ours, runs["raw_copy"])
-        ]
-    if summary["spark_jdbc_rows_per_s"] and summary["raw_copy_rows_per_s"]:
-        summary["spark_jdbc_vs_raw_copy"] = summary["spark_jdbc_rows_per_s"] / summary["raw_copy_rows_per_s"]
-    return summary
+
+
+def _raw_copy_ratios(runs: dict[str, list[dict]], summary: dict) -> dict:
+    """Kept from the earlier reports: rows/s against the raw (text, unkeyed) COPY."""
+    out: dict = {}
+    raw = summary["raw_copy_rows_per_s"]
+    if raw and summary["pipeline_rows_per_s"]:
+        out["pipeline_vs_raw_copy"] = summary["pipeline_rows_per_s"] / raw
+        out["ratios_per_repetition"] = [p["rows_per_s"] / r["rows_per_s"] for p, r in zip(runs["pipeline"], runs["raw_copy"])]
+    if summary["spark_jdbc_rows_per_s"] and raw:
+        out["spark_jdbc_vs_raw_copy"] = summary["spark_jdbc_rows_per_s"] / raw
+    return out
 
 
 def _bulk_markdown(s: dict, config: dict) -> list[str]:
@@ -212,11 +224,9 @@ def _bulk_markdown(s: dict, config: dict) -> list[str]:
     def vs_raw(rows_per_s):
         return times(rows_per_s / raw) if rows_per_s and raw else "n/a"
 
-    h, f, rss = s["vs_psql_keyed"], s["of_ceiling"], s["peak_rss"]
-    reps = ", ".join(fmt(r, 2) for r in h["per_repetition"])
+    h = s["vs_psql_keyed"]
     order = ", ".join(s.get("order", []))
     invalid = config.get("invalid_rate")
-    wall = s.get("wall_vs_psql_keyed")
     lines = [
         f"### Bulk load: {s['rows']:,} rows, {invalid:.0%} invalid, medians of {len(s['repetitions'])} repetitions"
         if invalid is not None else f"### Bulk load: {s['rows']:,} rows, medians of {len(s['repetitions'])} repetitions", "",
@@ -242,6 +252,16 @@ def _bulk_markdown(s: dict, config: dict) -> list[str]:
         f"{vs_raw(s['spark_jdbc_rows_per_s'])} {s['spark_jdbc_note'] or ''} |",
         f"| (c) **ecom-ingest** (parse, validation, dedup, quarantine, ledger), processing time | "
         f"**{fmt(s['pipeline_rows_per_s'])}** | **{times(h['median'])}** | {vs_raw(s['pipeline_rows_per_s'])} |", "",
+    ]
+    return lines + _bulk_findings(s) + _bulk_repetitions(s)
+
+
+def _bulk_findings(s: dict) -> list[str]:
+    """The headline figures against their targets, as bullets."""
+    h, f, rss = s["vs_psql_keyed"], s["of_ceiling"], s["peak_rss"]
+    reps = ", ".join(fmt(r, 2) for r in h["per_repetition"])
+    wall = s.get("wall_vs_psql_keyed")
+    lines = [
         f"- **What a user waits: `ecom-ingest ingest` {fmt(s['pipeline_wall_s'], 1)} s wall against psql `\\copy`'s "
         f"{fmt(s['typed_copy_s'], 1)} s wall: {times(wall)}** (target ≤ {BULK_TARGET_WALL_VS_PSQL:.1f}×: "
         f"{verdict(None if wall is None else wall <= BULK_TARGET_WALL_VS_PSQL)}).",
@@ -262,7 +282,12 @@ def _bulk_markdown(s: dict, config: dict) -> list[str]:
     if len(batches) > 1:
         lines.append(f"- rows/s per micro-batch, first to last: {', '.join(fmt(b) for b in batches)} "
                      f"(last/first {fmt(batches[-1] / batches[0], 2)}).")
-    lines += [
+    return lines
+
+
+def _bulk_repetitions(s: dict) -> list[str]:
+    """Each repetition's seconds and ratios, then the stage times."""
+    lines = [
         "", "Per repetition (seconds):", "",
         "| rep | raw COPY | psql keyed | binary ceiling | key-ordered ceiling | ADBC | Spark JDBC | ours, processing "
         "| ours, wall | psql/ours | ceiling/ours | key-ordered ceiling/ours | peak RSS MB |",
