@@ -28,30 +28,14 @@ from faker import Faker
 from tqdm import tqdm
 
 from ecom_ingest_dagster import contract
+from ecom_ingest_dagster.tools.invalid_rows import BREAKERS, INVALID_REASONS, US_PER_SECOND, epoch_us, format_timestamps
 
 EXPECTED_REASON = "expected_reason"
-
-# The reasons a generated row can be built to violate. malformed_row is a property of a
-# CSV line, not of a frame's values, and invalid_product_id is left out so product_id stays
-# a stable join key in every generated row.
-INVALID_REASONS: tuple[str, ...] = (
-    contract.INVALID_EVENT_ID,
-    contract.INVALID_USER_ID,
-    contract.INVALID_EVENT_TYPE,
-    contract.MISSING_REQUIRED_FIELD,
-    contract.NEGATIVE_PRICE,
-    contract.INVALID_PRICE,
-    contract.INVALID_QUANTITY,
-    contract.INVALID_TIMESTAMP,
-    contract.INVALID_SESSION_ID,
-    contract.FIELD_TOO_LONG,
-)
 
 PRODUCT_POOL_SIZE = 1_000
 USER_ID_MAX = 999_999
 WINDOW = dt.timedelta(hours=24)
 
-_US_PER_SECOND = 1_000_000
 _WINDOW_US = int(WINDOW / dt.timedelta(microseconds=1))
 # Mean gap between two events of one session; capped so a session stays short.
 _SESSION_GAP_MEAN_S = 45.0
@@ -175,11 +159,6 @@ def _uuid4_strings(rng: np.random.Generator, count: int) -> np.ndarray:
     return text.view("S36").ravel().astype("U36").astype(object)
 
 
-def _format_timestamps(us_since_epoch: np.ndarray) -> np.ndarray:
-    stamps = us_since_epoch.astype("datetime64[us]")
-    return np.datetime_as_string(stamps, unit="us", timezone="UTC").astype(object)
-
-
 def _as_utc(now: dt.datetime | None) -> dt.datetime:
     if now is None:
         return dt.datetime.now(dt.timezone.utc)
@@ -187,11 +166,6 @@ def _as_utc(now: dt.datetime | None) -> dt.datetime:
         # A naive `now` is taken as UTC: the generated timestamps all carry "Z".
         return now.replace(tzinfo=dt.timezone.utc)
     return now.astimezone(dt.timezone.utc)
-
-
-def _epoch_us(moment: dt.datetime) -> int:
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return delta // dt.timedelta(microseconds=1)
 
 
 def _check_rate(invalid_rate: float) -> float:
@@ -246,58 +220,76 @@ def generate_events(
     if faker_seed is None:
         faker_seed = int(rng.integers(0, 2**32))
     pool = _product_pool(int(faker_seed))
-
-    # Sessions: runs of consecutive rows sharing one session_id and one user.
-    lengths = rng.geometric(1.0 - _SESSION_CONTINUE_P, size=max(n, 1))
-    lengths = np.minimum(lengths, _SESSION_MAX_EVENTS)
-    ends = np.cumsum(lengths)
-    n_sessions = int(np.searchsorted(ends, n)) + 1 if n else 0
-    lengths = lengths[:n_sessions]
-    if n_sessions:
-        lengths[-1] -= ends[n_sessions - 1] - n
-    session_of_row = np.repeat(np.arange(n_sessions), lengths)
-    first_row = (np.cumsum(lengths) - lengths).astype(np.int64)
-    last_row = first_row + lengths - 1
-
-    session_ids = _uuid4_strings(rng, n_sessions)
-    user_numbers = rng.integers(1, USER_ID_MAX + 1, size=n_sessions)
+    sessions = _Sessions.draw(rng, n)
+    session_ids = _uuid4_strings(rng, sessions.count)
+    user_numbers = rng.integers(1, USER_ID_MAX + 1, size=sessions.count)
     user_ids = np.strings.add("user_", user_numbers.astype("U10")).astype(object)
-
-    # Times: each session starts late enough in the window that its last event is
-    # still before `now`, so every valid timestamp lies in [now - 24h, now).
-    gaps = np.minimum(rng.exponential(_SESSION_GAP_MEAN_S, size=n), _SESSION_GAP_MAX_S)
-    gaps_us = (gaps * _US_PER_SECOND).astype(np.int64)
-    gaps_us[first_row] = 0
-    elapsed = np.cumsum(gaps_us)
-    offset_in_session = elapsed - elapsed[first_row][session_of_row]
-    duration = elapsed[last_row] - elapsed[first_row]
-    slack = _WINDOW_US - duration
-    window_start = _epoch_us(now_utc) - _WINDOW_US
-    session_start = window_start + np.floor(rng.random(n_sessions) * slack).astype(np.int64)
-    timestamps_us = session_start[session_of_row] + offset_in_session
+    timestamps_us = sessions.timestamps_us(rng, now_utc)
 
     type_p = list(contract.EVENT_TYPE_MIX.values())
     type_codes = rng.choice(len(contract.EVENT_TYPES), size=n, p=type_p)
     product = rng.choice(len(pool.product_id), size=n, p=pool.popularity)
     discount = rng.choice(len(_DISCOUNTS), size=n, p=_DISCOUNT_P)
     quantity = rng.choice(contract.QUANTITY_MAX, size=n, p=_QUANTITY_P) + 1
-
+    row = sessions.of_row
     columns: dict[str, np.ndarray] = {
         "event_id": _uuid4_strings(rng, n),
-        "user_id": user_ids[session_of_row],
-        "session_id": session_ids[session_of_row],
+        "user_id": user_ids[row],
+        "session_id": session_ids[row],
         "event_type": np.array(contract.EVENT_TYPES, dtype=object)[type_codes],
         "product_id": pool.product_id[product],
         "product_name": pool.product_name[product],
         "category": pool.category[product],
         "price": pool.price[product, discount],
         "quantity": _QUANTITY_STRINGS[quantity],
-        "event_timestamp": _format_timestamps(timestamps_us),
+        "event_timestamp": format_timestamps(timestamps_us),
     }
-    expected = np.full(n, "", dtype=object)
-
     # An explicit count lets a caller spread a rate over many small files exactly.
     n_invalid = int(round(n * rate)) if invalid_count is None else min(_check_count(invalid_count, "invalid_count", 0), n)
+    expected = _break_rows(columns, rng, n, n_invalid, now_utc)
+    frame = pd.DataFrame({**columns, EXPECTED_REASON: expected}, copy=False)
+    return frame
+
+
+class _Sessions(NamedTuple):
+    """Runs of consecutive rows sharing one session_id and one user."""
+
+    count: int
+    of_row: np.ndarray  # each row's session
+    first_row: np.ndarray  # each session's first and last row
+    last_row: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int) -> _Sessions:
+        lengths = rng.geometric(1.0 - _SESSION_CONTINUE_P, size=max(n, 1))
+        lengths = np.minimum(lengths, _SESSION_MAX_EVENTS)
+        ends = np.cumsum(lengths)
+        count = int(np.searchsorted(ends, n)) + 1 if n else 0
+        lengths = lengths[:count]
+        if count:
+            lengths[-1] -= ends[count - 1] - n
+        first_row = (np.cumsum(lengths) - lengths).astype(np.int64)
+        return cls(count, np.repeat(np.arange(count), lengths), first_row, first_row + lengths - 1)
+
+    def timestamps_us(self, rng: np.random.Generator, now: dt.datetime) -> np.ndarray:
+        """Each row's time: a session starts late enough in the window that its last event
+        is still before ``now``, so every valid timestamp lies in [now - 24h, now)."""
+        n = len(self.of_row)
+        gaps = np.minimum(rng.exponential(_SESSION_GAP_MEAN_S, size=n), _SESSION_GAP_MAX_S)
+        gaps_us = (gaps * US_PER_SECOND).astype(np.int64)
+        gaps_us[self.first_row] = 0
+        elapsed = np.cumsum(gaps_us)
+        offset_in_session = elapsed - elapsed[self.first_row][self.of_row]
+        slack = _WINDOW_US - (elapsed[self.last_row] - elapsed[self.first_row])
+        window_start = epoch_us(now) - _WINDOW_US
+        session_start = window_start + np.floor(rng.random(self.count) * slack).astype(np.int64)
+        return session_start[self.of_row] + offset_in_session
+
+
+def _break_rows(columns: dict[str, np.ndarray], rng: np.random.Generator, n: int, n_invalid: int,
+                now: dt.datetime) -> np.ndarray:
+    """``n_invalid`` rows at random positions, each made to break one rule; each row's expected reason."""
+    expected = np.full(n, "", dtype=object)
     if n_invalid:
         positions = rng.choice(n, size=n_invalid, replace=False)
         # Positions come in random order, so round-robin over them is both even and random;
@@ -307,165 +299,9 @@ def generate_events(
         for k, reason in enumerate(INVALID_REASONS):
             rows = positions[assigned == k]
             if len(rows):
-                _BREAKERS[reason](columns, rows, rng, now_utc)
+                BREAKERS[reason](columns, rows, rng, now)
                 expected[rows] = reason
-
-    frame = pd.DataFrame({**columns, EXPECTED_REASON: expected}, copy=False)
-    return frame
-
-
-_Columns = dict[str, np.ndarray]
-_Rng = np.random.Generator
-
-# Breakers: each turns the (valid) values of `rows` into values that violate exactly one
-# rule. Variants are derived from the row's own value where possible, which keeps them
-# unique and realistic ("almost a uuid") rather than a handful of constants.
-
-
-def _variant(rng: np.random.Generator, rows: np.ndarray, count: int) -> np.ndarray:
-    return rng.integers(0, count, size=len(rows))
-
-
-def _break_event_id(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    # Never empty: an empty event_id is missing_required_field, not invalid_event_id.
-    variants = (
-        lambda u: u.replace("-", ""),
-        lambda u: u[:-1],
-        lambda u: "z" + u[1:],
-        lambda u: "{" + u + "}",
-        lambda u: "evt-" + u[:8],
-    )
-    col = cols["event_id"]
-    pick = _variant(rng, rows, len(variants))
-    col[rows] = [variants[v](col[r]) for r, v in zip(rows, pick)]
-
-
-def _break_user_id(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    col = cols["user_id"]
-    pick = _variant(rng, rows, 6)
-    eleven_digits = rng.integers(10**10, 10**11, size=len(rows))
-    out = []
-    for r, v, big in zip(rows, pick, eleven_digits):
-        digits = col[r][len("user_"):]
-        out.append((f"usr_{digits}", f"user_{big}", f"customer_{digits}", "user_",
-                    f"user_{digits}a", f"user-{digits}")[v])
-    col[rows] = out
-
-
-def _break_event_type(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    # Lower case and without blanks on purpose: "View" or " view" would test the
-    # validator's normalisation, not the set of event types.
-    wrong = np.array(
-        ["click", "checkout", "add-to-cart", "refund", "page_view", "addtocart", "search"],
-        dtype=object,
-    )
-    cols["event_type"][rows] = wrong[_variant(rng, rows, len(wrong))]
-
-
-def _break_missing(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    # Round-robin from a random start, so even a handful of rows do not always blank
-    # the same field.
-    fields = contract.REQUIRED_COLUMNS
-    which = (np.arange(len(rows)) + rng.integers(len(fields))) % len(fields)
-    for k, field in enumerate(fields):
-        cols[field][rows[which == k]] = ""
-
-
-def _break_negative_price(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    # Pool prices are >= 0.01, so the result is never "-0.00" (which is not negative).
-    col = cols["price"]
-    col[rows] = ["-" + col[r] for r in rows]
-
-
-def _break_price(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    col = cols["price"]
-    pick = _variant(rng, rows, 6)
-    too_big = rng.integers(contract.PRICE_MAX + 1, 100 * contract.PRICE_MAX, size=len(rows))
-    out = []
-    for r, v, big in zip(rows, pick, too_big):
-        price = col[r]
-        variants = ("abc", f"${price}", price.replace(".", ","), "1000000.01", f"{big}.00",
-                    "12.3.4")
-        out.append(variants[v])
-    col[rows] = out
-
-
-def _break_quantity(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    wrong = np.array(["0", "1001", "2.5", "x", "-1", "5000", "one", "1e3"], dtype=object)
-    cols["quantity"][rows] = wrong[_variant(rng, rows, len(wrong))]
-
-
-def _break_timestamp(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    col = cols["event_timestamp"]
-    pick = _variant(rng, rows, 6)
-    day_us = 86_400 * _US_PER_SECOND
-    ahead_us = rng.integers(7 * day_us, 60 * day_us, size=len(rows))
-    future = _format_timestamps(_epoch_us(now) + ahead_us)
-    garbage = ("not-a-timestamp", "yesterday", "28/11/2026 10:15")
-    out = []
-    for i, (r, v) in enumerate(zip(rows, pick)):
-        ts = col[r]  # e.g. 2026-11-28T10:15:30.123456Z
-        if v == 0:
-            out.append(ts[:-1])  # no offset
-        elif v == 1:
-            out.append(ts[:19].replace("T", " "))  # no offset, space separator
-        elif v == 2:
-            out.append(ts[:10])  # date only
-        elif v == 3:
-            out.append(garbage[i % len(garbage)])
-        elif v == 4:
-            # Shaped like a timestamp but no calendar has it (month 13 / hour 25).
-            out.append(ts[:5] + "13" + ts[7:] if i % 2 else ts[:11] + "25" + ts[13:])
-        else:
-            out.append(future[i])
-    col[rows] = out
-
-
-def _break_session_id(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    # Never empty: session_id is optional, so an empty one would be valid.
-    variants = (
-        lambda u: u.replace("-", ""),
-        lambda u: "sess_" + u[:8],
-        lambda u: u[:-1],
-        lambda u: "g" + u[1:],
-    )
-    col = cols["session_id"]
-    pick = _variant(rng, rows, len(variants))
-    col[rows] = [variants[v](col[r]) for r, v in zip(rows, pick)]
-
-
-def _stretch(text: str, length: int) -> str:
-    # No leading/trailing blanks, so a validator that strips values still sees the
-    # over-long length.
-    body = ((text + " / ") * (length // (len(text) + 3) + 1))[:length].rstrip()
-    return body + "x" * (length - len(body))
-
-
-def _break_too_long(cols: _Columns, rows: np.ndarray, rng: _Rng, now: dt.datetime) -> None:
-    which = _variant(rng, rows, 2)
-    name_limit = contract.MAX_LENGTHS["product_name"]
-    cat_limit = contract.MAX_LENGTHS["category"]
-    name_rows, cat_rows = rows[which == 0], rows[which == 1]
-    name_len = rng.integers(name_limit + 1, 2 * name_limit + 1, size=len(name_rows))
-    cat_len = rng.integers(cat_limit + 1, 2 * cat_limit + 1, size=len(cat_rows))
-    names, cats = cols["product_name"], cols["category"]
-    names[name_rows] = [_stretch(names[r], int(k)) for r, k in zip(name_rows, name_len)]
-    cats[cat_rows] = [_stretch(cats[r], int(k)) for r, k in zip(cat_rows, cat_len)]
-
-
-_BREAKERS = {
-    contract.INVALID_EVENT_ID: _break_event_id,
-    contract.INVALID_USER_ID: _break_user_id,
-    contract.INVALID_EVENT_TYPE: _break_event_type,
-    contract.MISSING_REQUIRED_FIELD: _break_missing,
-    contract.NEGATIVE_PRICE: _break_negative_price,
-    contract.INVALID_PRICE: _break_price,
-    contract.INVALID_QUANTITY: _break_quantity,
-    contract.INVALID_TIMESTAMP: _break_timestamp,
-    contract.INVALID_SESSION_ID: _break_session_id,
-    contract.FIELD_TOO_LONG: _break_too_long,
-}
-assert set(_BREAKERS) == set(INVALID_REASONS)
+    return expected
 
 
 def _check_file_name(name: str, what: str) -> None:
@@ -531,6 +367,22 @@ class DropSummary:
     invalid_rows: int
 
 
+def _check_interval(interval) -> float:
+    try:
+        interval = float(interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}") from None
+    if not (0.0 <= interval < math.inf):
+        raise ValueError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
+    return interval
+
+
+def _check_prefix(prefix: str) -> None:
+    _check_file_name(prefix, "prefix")
+    if prefix[0] in "._":
+        raise ValueError(f"prefix must not start with '.' or '_' (such files are not drops), got {prefix!r}")
+
+
 def generate_drops(
     landing: pathlib.Path,
     *,
@@ -555,18 +407,9 @@ def generate_drops(
     """
     events = _check_count(events, "events", 0)
     batches = _check_count(batches, "batches", 1)
-    try:
-        interval = float(interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"interval must be a number of seconds >= 0, got {interval!r}") from None
-    if not (0.0 <= interval < math.inf):
-        raise ValueError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
+    interval = _check_interval(interval)
     rate = _check_rate(invalid_rate)
-    _check_file_name(prefix, "prefix")
-    if prefix[0] in "._":
-        raise ValueError(
-            f"prefix must not start with '.' or '_' (such files are not drops), got {prefix!r}"
-        )
+    _check_prefix(prefix)
 
     rng = np.random.default_rng(seed)
     # One pool for the whole invocation: built (and cached) once, not once per file.
