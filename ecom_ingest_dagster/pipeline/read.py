@@ -70,6 +70,39 @@ class CsvDrop:
             pending_malformed.append((number, _clean_text(row.text)))
             return "skip"
 
+        reader, names = self._open(on_invalid_row, pending_malformed)
+        wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
+        # Arrow parses ahead of the batch it hands out, so a malformed record can be
+        # reported with an earlier batch than its own: good rows skip every malformed
+        # number seen so far, not only those reported with their batch.
+        malformed_ahead: set[int] = set()
+        next_number = 1
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise _file_fault(exc, self.path) from exc
+            malformed, pending_malformed[:] = list(pending_malformed), []
+            malformed_ahead.update(number for number, _ in malformed)
+            numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
+            self.records += batch.num_rows + len(malformed)
+            frame = pd.DataFrame(
+                {names[i]: _clean_column(batch.column(i)).to_pandas(types_mapper=pd.ArrowDtype) for i in wanted}
+            ).set_axis(pd.Index(numbers, name="record_number"), axis=0)
+            yield Chunk(rows=frame, malformed=malformed)
+        if pending_malformed:  # rows rejected after the last block was handed out
+            self.records += len(pending_malformed)
+            empty = pd.DataFrame(
+                {names[i]: pd.Series(dtype=_TEXT) for i in wanted},
+                index=pd.Index([], dtype=np.int64, name="record_number"),
+            )
+            yield Chunk(rows=empty, malformed=list(pending_malformed))
+
+    def _open(self, on_invalid_row, pending_malformed: list) -> tuple[pacsv.CSVStreamingReader, list[str]]:
+        """Arrow's streaming reader over the drop, every column as text, and the header's names;
+        a file fault (no header, bad bytes in it, missing columns) as ``FileRejected``."""
         whole_file: pa.Buffer | None = None
 
         def open_csv(text_columns) -> pacsv.CSVStreamingReader:
@@ -108,35 +141,7 @@ class CsvDrop:
             raise _file_fault(exc, self.path) from exc
         except UnicodeDecodeError as exc:
             raise FileRejected(c.FILE_NOT_UTF8, "the header is not UTF-8 text") from exc
-
-        wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
-        # Arrow parses ahead of the batch it hands out, so a malformed record can be
-        # reported with an earlier batch than its own: good rows skip every malformed
-        # number seen so far, not only those reported with their batch.
-        malformed_ahead: set[int] = set()
-        next_number = 1
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as exc:
-                raise _file_fault(exc, self.path) from exc
-            malformed, pending_malformed[:] = list(pending_malformed), []
-            malformed_ahead.update(number for number, _ in malformed)
-            numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
-            self.records += batch.num_rows + len(malformed)
-            frame = pd.DataFrame(
-                {names[i]: _clean_column(batch.column(i)).to_pandas(types_mapper=pd.ArrowDtype) for i in wanted}
-            ).set_axis(pd.Index(numbers, name="record_number"), axis=0)
-            yield Chunk(rows=frame, malformed=malformed)
-        if pending_malformed:  # rows rejected after the last block was handed out
-            self.records += len(pending_malformed)
-            empty = pd.DataFrame(
-                {names[i]: pd.Series(dtype=_TEXT) for i in wanted},
-                index=pd.Index([], dtype=np.int64, name="record_number"),
-            )
-            yield Chunk(rows=empty, malformed=list(pending_malformed))
+        return reader, names
 
     def _check_header(self, names: list[str]) -> None:
         self.columns = [n for n in names if n in c.COLUMNS]

@@ -154,6 +154,56 @@ def _one_of(values: tuple[str, ...]):
     return check
 
 
+def _check(fn, reason: str) -> pa.Check:
+    return pa.Check(fn, name=reason, ignore_na=False, error=reason)
+
+
+def _required(*checks: pa.Check) -> pa.Column:
+    return pa.Column(None, checks=list(checks), nullable=False, required=True)
+
+
+def _optional(*checks: pa.Check) -> pa.Column:
+    return pa.Column(None, checks=list(checks), nullable=True, required=True)
+
+
+class _ValueChecks:
+    """The checks of the columns that have a value to parse (price, quantity, timestamp):
+    with ``parsed`` they only compare the chunk's values parsed once, without it they parse
+    the column they are given. A missing value passes (``nullable`` reports it)."""
+
+    def __init__(self, parsed: ParsedValues | None, latest_us: int):
+        self.parsed, self.latest_us = parsed, latest_us
+
+    def _values(self, s: pd.Series, name: str, parse) -> np.ndarray:
+        if self.parsed is None:
+            return parse(s)
+        known = getattr(self.parsed, name)
+        # The checks get whole columns (no ignore_na), so the parsed values line up; a
+        # caller validating some other frame with this schema gets them by label.
+        return (known if known.index.equals(s.index) else known.reindex(s.index)).to_numpy()
+
+    def timestamp_ok(self, s: pd.Series) -> pd.Series:
+        if self.parsed is None:
+            micros, known = _timestamp_micros(_text(s))
+        else:
+            micros, known = self._values(s, "timestamp_us", None), self._values(s, "timestamp_known", None)
+        return _series((known & (micros <= self.latest_us)) | _missing(s), s)
+
+    def _price(self, s: pd.Series) -> np.ndarray:
+        return self._values(s, "price", price_values)
+
+    def price_ok(self, s: pd.Series) -> pd.Series:
+        # A negative price "parses": it is negative_price, not also invalid_price.
+        return _series(np.less_equal(self._price(s), c.PRICE_MAX) | _missing(s), s)  # NaN compares False
+
+    def price_not_negative(self, s: pd.Series) -> pd.Series:
+        return _series(~np.less(self._price(s), c.PRICE_MIN), s)
+
+    def quantity_ok(self, s: pd.Series) -> pd.Series:
+        quantity = self._values(s, "quantity", quantity_values)
+        return _series((np.greater_equal(quantity, c.QUANTITY_MIN) & np.less_equal(quantity, c.QUANTITY_MAX)) | _missing(s), s)
+
+
 def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.DataFrameSchema:
     """The contract as a Pandera schema; ``now`` bounds how far in the future events may be.
 
@@ -166,46 +216,8 @@ def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.Dat
     the column before each check, and the check realign its parsed values to it.
     """
     latest = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-    latest_us = (latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)).value // 1000
-
-    def values(s: pd.Series, name: str, parse) -> np.ndarray:
-        if parsed is None:
-            return parse(s)
-        known = getattr(parsed, name)
-        # The checks get whole columns (no ignore_na), so the parsed values line up; a
-        # caller validating some other frame with this schema gets them by label.
-        return (known if known.index.equals(s.index) else known.reindex(s.index)).to_numpy()
-
-    def check(fn, reason: str) -> pa.Check:
-        return pa.Check(fn, name=reason, ignore_na=False, error=reason)
-
-    def required(*checks: pa.Check) -> pa.Column:
-        return pa.Column(None, checks=list(checks), nullable=False, required=True)
-
-    def optional(*checks: pa.Check) -> pa.Column:
-        return pa.Column(None, checks=list(checks), nullable=True, required=True)
-
-    def timestamp_ok(s: pd.Series) -> pd.Series:
-        if parsed is None:
-            micros, known = _timestamp_micros(_text(s))
-        else:
-            micros, known = values(s, "timestamp_us", None), values(s, "timestamp_known", None)
-        return _series((known & (micros <= latest_us)) | _missing(s), s)
-
-    def price(s: pd.Series) -> np.ndarray:
-        return values(s, "price", price_values)
-
-    def price_ok(s: pd.Series) -> pd.Series:
-        # A negative price "parses": it is negative_price, not also invalid_price.
-        return _series(np.less_equal(price(s), c.PRICE_MAX) | _missing(s), s)  # NaN compares False
-
-    def price_not_negative(s: pd.Series) -> pd.Series:
-        return _series(~np.less(price(s), c.PRICE_MIN), s)
-
-    def quantity_ok(s: pd.Series) -> pd.Series:
-        quantity = values(s, "quantity", quantity_values)
-        return _series((np.greater_equal(quantity, c.QUANTITY_MIN) & np.less_equal(quantity, c.QUANTITY_MAX)) | _missing(s), s)
-
+    v = _ValueChecks(parsed, (latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)).value // 1000)
+    check, required, optional = _check, _required, _optional
     return pa.DataFrameSchema(
         {
             "event_id": required(check(_pattern_check(c.UUID_PATTERN), c.INVALID_EVENT_ID)),
@@ -215,9 +227,9 @@ def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.Dat
             "product_id": required(check(_pattern_check(c.PRODUCT_ID_PATTERN), c.INVALID_PRODUCT_ID)),
             "product_name": optional(check(_length_at_most(c.MAX_LENGTHS["product_name"]), c.FIELD_TOO_LONG)),
             "category": optional(check(_length_at_most(c.MAX_LENGTHS["category"]), c.FIELD_TOO_LONG)),
-            "price": required(check(price_ok, c.INVALID_PRICE), check(price_not_negative, c.NEGATIVE_PRICE)),
-            "quantity": required(check(quantity_ok, c.INVALID_QUANTITY)),
-            "event_timestamp": required(check(timestamp_ok, c.INVALID_TIMESTAMP)),
+            "price": required(check(v.price_ok, c.INVALID_PRICE), check(v.price_not_negative, c.NEGATIVE_PRICE)),
+            "quantity": required(check(v.quantity_ok, c.INVALID_QUANTITY)),
+            "event_timestamp": required(check(v.timestamp_ok, c.INVALID_TIMESTAMP)),
         },
         coerce=False,
         strict=False,
