@@ -128,11 +128,9 @@ def _target(per_repetition: list[float], target: float) -> dict:
 
 def summarize_bulk(runs: dict[str, list[dict]], rows: int, notes: dict[str, str | None] | None = None) -> dict:
     """Medians, each repetition's ratios and the targets, from the runs of ``bulk()`` (pure).
-
-    Every "x psql" figure is a time ratio within one repetition: ``psql \\copy`` seconds of
-    the shaped valid rows into a fresh keyed ``user_events`` over the other loader's seconds
-    (for ours, the batch ledger's processing time), then the median over repetitions.
-    """
+    Every "x psql" figure is a time ratio within one repetition (``psql \\copy`` seconds of the
+    shaped valid rows into a fresh keyed ``user_events`` over the other loader's seconds; for
+    ours the batch ledger's processing time), then the median over repetitions."""
     notes = notes or {}
     typed, ours, binary = runs["typed_copy"], runs["pipeline"], runs["binary_copy"]
 
