@@ -1,62 +1,38 @@
-"""The event data contract (``shared/data-contract.md``) as code.
+"""The user events feed's contract (``feeds/user_events.yaml``) as the names the code uses.
 
-The generator writes it, the validator enforces it, the loader's tables follow it.
-Change it only together with the contract document, the tests and the schema.
+The generator writes it, the validator enforces it, the loader's tables follow it. The
+values come from the contract file; ``docs/data-contract.md`` says the same in prose.
 """
 
 from __future__ import annotations
 
 import re
 
-EVENT_TYPE_MIX: dict[str, float] = {
-    "view": 0.50,
-    "add_to_cart": 0.20,
-    "purchase": 0.15,
-    "wishlist": 0.10,
-    "remove_from_cart": 0.05,
-}
-EVENT_TYPES: tuple[str, ...] = tuple(EVENT_TYPE_MIX)
+from ecom_ingest_dagster.feeds import shipped_feed
+
+FEED = shipped_feed("user_events")
+
+
+def _rule(column: str, kind: str):
+    rule = FEED.column(column).rule(kind)
+    if rule is None:
+        raise RuntimeError(f"feeds/user_events.yaml: column {column} has no {kind} rule, which the code relies on")
+    return rule
+
+
+EVENT_TYPE_MIX: dict[str, float] = dict(FEED.column("event_type").generate["weights"])
+EVENT_TYPES: tuple[str, ...] = _rule("event_type", "one_of").one_of
 
 # Column order is the canonical one used when we write files and tables; input files
 # may order their columns freely.
-COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "user_id",
-    "session_id",
-    "event_type",
-    "product_id",
-    "product_name",
-    "category",
-    "price",
-    "quantity",
-    "event_timestamp",
-)
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "user_id",
-    "event_type",
-    "product_id",
-    "price",
-    "quantity",
-    "event_timestamp",
-)
+COLUMNS: tuple[str, ...] = tuple(col.name for col in FEED.columns)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(col.name for col in FEED.columns if col.required)
 OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in REQUIRED_COLUMNS)
 
-# How each column is stored in ``user_events``: the one place the types are written. The
-# load's stage tables, the Dagster table schema and the benchmark's tables derive theirs
-# from it (the migrations in pipeline/database.py stay literal: they must never change).
-SQL_TYPES: dict[str, str] = {
-    "event_id": "uuid",
-    "user_id": "text",
-    "session_id": "uuid",
-    "event_type": "text",
-    "product_id": "text",
-    "product_name": "text",
-    "category": "text",
-    "price": "numeric(12,2)",
-    "quantity": "integer",
-    "event_timestamp": "timestamptz",
-}
+# How each column is stored in ``user_events``. The load's stage tables, the Dagster table
+# schema and the benchmark's tables derive theirs from it (the migrations in
+# pipeline/database.py stay literal: they must never change).
+SQL_TYPES: dict[str, str] = {col.name: col.type for col in FEED.columns}
 # Stages carry the timestamp as microseconds since the epoch (no text round trip).
 STAGE_COLUMNS: list[str] = [col for col in COLUMNS if col != "event_timestamp"] + ["event_ts_us"]
 
@@ -66,27 +42,29 @@ def stage_ddl(*, extra: dict[str, str] | None = None) -> str:
     types = {**(extra or {}), **{col: SQL_TYPES[col] for col in STAGE_COLUMNS[:-1]}, "event_ts_us": "bigint"}
     return ", ".join(f"{name} {sql_type}" for name, sql_type in types.items())
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-USER_ID_PATTERN = r"^user_[0-9]{1,10}$"
-PRODUCT_ID_PATTERN = r"^prod_[0-9]{1,10}$"
-# A decimal with at most two places: numeric(12,2) would silently round a third one.
-PRICE_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]{0,2})?|\.[0-9]{1,2})$"
-QUANTITY_PATTERN = r"^[+]?[0-9]{1,9}$"
+UUID_PATTERN = _rule("event_id", "pattern").pattern
+USER_ID_PATTERN = _rule("user_id", "pattern").pattern
+PRODUCT_ID_PATTERN = _rule("product_id", "pattern").pattern
+# The text form of numeric(p,s): a decimal with at most s places (a further one would be
+# silently rounded by PostgreSQL).
+_PRICE_SCALE = FEED.column("price").scale
+PRICE_PATTERN = rf"^[+-]?(?:[0-9]+(?:\.[0-9]{{0,{_PRICE_SCALE}}})?|\.[0-9]{{1,{_PRICE_SCALE}}})$"
+QUANTITY_PATTERN = r"^[+]?[0-9]{1,9}$"  # the text form of an integer column
 # ISO-8601 date-time that carries its own offset ("Z" or +hh:mm / +hhmm / +hh), with
-# fields in range (month 01-12, hour 00-23, ...); the calendar itself (Feb 30) is left
-# to the parser.
+# fields in range (month 01-12, hour 00-23, ...): the text form of a timestamptz column;
+# the calendar itself (Feb 30) is left to the parser.
 TIMESTAMP_PATTERN = (
     r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]"
     r"(?::[0-5][0-9](?:[.,][0-9]{1,9})?)?"
     r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)$"
 )
 
-PRICE_MIN = 0
-PRICE_MAX = 1_000_000
-QUANTITY_MIN = 1
-QUANTITY_MAX = 1_000
-MAX_FUTURE_SECONDS = 24 * 3600
-MAX_LENGTHS: dict[str, int] = {"product_name": 200, "category": 100}
+PRICE_MIN = int(_rule("price", "min").min)
+PRICE_MAX = int(_rule("price", "max").max)
+QUANTITY_MIN = int(_rule("quantity", "min").min)
+QUANTITY_MAX = int(_rule("quantity", "max").max)
+MAX_FUTURE_SECONDS = _rule("event_timestamp", "not_after_now_seconds").not_after_now_seconds
+MAX_LENGTHS: dict[str, int] = {col.name: col.rule("max_length").max_length for col in FEED.columns if col.rule("max_length")}
 
 # Row rejection reasons, in the contract's order (also the order a row's reasons are listed).
 INVALID_EVENT_ID = "invalid_event_id"
@@ -102,22 +80,12 @@ FIELD_TOO_LONG = "field_too_long"
 MALFORMED_ROW = "malformed_row"
 INVALID_PRODUCT_ID = "invalid_product_id"
 
-REJECTION_REASONS: tuple[str, ...] = (
-    INVALID_EVENT_ID,
-    INVALID_USER_ID,
-    INVALID_EVENT_TYPE,
-    MISSING_REQUIRED_FIELD,
-    NEGATIVE_PRICE,
-    INVALID_PRICE,
-    INVALID_QUANTITY,
-    INVALID_TIMESTAMP,
-    INVALID_SESSION_ID,
-    FIELD_TOO_LONG,
-    MALFORMED_ROW,
-    # product_id has a rule in the contract's column table but no reason of its own
-    # in the reasons table; we name it rather than hide it under another reason.
-    INVALID_PRODUCT_ID,
-)
+REJECTION_REASONS: tuple[str, ...] = FEED.reasons
+# The names above are the code's handles on the contract's reasons: each must be one of them.
+if {INVALID_EVENT_ID, INVALID_USER_ID, INVALID_EVENT_TYPE, MISSING_REQUIRED_FIELD, NEGATIVE_PRICE, INVALID_PRICE,
+        INVALID_QUANTITY, INVALID_TIMESTAMP, INVALID_SESSION_ID, FIELD_TOO_LONG, MALFORMED_ROW,
+        INVALID_PRODUCT_ID} != set(REJECTION_REASONS):
+    raise RuntimeError("contract.py's reason names and feeds/user_events.yaml's reasons disagree")
 
 # The categories of the original performance report (section 5.2).
 REPORT_REASON_LABELS: dict[str, str] = {

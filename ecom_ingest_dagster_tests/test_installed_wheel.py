@@ -95,3 +95,10 @@ def test_the_report_template_ships_in_the_wheel(installed):
                  "from importlib.resources import files; print(files('ecom_ingest_dagster.tools') / 'templates')")
     assert found.returncode == 0, found.stderr
     assert (Path(found.stdout.strip()) / "performance_report.md.j2").is_file()
+
+
+def test_the_feed_contracts_ship_in_the_wheel(installed):
+    python, outside = installed
+    found = _run(python, outside, "-c", "from ecom_ingest_dagster import contract; print(contract.FEED.feed, contract.COLUMNS[0])")
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.split() == ["user_events", "event_id"]

@@ -1,0 +1,97 @@
+"""Feed contract files: the shipped user_events feed reproduces the contract the code has
+always held drops to, and a contract with a mistake is refused with the file and the field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from ecom_ingest_dagster import contract
+from ecom_ingest_dagster.feeds import FeedError, load_feed, shipped_feed
+
+UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def test_the_shipped_user_events_feed_is_todays_contract_exactly():
+    # The values contract.py held as literals before it read them from the feed file.
+    assert contract.COLUMNS == ("event_id", "user_id", "session_id", "event_type", "product_id", "product_name",
+                                "category", "price", "quantity", "event_timestamp")
+    assert contract.REQUIRED_COLUMNS == ("event_id", "user_id", "event_type", "product_id", "price", "quantity",
+                                         "event_timestamp")
+    assert contract.SQL_TYPES == {"event_id": "uuid", "user_id": "text", "session_id": "uuid", "event_type": "text",
+                                  "product_id": "text", "product_name": "text", "category": "text",
+                                  "price": "numeric(12,2)", "quantity": "integer", "event_timestamp": "timestamptz"}
+    assert contract.REJECTION_REASONS == (
+        "invalid_event_id", "invalid_user_id", "invalid_event_type", "missing_required_field", "negative_price",
+        "invalid_price", "invalid_quantity", "invalid_timestamp", "invalid_session_id", "field_too_long",
+        "malformed_row", "invalid_product_id")
+    assert contract.EVENT_TYPE_MIX == {"view": 0.50, "add_to_cart": 0.20, "purchase": 0.15, "wishlist": 0.10,
+                                       "remove_from_cart": 0.05}
+    assert contract.UUID_PATTERN == UUID and contract.USER_ID_PATTERN == r"^user_[0-9]{1,10}$"
+    assert contract.PRODUCT_ID_PATTERN == r"^prod_[0-9]{1,10}$"
+    assert contract.PRICE_PATTERN == r"^[+-]?(?:[0-9]+(?:\.[0-9]{0,2})?|\.[0-9]{1,2})$"
+    assert (contract.PRICE_MIN, contract.PRICE_MAX, contract.QUANTITY_MIN, contract.QUANTITY_MAX) == (0, 1_000_000, 1, 1_000)
+    assert contract.MAX_FUTURE_SECONDS == 86_400 and contract.MAX_LENGTHS == {"product_name": 200, "category": 100}
+    feed = shipped_feed("user_events")
+    assert (feed.feed, feed.version, feed.table, feed.unique_key) == ("user_events", 1, "user_events", "event_id")
+
+
+def _contract(tmp_path, body: str):
+    path = tmp_path / "orders.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+BASE = """\
+    feed: orders
+    version: 1
+    table: orders
+    unique_key: order_id
+    missing_reason: missing_required_field
+    malformed_reason: malformed_row
+    reasons: [missing_required_field, malformed_row, invalid_order_id, invalid_amount]
+    columns:
+      - name: order_id
+        type: uuid
+        required: true
+        rules: [{pattern: '^[0-9a-f-]{36}$', reason: invalid_order_id}]
+      - name: amount
+        type: numeric(10,2)
+        required: true
+        invalid_reason: invalid_amount
+        rules: [{min: 0, reason: invalid_amount}]
+"""
+
+
+def test_a_contract_of_another_shape_loads(tmp_path):
+    feed = load_feed(_contract(tmp_path, BASE))
+    assert [c.name for c in feed.columns] == ["order_id", "amount"] and feed.column("amount").scale == 2
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("type: numeric(10,2)", "type: money"), "orders.yaml: columns[amount].type: unknown type 'money'"),
+    (("unique_key: order_id", "unique_key: order_number"), "unique_key 'order_number' must be one of the columns"),
+    (("reason: invalid_amount}]", "reason: amount_below_zero}]"), "not listed in reasons: amount_below_zero"),
+    (("pattern: '^[0-9a-f-]{36}$'", "pattern: '^[0-9a-f-{36}$'"), "columns[order_id].rules[0]: pattern"),
+    (("rules: [{min: 0, reason: invalid_amount}]", "rules: [{min: 0, max_length: 3, reason: invalid_amount}]"),
+     "a rule is one of pattern, one_of, min/max, max_length, not_after_now_seconds"),
+    (("  - name: amount", "  - name: order_id"), "column(s) listed twice: order_id"),
+    (("version: 1", "version: 1\n    owner: me"), "orders.yaml: owner: Extra inputs are not permitted"),
+    (("feed: orders", "feed: Orders!"), "orders.yaml: feed: String should match pattern"),
+])
+def test_a_contract_with_a_mistake_is_refused_naming_the_file_and_the_field(tmp_path, change, message):
+    old, new = change
+    assert old in BASE
+    with pytest.raises(FeedError) as refused:
+        load_feed(_contract(tmp_path, BASE.replace(old, new)))
+    assert message in str(refused.value), str(refused.value)
+
+
+def test_a_file_that_is_not_a_contract_says_so(tmp_path):
+    with pytest.raises(FeedError, match="not YAML"):
+        load_feed(_contract(tmp_path, "feed: [unclosed\n"))
+    with pytest.raises(FeedError, match="a contract file is a mapping"):
+        load_feed(_contract(tmp_path, "- just\n- a list\n"))
+    with pytest.raises(FeedError, match="cannot read the contract file"):
+        load_feed(tmp_path / "missing.yaml")
