@@ -116,9 +116,9 @@ FILE_REJECTION_REASONS: tuple[str, ...] = (
     FILE_CHANGED,
 )
 
-_DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv$")
+_DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv(?:\.gz)?$")
 
 
 def is_drop_name(name: str) -> bool:
-    """True for a file name the landing directory treats as a drop (``*.csv``, not hidden)."""
+    """True for a file name the landing directory treats as a drop (``*.csv`` or ``*.csv.gz``, not hidden)."""
     return bool(_DROP_NAME.match(name))

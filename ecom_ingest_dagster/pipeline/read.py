@@ -5,12 +5,16 @@ size is read in constant memory. Columns are matched by *name* (the contract let
 producer order them freely and add extras), every value stays text so validation sees
 what was sent, quoted fields may hold newlines (RFC 4180), a UTF-8 BOM is skipped, and
 a record whose width differs from the header's is kept, with its line, as malformed.
+A drop compressed with gzip (``*.csv.gz``) is read as a stream, decompressed on the way; a
+damaged one is rejected whole, as any file that cannot be read as CSV.
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
+import gzip
+import io
 from pathlib import Path
 from typing import Iterator
 
@@ -84,6 +88,10 @@ class CsvDrop:
                 break
             except pa.ArrowInvalid as exc:
                 raise _file_fault(exc, self.path) from exc
+            except (OSError, EOFError) as exc:
+                if (rejected := _damaged(exc, self.path)) is None:
+                    raise
+                raise rejected from exc
             malformed, pending_malformed[:] = list(pending_malformed), []
             malformed_ahead.update(number for number, _ in malformed)
             numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
@@ -107,7 +115,7 @@ class CsvDrop:
 
         def open_csv(text_columns) -> pacsv.CSVStreamingReader:
             return pacsv.open_csv(
-                self.path if whole_file is None else pa.BufferReader(whole_file),
+                _csv_source(self.path) if whole_file is None else pa.BufferReader(whole_file),
                 read_options=pacsv.ReadOptions(block_size=self.block_bytes, use_threads=False),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
                 convert_options=pacsv.ConvertOptions(
@@ -126,7 +134,8 @@ class CsvDrop:
                 # end; such a file fits in one block, so read it with the end supplied.
                 if not _is_empty_error(exc) or self.path.stat().st_size > self.block_bytes:
                     raise
-                whole_file = pa.py_buffer(self.path.read_bytes() + b"\n")
+                with open_drop(self.path) as handle:
+                    whole_file = pa.py_buffer(handle.read() + b"\n")
                 reader = open_csv(c.COLUMNS)
             # Arrow decodes the header names lazily, so bad bytes there surface here.
             names = reader.schema.names
@@ -141,6 +150,10 @@ class CsvDrop:
             raise _file_fault(exc, self.path) from exc
         except UnicodeDecodeError as exc:
             raise FileRejected(c.FILE_NOT_UTF8, "the header is not UTF-8 text") from exc
+        except (OSError, EOFError) as exc:
+            if (rejected := _damaged(exc, self.path)) is None:
+                raise
+            raise rejected from exc
         return reader, names
 
     def _check_header(self, names: list[str]) -> None:
@@ -195,6 +208,29 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def is_compressed(path: Path) -> bool:
+    """A drop sent compressed (``*.csv.gz``): read through gzip, archived as it came."""
+    return path.name.endswith(".gz")
+
+
+def _csv_source(path: Path):
+    """What Arrow's CSV reader reads: the file itself, or its gzip stream decompressed."""
+    return pa.input_stream(str(path), compression="gzip") if is_compressed(path) else path
+
+
+def open_drop(path: Path):
+    """The drop's bytes as a binary file, decompressed if it came compressed."""
+    return gzip.open(path, "rb") if is_compressed(path) else open(path, "rb")
+
+
+def _damaged(exc: BaseException, path: Path) -> FileRejected | None:
+    """A compressed drop whose stream is damaged (truncated, not gzip) is not CSV: rejected
+    whole. Any other OSError (unreadable, vanished) is the loader's to judge: None."""
+    if not is_compressed(path) or not path.is_file():
+        return None
+    return FileRejected(c.FILE_UNPARSEABLE, f"the gzip stream is damaged: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
 def _file_fault(exc: Exception, path: Path) -> FileRejected:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # Arrow says "empty" also when the first block holds no line end; only a file of
@@ -217,7 +253,7 @@ def _is_empty_error(exc: Exception) -> bool:
 
 
 def _is_blank(path: Path) -> bool:
-    with open(path, "rb") as handle:
+    with open_drop(path) as handle:
         while block := handle.read(1 << 20):
             if block.strip():
                 return False
@@ -226,7 +262,7 @@ def _is_blank(path: Path) -> bool:
 
 def is_utf8(path: Path) -> bool:
     decoder = codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as handle:
+    with open_drop(path) as handle:
         try:
             while block := handle.read(1 << 20):
                 decoder.decode(block)
@@ -234,6 +270,14 @@ def is_utf8(path: Path) -> bool:
         except UnicodeDecodeError:
             return False
     return True
+
+
+def _lines_until_damage(handle) -> Iterator[str]:
+    """A text file's lines; for a damaged gzip stream, the lines before the damage."""
+    try:
+        yield from handle
+    except (EOFError, gzip.BadGzipFile, OSError):
+        return
 
 
 def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
@@ -244,8 +288,8 @@ def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
     lines: list[tuple[int, str]] = []
     number = 0
     # Universal newlines: a line ends where the CSV reader ends it (LF, CRLF or CR).
-    with open(path, encoding="utf-8", errors="surrogateescape", newline=None) as handle:
-        for line in handle:
+    with io.TextIOWrapper(open_drop(path), encoding="utf-8", errors="surrogateescape", newline=None) as handle:
+        for line in _lines_until_damage(handle):
             text = line.rstrip("\n").lstrip("\ufeff")
             if not text.strip():
                 continue

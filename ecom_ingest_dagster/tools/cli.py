@@ -102,6 +102,7 @@ def _add_data_commands(commands) -> None:
     gen.add_argument("--invalid-rate", type=_rate, default=0.0, help="share of invalid rows, 0..1 (default 0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible drop")
     gen.add_argument("--prefix", default="events", help="file name prefix (default 'events')")
+    gen.add_argument("--gzip", action="store_true", help="write gzip-compressed drops (*.csv.gz)")
 
     ing = commands.add_parser("ingest", help="process every pending drop once, then stop")
     ing.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
@@ -206,6 +207,7 @@ def _generate(settings: Settings, args) -> int:
             seed=args.seed,
             prefix=args.prefix,
             progress=sys.stderr.isatty() or args.batches > 1,
+            compress=args.gzip,
         )
     except (ValueError, OSError) as exc:
         raise CliError(str(exc), EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE) from exc

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import gzip
 import math
 import operator
 import os
@@ -330,7 +331,8 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str) -> pathlib
     renamed, so a watcher never sees a half-written drop. Contract columns absent from
     ``frame`` are left out (handy for building whole-file rejections); other columns,
     such as ``expected_reason``, are never written. All values must be strings; every
-    field is quoted (RFC 4180). Returns the final path.
+    field is quoted (RFC 4180). A name ending in ``.gz`` is written gzip-compressed.
+    Returns the final path.
     """
     _check_file_name(name, "name")
     columns = [c for c in contract.COLUMNS if c in frame.columns]
@@ -348,7 +350,11 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str) -> pathlib
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(include_header=True))
+            if name.endswith(".gz"):
+                with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as packed:
+                    pacsv.write_csv(table, packed, write_options=pacsv.WriteOptions(include_header=True))
+            else:
+                pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(include_header=True))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -394,6 +400,7 @@ def generate_drops(
     prefix: str = "events",
     progress: bool = True,
     now: dt.datetime | None = None,
+    compress: bool = False,
 ) -> list[DropSummary]:
     """Write ``batches`` drops of ``events`` rows each into ``landing``.
 
@@ -403,7 +410,8 @@ def generate_drops(
     has seen), the zero-padded index keeps one invocation's files in order. ``seed``
     makes the contents reproducible (so re-running with the same seed re-sends the same
     event_ids: duplicates on purpose); the names stay unique regardless. ``now=None``
-    stamps each file's events relative to the moment it is generated.
+    stamps each file's events relative to the moment it is generated. ``compress`` writes
+    ``*.csv.gz`` drops.
     """
     events = _check_count(events, "events", 0)
     batches = _check_count(batches, "batches", 1)
@@ -429,7 +437,7 @@ def generate_drops(
                 # Cumulative rounding: 10 files of 20 rows at 2% still hold 4 bad rows.
                 invalid_count=round((i + 1) * events * rate) - round(i * events * rate),
             )
-            path = write_drop(frame, landing, f"{run}_{i:0{width}d}.csv")
+            path = write_drop(frame, landing, f"{run}_{i:0{width}d}.csv" + (".gz" if compress else ""))
             invalid = int((frame[EXPECTED_REASON] != "").sum())
             summaries.append(DropSummary(path=path, rows=len(frame), invalid_rows=invalid))
             # Running totals: the bar's last line then agrees with the summary printed under it.

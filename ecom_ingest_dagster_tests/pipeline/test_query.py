@@ -111,6 +111,28 @@ def test_replayed_batch_commits_nothing_twice(ingest, settings, db, spark):
     assert_accounting(db)
 
 
+@pytest.mark.parametrize("loaded_in", ["driver", "executors"])
+def test_gzip_drops_are_listed_loaded_and_archived_as_they_came(ingest, settings, db, loaded_in):
+    settings = settings.with_overrides(driver_batch_max_bytes=0) if loaded_in == "executors" else settings
+    frame = generate_events(120, rng=np.random.default_rng(12), invalid_rate=0.1)
+    write_drop(frame.iloc[:60], settings.landing_dir, "packed_1.csv.gz")
+    write_drop(frame.iloc[60:], settings.landing_dir, "packed_2.csv.gz")
+    drop(settings.landing_dir, "broken.csv.gz", b"\x1f\x8b but not really gzip")
+
+    summary = ingest(settings)
+
+    assert {b["loaded_in"] for b in summary.batches} == {loaded_in}
+    files = ledger(db)
+    assert set(files) == {"packed_1.csv.gz", "packed_2.csv.gz", "broken.csv.gz"}
+    assert files["broken.csv.gz"]["status"] == "rejected" and files["broken.csv.gz"]["reason"] == c.FILE_UNPARSEABLE
+    ids = {r[0] for r in db.execute("SELECT event_id::text FROM user_events")}
+    assert ids == set(frame.loc[frame["expected_reason"] == "", "event_id"])
+    archived = sorted(p.name for p in settings.archive_dir.rglob("*") if p.is_file())
+    assert archived == ["packed_1.csv.gz", "packed_2.csv.gz"]  # byte for byte, still compressed
+    assert (settings.rejected_dir / "broken.csv.gz").exists()
+    assert_accounting(db)
+
+
 def test_max_files_per_trigger_bounds_batches(ingest, settings, db):
     for i in range(3):
         drop(settings.landing_dir, f"f{i}.csv", csv_text([row(10 + i)]))

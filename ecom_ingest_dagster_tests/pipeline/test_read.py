@@ -399,3 +399,44 @@ def test_count_lines_cr_only_line_ends(tmp_path):
 def test_count_lines_of_empty_file(tmp_path):
     assert count_lines(write(tmp_path, b""), skip_header=True) == []
     assert count_lines(write(tmp_path, b"\n\n", "b.csv"), skip_header=False) == []
+
+
+# --- compressed drops -------------------------------------------------------------------
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize("block_bytes", [TINY_BLOCK, 1 << 20])
+def test_a_gzip_drop_reads_exactly_as_the_plain_file(tmp_path, block_bytes):
+    text = HEADER + "\n" + "\n".join(line(i) for i in range(200)) + "\nonly,two\n" + line(200) + "\n"
+    plain = read(write(tmp_path, text), block_bytes)
+    packed = read(write(tmp_path, _gzip(text.encode()), "drop.csv.gz"), block_bytes)
+    pd.testing.assert_frame_equal(packed[1], plain[1])
+    assert packed[2] == plain[2] and packed[0].records == plain[0].records == 202
+
+
+@pytest.mark.parametrize("damage", ["not gzip", "truncated"])
+def test_a_damaged_gzip_drop_is_rejected_whole_saying_so(tmp_path, damage):
+    text = (HEADER + "\n" + "\n".join(line(i) for i in range(20000)) + "\n").encode()
+    data = b"plain text, not gzip\n" if damage == "not gzip" else _gzip(text)[:40_000]
+    rejected = rejection(write(tmp_path, data, "drop.csv.gz"), TINY_BLOCK * 64)
+    assert rejected.reason == c.FILE_UNPARSEABLE and "the gzip stream is damaged" in rejected.message
+    # The lines it did hold are kept with the rejection (as for any file rejected whole).
+    lines = count_lines(tmp_path / "drop.csv.gz", skip_header=True)
+    assert (lines == []) if damage == "not gzip" else (0 < len(lines) < 20000)
+
+
+def test_a_gzip_drop_of_latin1_is_not_utf8_and_its_lines_are_counted(tmp_path):
+    path = write(tmp_path, _gzip(HEADER.encode() + b"\n" + line(1).encode().replace(b"name 1", b"caf\xe9") + b"\n"),
+                 "drop.csv.gz")
+    assert rejection(path).reason == c.FILE_NOT_UTF8 and not is_utf8(path)
+    assert [n for n, _ in count_lines(path, skip_header=True)] == [1]
+
+
+def test_drop_names_are_csv_or_csv_gz():
+    assert c.is_drop_name("a.csv") and c.is_drop_name("a.csv.gz")
+    assert not any(c.is_drop_name(n) for n in ("a.gz", "a.csv.gz.tmp", ".a.csv.gz", "_a.csv.gz", "a.tsv.gz"))

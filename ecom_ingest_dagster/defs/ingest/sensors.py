@@ -18,7 +18,7 @@ ALWAYS_ON_RETRY_AFTER_S = 30.0
     # Read when the code location loads: Dagster fixes the interval with the definition.
     minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches ingest_job when new *.csv drops appear in the landing directory.",
+    description="Launches ingest_job when new *.csv or *.csv.gz drops appear in the landing directory.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     streaming = context.instance.get_run_records(
