@@ -311,6 +311,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {schema}.rejected_events ADD COLUMN replayed_at timestamptz, ADD COLUMN replay_outcome text
         CHECK (replay_outcome IN ('loaded', 'duplicate'));
     """,
+    # 6: the version of the feed's contract file (feeds/<feed>.yaml) each file was held to;
+    # files ingested before it was recorded have none.
+    """
+    ALTER TABLE {schema}.ingest_files ADD COLUMN contract_version integer;
+    """,
 )
 
 

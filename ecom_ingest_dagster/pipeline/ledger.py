@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.database import table
 from ecom_ingest_dagster.pipeline.measure import StageTimes
 
@@ -107,10 +108,10 @@ def record_file(conn, schema: str, outcome: FileOutcome, task: FileTask, stream_
         sql.SQL(
             "INSERT INTO {} (file_name, status, rows_total, rows_loaded, rows_duplicate, rows_rejected,"
             " reason, reason_counts, extra_columns, file_size, stream_id, batch_id, landed_at, started_at,"
-            " read_ms, validate_ms, frame_ms, write_ms, committed_at)"
+            " read_ms, validate_ms, frame_ms, write_ms, contract_version, committed_at)"
             # clock_timestamp(): the ledger row is the transaction's last statement, so this
             # is the commit to within milliseconds (now() would be the transaction's start).
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())"
             " RETURNING committed_at"
         ).format(table(schema, "ingest_files")),
         (
@@ -118,6 +119,7 @@ def record_file(conn, schema: str, outcome: FileOutcome, task: FileTask, stream_
             outcome.rows_duplicate, outcome.rows_rejected, outcome.reason,
             json.dumps(outcome.reason_counts), outcome.extra_columns, task.size, stream_id, batch_id,
             task.landed_at, started_at, times.read_ms, times.validate_ms, times.frame_ms, times.write_ms,
+            c.FEED.version,
         ),
     ).fetchone()
     outcome.committed_at = row[0]

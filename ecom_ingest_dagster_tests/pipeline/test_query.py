@@ -46,6 +46,9 @@ def test_mixed_landing_directory_end_to_end(ingest, settings, db, tmp_path, load
     assert sum(f["rows_duplicate"] for f in files.values()) == first_20_valid
     assert files["latin1.csv"]["status"] == "rejected"
     assert (settings.rejected_dir / "latin1.csv").exists()
+    # Each file records the version of the contract file it was held to, rejected or not.
+    versions = db.execute("SELECT DISTINCT contract_version FROM ingest_files").fetchall()
+    assert versions == [(c.FEED.version,)]
     for ignored in (".hidden.csv", "_partial.csv", "notes.txt"):
         assert (landing / ignored).exists()
     # Every valid generated id is loaded, once.
