@@ -87,6 +87,56 @@ if {INVALID_EVENT_ID, INVALID_USER_ID, INVALID_EVENT_TYPE, MISSING_REQUIRED_FIEL
         INVALID_PRODUCT_ID} != set(REJECTION_REASONS):
     raise RuntimeError("contract.py's reason names and feeds/user_events.yaml's reasons disagree")
 
+# What the code (validate.py's checks, encode.py's types, the literal migrations) is built
+# for: the columns and types, and which rule of which column gives which reason. The file's
+# rule *values* (patterns, one_of, limits, lengths, weights) are all read above; a change of
+# shape would be silently ignored, so it is refused here, with what to do.
+_BUILT_FOR_TYPES = {"event_id": "uuid", "user_id": "text", "session_id": "uuid", "event_type": "text",
+                    "product_id": "text", "product_name": "text", "category": "text", "price": "numeric(12,2)",
+                    "quantity": "integer", "event_timestamp": "timestamptz"}
+_BUILT_FOR_RULES = {
+    ("event_id", "pattern"): INVALID_EVENT_ID, ("user_id", "pattern"): INVALID_USER_ID,
+    ("session_id", "pattern"): INVALID_SESSION_ID, ("event_type", "one_of"): INVALID_EVENT_TYPE,
+    ("product_id", "pattern"): INVALID_PRODUCT_ID, ("product_name", "max_length"): FIELD_TOO_LONG,
+    ("category", "max_length"): FIELD_TOO_LONG, ("price", "max"): INVALID_PRICE, ("price", "min"): NEGATIVE_PRICE,
+    ("quantity", "min"): INVALID_QUANTITY, ("quantity", "max"): INVALID_QUANTITY,
+    ("event_timestamp", "not_after_now_seconds"): INVALID_TIMESTAMP,
+}
+_BUILT_FOR_INVALID = {"price": INVALID_PRICE, "quantity": INVALID_QUANTITY, "event_timestamp": INVALID_TIMESTAMP}
+
+
+def shape_problems(feed) -> list[str]:
+    """How ``feed`` (a ``FeedContract``) differs from the shape the user_events code is built for."""
+    problems = []
+    types = {col.name: col.type for col in feed.columns}
+    required = tuple(col.name for col in feed.columns if col.required)
+    if types != _BUILT_FOR_TYPES or list(types) != list(_BUILT_FOR_TYPES) or required != (
+            "event_id", "user_id", "event_type", "product_id", "price", "quantity", "event_timestamp"):
+        problems.append("its columns, their order, types or required flags differ from the table's")
+    kinds = ("pattern", "one_of", "min", "max", "max_length", "not_after_now_seconds")
+    given = {(col.name, kind): rule.reason for col in feed.columns for rule in col.rules
+             for kind in kinds if getattr(rule, kind) is not None}
+    if given != _BUILT_FOR_RULES:
+        problems.append(f"its rules or their reasons differ: {sorted(set(given.items()) ^ set(_BUILT_FOR_RULES.items()))}")
+    invalid = {col.name: col.invalid_reason for col in feed.columns if col.invalid_reason}
+    if invalid != _BUILT_FOR_INVALID or (feed.missing_reason, feed.malformed_reason) != (MISSING_REQUIRED_FIELD, MALFORMED_ROW):
+        problems.append("its invalid_reason, missing_reason or malformed_reason differ")
+    uuids = {col.rule("pattern").pattern for col in feed.columns if col.type == "uuid" and col.rule("pattern")}
+    if len(uuids) > 1:
+        problems.append("session_id's pattern differs from event_id's (both are uuids, checked alike)")
+    bounds = [getattr(r, k) for col in feed.columns for r in col.rules for k in ("min", "max") if getattr(r, k) is not None]
+    if any(b != int(b) for b in bounds):
+        problems.append("a min or max is not a whole number")
+    return problems
+
+
+if _problems := shape_problems(FEED):
+    raise RuntimeError(
+        "feeds/user_events.yaml: " + "; ".join(_problems) + ". The user_events code is built for the shipped shape: "
+        "change only rule values (patterns, one_of, min/max, max_length, not_after_now_seconds, weights) until "
+        "feeds are generic (issue 24)"
+    )
+
 # The categories of the original performance report (section 5.2).
 REPORT_REASON_LABELS: dict[str, str] = {
     INVALID_EVENT_ID: "Invalid event_id format",

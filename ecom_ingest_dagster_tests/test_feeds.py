@@ -95,3 +95,27 @@ def test_a_file_that_is_not_a_contract_says_so(tmp_path):
         load_feed(_contract(tmp_path, "- just\n- a list\n"))
     with pytest.raises(FeedError, match="cannot read the contract file"):
         load_feed(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (("type: numeric(12,2)", "type: numeric(14,4)"), "types or required flags differ"),
+    (("        reason: negative_price", "        reason: invalid_price"), "its rules or their reasons differ"),
+    (("invalid_reason: invalid_quantity", "invalid_reason: invalid_price"), "invalid_reason"),
+    (("      - min: 1\n", "      - min: 1.5\n"), "not a whole number"),
+])
+def test_a_change_of_shape_the_user_events_code_cannot_honour_is_refused(tmp_path, change, problem):
+    from ecom_ingest_dagster.feeds import SHIPPED_DIR
+
+    text = (SHIPPED_DIR / "user_events.yaml").read_text()
+    old, new = change
+    assert old in text
+    problems = contract.shape_problems(load_feed(_contract(tmp_path, text.replace(old, new, 1))))
+    assert any(problem in p for p in problems), problems
+
+
+def test_a_change_of_rule_values_is_honoured_and_the_shipped_shape_has_no_problem(tmp_path):
+    from ecom_ingest_dagster.feeds import SHIPPED_DIR
+
+    assert contract.shape_problems(contract.FEED) == []
+    text = (SHIPPED_DIR / "user_events.yaml").read_text().replace("max_length: 200", "max_length: 300")
+    assert contract.shape_problems(load_feed(_contract(tmp_path, text))) == []

@@ -230,7 +230,7 @@ def text_frame(valid: pd.DataFrame, file_name: str, batch_id: int) -> pa.Table:
     """Valid rows shaped like ``user_events`` as text, the timestamp as canonical UTC text.
 
     The load sends binary (``binary_frame``); this text form is what the bench's
-    ``psql \\copy`` of the same rows reads (``tools/bench.py`` ``shape_valid_rows``).
+    ``psql \\copy`` of the same rows reads (``tools/bench/baselines.py`` ``shape_valid_rows``).
     """
     # Formatting a zone-aware timestamp is 4x slower in Arrow than a naive one; the
     # values are UTC, so format them naive and say so with a "Z".

@@ -132,10 +132,15 @@ class CsvDrop:
             except pa.ArrowInvalid as exc:
                 # Arrow finds no header in a file that is a single line without a line
                 # end; such a file fits in one block, so read it with the end supplied.
-                if not _is_empty_error(exc) or self.path.stat().st_size > self.block_bytes:
+                # At most a block is read (decompressed, for a .gz: its size on disk says
+                # nothing of what it holds).
+                if not _is_empty_error(exc):
                     raise
                 with open_drop(self.path) as handle:
-                    whole_file = pa.py_buffer(handle.read() + b"\n")
+                    line = handle.read(self.block_bytes + 1)
+                if len(line) > self.block_bytes:
+                    raise
+                whole_file = pa.py_buffer(line + b"\n")
                 reader = open_csv(c.COLUMNS)
             # Arrow decodes the header names lazily, so bad bytes there surface here.
             names = reader.schema.names
@@ -232,6 +237,15 @@ def _damaged(exc: BaseException, path: Path) -> FileRejected | None:
 
 
 def _file_fault(exc: Exception, path: Path) -> FileRejected:
+    try:
+        return _classify_fault(exc, path)
+    except (OSError, EOFError) as damage:  # re-reading a .gz found its stream damaged further on
+        if (rejected := _damaged(damage, path)) is None:
+            raise
+        return rejected
+
+
+def _classify_fault(exc: Exception, path: Path) -> FileRejected:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # Arrow says "empty" also when the first block holds no line end; only a file of
     # blank lines is really empty.
@@ -272,12 +286,14 @@ def is_utf8(path: Path) -> bool:
     return True
 
 
-def _lines_until_damage(handle) -> Iterator[str]:
-    """A text file's lines; for a damaged gzip stream, the lines before the damage."""
+def _lines_until_damage(handle, compressed: bool) -> Iterator[str]:
+    """A text file's lines; for a damaged gzip stream, the lines before the damage (any
+    other read error is the caller's, as for a plain file)."""
     try:
         yield from handle
-    except (EOFError, gzip.BadGzipFile, OSError):
-        return
+    except (EOFError, OSError):
+        if not compressed:
+            raise
 
 
 def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
@@ -289,7 +305,7 @@ def count_lines(path: Path, *, skip_header: bool) -> list[tuple[int, str]]:
     number = 0
     # Universal newlines: a line ends where the CSV reader ends it (LF, CRLF or CR).
     with io.TextIOWrapper(open_drop(path), encoding="utf-8", errors="surrogateescape", newline=None) as handle:
-        for line in _lines_until_damage(handle):
+        for line in _lines_until_damage(handle, is_compressed(path)):
             text = line.rstrip("\n").lstrip("\ufeff")
             if not text.strip():
                 continue

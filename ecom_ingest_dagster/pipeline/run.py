@@ -52,7 +52,7 @@ class LandingLook:
 
     def summary(self) -> RunSummary:
         """A run's summary when there is nothing to do."""
-        return RunSummary(files_replaced=self.sweep.replaced if self.sweep else 0,
+        return RunSummary(files_replaced=self.sweep.replaced if self.sweep else [],
                           files_empty=len(self.sweep.empty) if self.sweep else 0, elapsed_s=self.took_s)
 
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -105,7 +106,8 @@ def running_dagster_dev(base: Path, database_url: str, **extra_env: str):
     log = open(base / "dagster_dev.log", "w")
     # As a user starts it: scripts/dev (its terminal is what the tests read).
     process = subprocess.Popen(
-        [str(ROOT / "scripts" / "dev")], cwd=ROOT, env={**env, "DAGSTER_HOST": "127.0.0.1", "DAGSTER_PORT": str(port)},
+        [str(ROOT / "scripts" / "dev")], cwd=ROOT,
+        env={**env, "DAGSTER_HOST": "127.0.0.1", "DAGSTER_PORT": str(port), "ECOM_INGEST_PYTHON": sys.executable},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -440,3 +440,18 @@ def test_a_gzip_drop_of_latin1_is_not_utf8_and_its_lines_are_counted(tmp_path):
 def test_drop_names_are_csv_or_csv_gz():
     assert c.is_drop_name("a.csv") and c.is_drop_name("a.csv.gz")
     assert not any(c.is_drop_name(n) for n in ("a.gz", "a.csv.gz.tmp", ".a.csv.gz", "_a.csv.gz", "a.tsv.gz"))
+
+
+def test_a_gzip_drop_damaged_past_a_bad_first_block_is_still_rejected_whole(tmp_path):
+    # Classifying the first block's fault re-reads the stream, which then meets the damage.
+    rows = [line(1).replace("name 1", "caf\udce9")] + [line(i) for i in range(2, 5000)]  # < 1 MB: one re-read
+    text = (HEADER + "\n" + "\n".join(rows) + "\n").encode("utf-8", errors="surrogateescape")
+    packed = _gzip(text)
+    path = write(tmp_path, packed[: len(packed) * 4 // 5], "drop.csv.gz")
+    rejected = rejection(path, 4096)  # a FileRejected, not an EOFError that fails the whole batch
+    assert rejected.reason == c.FILE_UNPARSEABLE and "damaged" in rejected.message
+
+
+def test_a_gzip_drop_of_one_long_line_reads_at_most_a_block_of_it(tmp_path):
+    path = write(tmp_path, _gzip(b"x" * 50_000), "drop.csv.gz")  # 50 kB of one line, ~100 bytes on disk
+    assert rejection(path, TINY_BLOCK).reason in (c.FILE_NO_HEADER, c.FILE_UNPARSEABLE)

@@ -71,8 +71,11 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
     from ecom_ingest_dagster.pipeline.run import Pipeline
 
     base = pipeline.pipeline()
+    # A value left at its default is the deployment's: the resource's settings stay in force
+    # (a resource configured in code keeps its own), a value changed in the launchpad wins.
     settings = base.settings.with_overrides(
-        trigger_seconds=config.trigger_seconds, max_files_per_trigger=config.max_files_per_trigger or None
+        trigger_seconds=None if config.trigger_seconds == _IN_FORCE.trigger_seconds else config.trigger_seconds,
+        max_files_per_trigger=config.max_files_per_trigger or None,
     )
     # Said before Spark's start and the first trigger, which take seconds of silence.
     until = f"for {config.stop_after_seconds:g} s" if config.stop_after_seconds else "until the run is terminated"

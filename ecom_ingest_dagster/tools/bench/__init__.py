@@ -17,6 +17,11 @@ mode through a real ``dagster dev``: drop to committed, p50/p95/p99.
 History (``--history N``): a sensor tick's scan and a run's start-up landing sweep with an
 empty history and with N ingested files of it, archived (today) and kept in the landing
 directory (before, with the old whole-ledger replaced-file check): the cost must stay flat.
+
+Small drops (``--backlog N``, ``--rates``; ``small.py``): one 20-row drop cold, a backlog of
+N drops, and steady rates into a running stream, each against its baseline. Soak
+(``--soak-minutes N``; ``soak.py``): an always-on deployment for N minutes, with a PostgreSQL
+restart and a killed run. One module per benchmark; ``harness.py`` holds what they share.
 """
 
 from __future__ import annotations

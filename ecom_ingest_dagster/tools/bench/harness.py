@@ -42,8 +42,8 @@ class BenchConfig:
     latency_drops: int = 0  # continuous mode drops; 0 skips the latency benchmark
     sensor_drops: int = 0  # sensor mode drops through dagster dev; 0 skips it
     history: int = 0  # files of landing history for the flat-cost benchmark; 0 skips it
-    backlog: int = 0  # 20-row drops for the backlog and cold-drop benchmarks (bench_small); 0 skips them
-    rates: tuple[int, ...] = ()  # drops/s into a running stream (bench_small.sustained); empty skips it
+    backlog: int = 0  # 20-row drops for the backlog and cold-drop benchmarks (small.py); 0 skips them
+    rates: tuple[int, ...] = ()  # drops/s into a running stream (small.sustained); empty skips it
     rate_seconds: float = 20.0  # how long each rate is held
     soak_minutes: float = 0.0  # the always-on soak (soak.py); 0 skips it
     seed: int = 42

@@ -12,6 +12,7 @@ soak); at the end every drop must be in the ledger once and every row loaded or 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -22,7 +23,7 @@ import psutil
 import psycopg
 
 from ecom_ingest_dagster.pipeline.measure import percentile
-from ecom_ingest_dagster.tools.bench.harness import BenchConfig, dagster_dev, fmt, median
+from ecom_ingest_dagster.tools.bench.harness import BenchConfig, dagster_dev, fmt, median, verdict
 from ecom_ingest_dagster.tools.bench.private_postgres import PrivatePostgres
 from ecom_ingest_dagster.tools.bench.small import unique_drops
 
@@ -50,7 +51,7 @@ def soak(config: BenchConfig, work: Path) -> dict:
                 ledger.wait_for({"soak_warmup.csv": first}, timeout_s=300)
                 config.log(f"soak: the always-on run took its first drop {ledger.committed['soak_warmup.csv'] - first:.1f} s "
                            f"after it landed; {config.soak_minutes:g} min at one drop a second from now")
-                dropped = _drop_for(staged, dev.landing, duration_s, events, postgres, config.log)
+                dropped = _drop_for(staged, dev.landing, duration_s, events, postgres, dev.process.pid, config.log)
                 ledger.wait_for(dropped, timeout_s=600)
                 samples = memory.samples
             committed = dict(ledger.committed)
@@ -67,7 +68,7 @@ def _drop(staged: list[Path], landing: Path, name: str) -> float:
 
 
 def _drop_for(staged: list[Path], landing: Path, duration_s: float, events: dict[str, float],
-              postgres: PrivatePostgres, log) -> dict[str, float]:
+              postgres: PrivatePostgres, dev_pid: int, log) -> dict[str, float]:
     """One drop a second for ``duration_s``; PostgreSQL restarted at a third, the run killed at two thirds."""
     dropped: dict[str, float] = {}
     started = time.monotonic()
@@ -76,8 +77,7 @@ def _drop_for(staged: list[Path], landing: Path, duration_s: float, events: dict
     while (elapsed := time.monotonic() - started) < duration_s and staged:
         if disruptions and elapsed >= disruptions[0][0]:
             _, what = disruptions.pop(0)
-            events[what] = time.time()
-            threading.Thread(target=_disrupt, args=(what, postgres, log), daemon=True).start()
+            threading.Thread(target=_disrupt, args=(what, postgres, dev_pid, events, log), daemon=True).start()
         due = started + i
         if (now := time.monotonic()) < due:
             time.sleep(due - now)
@@ -89,15 +89,22 @@ def _drop_for(staged: list[Path], landing: Path, duration_s: float, events: dict
     return dropped
 
 
-def _disrupt(what: str, postgres: PrivatePostgres, log) -> None:
+def _disrupt(what: str, postgres: PrivatePostgres, dev_pid: int, events: dict[str, float], log) -> None:
+    """The disruption, recorded in ``events`` when it happened (not when it was due)."""
     if what == "postgres_restart":
+        events[what] = time.time()
         postgres.restart()
         log("soak: PostgreSQL restarted")
-    else:
-        runs = [p for p in psutil.process_iter() if _is_run(p)]
+        return
+    # Only this soak's runs: the dagster dev it started is their ancestor (a test or a
+    # user's own dagster dev on the same machine is not ours to kill).
+    with contextlib.suppress(psutil.Error):
+        runs = [p for p in psutil.Process(dev_pid).children(recursive=True) if _is_run(p)]
         for process in runs:
             with contextlib.suppress(psutil.Error):
                 os.kill(process.pid, signal.SIGKILL)
+        if runs:
+            events[what] = time.time()
         log(f"soak: killed {len(runs)} run process(es) with SIGKILL")
 
 
@@ -203,14 +210,22 @@ def _accounting(url: str, schema: str, names: list[str]) -> dict:
 def _summary(dropped: dict[str, float], committed: dict[str, float], samples: list[tuple[float, float, float]],
              events: dict[str, float], accounting: dict, window_s: float, duration_s: float) -> dict:
     start = min(dropped.values())
+    end = max(dropped.values())
     windows = []
-    for k in range(int(round(duration_s / window_s))):
+    count = max(1, math.ceil((end - start) / window_s - 1e-9))
+    for k in range(count):
         lo, hi = start + k * window_s, start + (k + 1) * window_s
-        latencies = [(committed[n] - at) * 1000.0 for n, at in dropped.items() if lo <= at < hi and n in committed]
-        tree = [s[1] for s in samples if lo <= s[0] < hi]
-        run = [s[2] for s in samples if lo <= s[0] < hi and s[2] > 0]
+        last = k == count - 1
+
+        def inside(at: float) -> bool:
+            return lo <= at < hi or (last and at >= lo)
+
+        latencies = [(committed[n] - at) * 1000.0 for n, at in dropped.items() if inside(at) and n in committed]
+        tree = [s[1] for s in samples if inside(s[0])]
+        run = [s[2] for s in samples if inside(s[0]) and s[2] > 0]
         windows.append({
-            "from_min": k * window_s / 60, "to_min": (k + 1) * window_s / 60, "drops": len(latencies),
+            "from_min": k * window_s / 60, "to_min": ((end - start) if last else (k + 1) * window_s) / 60,
+            "drops": len(latencies),
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95), "max_ms": max(latencies, default=None),
             "tree_rss_mb": median(tree), "tree_rss_max_mb": max(tree, default=None), "run_rss_mb": median(run),
             "events": [what for what, at in events.items() if lo <= at < hi],
@@ -262,9 +277,9 @@ def markdown(results: dict) -> list[str]:
     drift = "n/a" if s["p95_drift"] is None else f"{s['p95_drift']:+.1%}"
     lines += [
         f"- Tree RSS after the first window, highest window median against the first: **{growth}** "
-        f"(target ≤ +{s['rss_target']:.0%}: {'met' if s['rss_met'] else '**not met**'}).",
+        f"(target ≤ +{s['rss_target']:.0%}: {verdict(s['rss_met'])}).",
         f"- Last window's p95 against the first's: **{drift}** (target within {s['p95_target']:.0%}: "
-        f"{'met' if s['p95_met'] else '**not met**'}).",
+        f"{verdict(s['p95_met'])}).",
         f"- {a['drops']:,} drops, {a['rows_dropped']:,} rows: {a['files_in_ledger']:,} files in the ledger "
         f"({a['rows_in_ledger']:,} rows), {a['rows_loaded']:,} loaded + {a['rows_rejected']:,} rejected + "
         f"{a['rows_duplicate']:,} duplicates, "
