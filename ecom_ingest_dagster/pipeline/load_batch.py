@@ -45,7 +45,7 @@ from ecom_ingest_dagster.pipeline.load import (
 )
 from ecom_ingest_dagster.pipeline.measure import StageTimes
 from ecom_ingest_dagster.pipeline.quarantine import copy_rejected, rejected_frame, to_csv, with_source
-from ecom_ingest_dagster.pipeline.read import Chunk, CsvDrop, FileRejected
+from ecom_ingest_dagster.pipeline.read import Block, CsvDrop, FileRejected
 from ecom_ingest_dagster.pipeline.validate import validate
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class _ReadFile:
     task: FileTask
     state: tuple[int, int, int]  # file_state before it was read
     drop: CsvDrop
-    chunks: list[Chunk]
+    blocks: list[Block]
     read_ms: float
 
 
@@ -139,14 +139,14 @@ def _read_files(tasks: list[FileTask], options: LoadOptions) -> tuple[list[_Read
         try:
             state = file_state(task)
             drop = CsvDrop(Path(task.path), block_bytes=options.block_bytes)
-            chunks = list(drop)
+            blocks = list(drop.blocks())
         except (FileRejected, OSError):
             alone.append(task)  # the one-file path records why
             continue
         if drop.records == 0:
             alone.append(task)
             continue
-        read.append(_ReadFile(task, state, drop, chunks, (time.perf_counter() - started) * 1000.0))
+        read.append(_ReadFile(task, state, drop, blocks, (time.perf_counter() - started) * 1000.0))
     return read, alone
 
 
@@ -164,16 +164,14 @@ def _one_frame(files: list[_ReadFile]) -> _Rows:
     parts: dict[str, list[pa.Array]] = {column: [] for column in c.COLUMNS}
     file_of, record_of, malformed = [], [], []
     for i, f in enumerate(files):
-        for chunk in f.chunks:
-            n = len(chunk.rows)
+        for block in f.blocks:
+            n = len(block.numbers)
             for column in c.COLUMNS:
                 # A column a producer left out is missing in every row, as normalize() takes it.
-                parts[column].append(
-                    pa.array(chunk.rows[column].array, pa.string()) if column in chunk.rows else pa.nulls(n, pa.string())
-                )
+                parts[column].append(block.columns.get(column, pa.nulls(n, pa.string())))
             file_of.append(np.full(n, i, dtype=np.int64))
-            record_of.append(chunk.rows.index.to_numpy(dtype=np.int64))
-            malformed.extend((i, number, text) for number, text in chunk.malformed)
+            record_of.append(block.numbers)
+            malformed.extend((i, number, text) for number, text in block.malformed)
     frame = pd.DataFrame(
         {column: pd.arrays.ArrowExtensionArray(pa.chunked_array(values, pa.string())) for column, values in parts.items()}
     )

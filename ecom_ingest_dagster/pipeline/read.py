@@ -53,6 +53,16 @@ class Chunk:
     malformed: list[tuple[int, str]]
 
 
+@dataclasses.dataclass
+class Block:
+    """A chunk's records as Arrow: the contract columns present (text), the well-formed
+    records' numbers, and the malformed records as (record number, text of the line)."""
+
+    columns: dict[str, pa.Array]
+    numbers: np.ndarray
+    malformed: list[tuple[int, str]]
+
+
 class CsvDrop:
     """Iterate a dropped file's records in chunks; raises FileRejected for whole-file faults."""
 
@@ -64,6 +74,12 @@ class CsvDrop:
         self.records = 0
 
     def __iter__(self) -> Iterator[Chunk]:
+        for block in self.blocks():
+            rows = pd.DataFrame({name: values.to_pandas(types_mapper=pd.ArrowDtype) for name, values in block.columns.items()})
+            yield Chunk(rows=rows.set_axis(pd.Index(block.numbers, name="record_number"), axis=0), malformed=block.malformed)
+
+    def blocks(self) -> Iterator[Block]:
+        """The records as Arrow blocks (no pandas): what a group of small files is built from."""
         if self.path.stat().st_size == 0:
             return  # a zero-byte drop is valid and has no rows
         pending_malformed: list[tuple[int, str]] = []
@@ -96,17 +112,11 @@ class CsvDrop:
             malformed_ahead.update(number for number, _ in malformed)
             numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
             self.records += batch.num_rows + len(malformed)
-            frame = pd.DataFrame(
-                {names[i]: _clean_column(batch.column(i)).to_pandas(types_mapper=pd.ArrowDtype) for i in wanted}
-            ).set_axis(pd.Index(numbers, name="record_number"), axis=0)
-            yield Chunk(rows=frame, malformed=malformed)
+            yield Block({names[i]: _clean_column(batch.column(i)) for i in wanted}, numbers, malformed)
         if pending_malformed:  # rows rejected after the last block was handed out
             self.records += len(pending_malformed)
-            empty = pd.DataFrame(
-                {names[i]: pd.Series(dtype=_TEXT) for i in wanted},
-                index=pd.Index([], dtype=np.int64, name="record_number"),
-            )
-            yield Chunk(rows=empty, malformed=list(pending_malformed))
+            yield Block({names[i]: pa.array([], pa.string()) for i in wanted}, np.empty(0, dtype=np.int64),
+                        list(pending_malformed))
 
     def _open(self, on_invalid_row, pending_malformed: list) -> tuple[pacsv.CSVStreamingReader, list[str]]:
         """Arrow's streaming reader over the drop, every column as text, and the header's names;
