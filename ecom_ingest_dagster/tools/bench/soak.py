@@ -12,7 +12,6 @@ soak); at the end every drop must be in the ledger once and every row loaded or 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -165,17 +164,25 @@ class _MemoryWatch:
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY_S):
-            tree, run = 0, 0
-            with contextlib.suppress(psutil.Error):
-                processes = [self.root, *self.root.children(recursive=True)]
-                runs = {p.pid for p in processes if _is_run(p)}
-                for p in processes:
-                    with contextlib.suppress(psutil.Error):
-                        rss = p.memory_info().rss
-                        tree += rss
-                        if p.pid in runs or any(a.pid in runs for a in p.parents()):
-                            run += rss
-            self.samples.append((time.time(), tree / 1e6, run / 1e6))
+            if (sample := self._one()) is not None:
+                self.samples.append(sample)
+
+    def _one(self) -> tuple[float, float, float] | None:
+        """One sample; None when the tree could not be walked (a process came or went
+        mid-walk): a missing sample, not a zero that would read as memory freed."""
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        runs = {p.pid for p in processes if _is_run(p)}
+        tree = run = 0
+        for p in processes:
+            with contextlib.suppress(psutil.Error):  # gone since the walk: it holds nothing now
+                rss = p.memory_info().rss
+                tree += rss
+                if p.pid in runs or any(a.pid in runs for a in p.parents()):
+                    run += rss
+        return time.time(), tree / 1e6, run / 1e6
 
 
 def _is_run(process: psutil.Process) -> bool:
@@ -212,7 +219,8 @@ def _summary(dropped: dict[str, float], committed: dict[str, float], samples: li
     start = min(dropped.values())
     end = max(dropped.values())
     windows = []
-    count = max(1, math.ceil((end - start) / window_s - 1e-9))
+    # Whole windows; the last also holds what is left over (the final drop lands at the very end).
+    count = max(1, int((end - start) // window_s))
     for k in range(count):
         lo, hi = start + k * window_s, start + (k + 1) * window_s
         last = k == count - 1

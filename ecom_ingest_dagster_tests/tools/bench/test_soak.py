@@ -36,3 +36,19 @@ def test_a_short_soak_rides_out_a_postgres_restart_and_a_killed_run_and_keeps_ev
     assert accounting["rows_loaded"] + accounting["rows_rejected"] + accounting["rows_duplicate"] == accounting["rows_dropped"]
     assert soak["rss_growth"] is not None and soak["p95_drift"] is not None
     assert "### Soak: 1.5 minutes" in (run_dir / "results.md").read_text()
+
+
+def test_the_windows_cover_the_whole_soak_and_the_last_holds_what_is_left():
+    from ecom_ingest_dagster.tools.bench import soak
+
+    # 65 minutes of one drop a second, 10-minute windows: six windows, the last 15 minutes long.
+    dropped = {f"d{i}": 1000.0 + i for i in range(3901)}
+    committed = {name: at + 0.5 for name, at in dropped.items()}
+    samples = [(1000.0 + s, 100.0 + s / 100, 50.0) for s in range(0, 3901, 5)]
+    result = soak._summary(dropped, committed, samples, {"run_killed": 1000.0 + 2000}, {"every_event_once": True},
+                           600.0, 3900.0)
+    windows = result["windows"]
+    assert [w["drops"] for w in windows] == [600] * 5 + [901] and sum(w["drops"] for w in windows) == len(dropped)
+    assert windows[-1]["to_min"] == 65 and [w["events"] for w in windows][3] == ["run_killed"]
+    assert all(w["tree_rss_mb"] for w in windows) and result["p95_drift"] == 0
+    assert result["rss_growth"] > 0 and result["rss_met"] is False  # 100 MB growing 1 MB a minute: +39 %
