@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import dagster as dg
 import pytest
 
 from ecom_ingest_dagster.defs.resources import build_resources
+from ecom_ingest_dagster.tools.bench.harness import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 WARM_IDLE_SECONDS = 4
@@ -124,12 +124,7 @@ def running_dagster_dev(base: Path, database_url: str, **extra_env: str):
         yield {"url": url, "home": home, "landing": base / "landing", "log": base / "dagster_dev.log", "schema": schema,
                "env": env}
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop(process)  # SIGINT (its children shut down cleanly), then the whole group if it hangs
         log.close()
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

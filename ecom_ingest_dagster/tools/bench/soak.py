@@ -107,14 +107,13 @@ def _disrupt(what: str, postgres: PrivatePostgres, dev_pid: int, events: dict[st
         log(f"soak: killed {len(runs)} run process(es) with SIGKILL")
 
 
-class _LedgerWatch:
-    """Commit times of the ledger's files, polled on a thread (through PostgreSQL's restart)."""
+class _Watch:
+    """A loop on a thread of its own for the length of a ``with`` block (``_loop`` returns
+    when ``_stop`` is set)."""
 
-    def __init__(self, url: str, schema: str):
-        self.url, self.schema = url, schema
-        self.committed: dict[str, float] = {}
+    def __init__(self):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self):
         self._thread.start()
@@ -124,7 +123,19 @@ class _LedgerWatch:
         self._stop.set()
         self._thread.join(10)
 
-    def _poll(self) -> None:
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class _LedgerWatch(_Watch):
+    """Commit times of the ledger's files, polled on a thread (through PostgreSQL's restart)."""
+
+    def __init__(self, url: str, schema: str):
+        super().__init__()
+        self.url, self.schema = url, schema
+        self.committed: dict[str, float] = {}
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=2) as conn:
@@ -145,24 +156,15 @@ class _LedgerWatch:
             time.sleep(0.5)
 
 
-class _MemoryWatch:
+class _MemoryWatch(_Watch):
     """RSS of the whole ``dagster dev`` tree and of the ingest run's tree, every few seconds."""
 
     def __init__(self, root_pid: int):
+        super().__init__()
         self.root = psutil.Process(root_pid)
         self.samples: list[tuple[float, float, float]] = []  # (time, tree MB, run tree MB)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-    def _sample(self) -> None:
+    def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY_S):
             if (sample := self._one()) is not None:
                 self.samples.append(sample)
