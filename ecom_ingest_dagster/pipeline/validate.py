@@ -12,7 +12,7 @@ from the checks' boolean outputs (``failures``). Pandera's error report, ``Schem
 with its ``failure_cases`` frame, is the reference answer (``failure_cases``, held equal
 by the tests) but is not built per block: building it cost more than the checks did.
 
-Cost (``scripts/profile-validation`` measures it per stage): the text stays in Arrow from
+Cost (the bench's stage times, ``ecom-ingest bench``, measure it): the text stays in Arrow from
 the reader to the COPY, and every check is one vectorised Arrow or numpy pass over the
 whole column.
 """

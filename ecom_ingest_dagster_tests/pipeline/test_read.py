@@ -452,6 +452,7 @@ def test_a_gzip_drop_damaged_past_a_bad_first_block_is_still_rejected_whole(tmp_
     assert rejected.reason == c.FILE_UNPARSEABLE and "damaged" in rejected.message
 
 
-def test_a_gzip_drop_of_one_long_line_reads_at_most_a_block_of_it(tmp_path):
+def test_a_gzip_drop_of_one_long_line_without_line_end_is_rejected_whole(tmp_path):
+    # (The read is bounded to a block; this checks the outcome, not the memory.)
     path = write(tmp_path, _gzip(b"x" * 50_000), "drop.csv.gz")  # 50 kB of one line, ~100 bytes on disk
     assert rejection(path, TINY_BLOCK).reason in (c.FILE_NO_HEADER, c.FILE_UNPARSEABLE)
