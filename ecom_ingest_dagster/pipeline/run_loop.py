@@ -38,6 +38,9 @@ class RunPlan:
     trigger_seconds: float | None = None  # None: availableNow (process what has landed, then end)
     idle_s: float | None = None  # end once no batch has come for this long
     lifetime_s: float | None = None  # end, between batches, once the run is this old
+    # A query that has taken this many files is replaced, between batches, by a fresh one
+    # (``Ending.FILES``): what Spark's file source remembers grows with every file it lists.
+    query_max_files: int | None = None
     on_progress: Callable[[], None] | None = None  # called while batches commit, at most every progress_every_s
     progress_every_s: float = 30.0
 
@@ -68,11 +71,14 @@ class Ending(enum.Enum):
     REQUESTED = "a stop was requested"
     IDLE = "no drop came for the idle time"
     LIFETIME = "the run reached its lifetime"
+    FILES = "the query took its share of files: a fresh one follows"
 
 
 def supervise(query, plan: RunPlan, stop_event: threading.Event, batch_count: Callable[[], int],
-              sweep_zero_bytes: Callable[[], None], sweep_every_s: float) -> Ending:
-    """Wait on the running ``query`` with the plan's timers until it ends or must; returns why."""
+              sweep_zero_bytes: Callable[[], None], sweep_every_s: float,
+              files_taken: Callable[[], int] = lambda: 0) -> Ending:
+    """Wait on the running ``query`` with the plan's timers until it ends or must; returns why.
+    ``files_taken``: the files this query has taken so far (for ``plan.query_max_files``)."""
     began = last_activity = time.monotonic()
     seen = reported = 0
     next_sweep, next_progress = began + sweep_every_s, began + plan.progress_every_s
@@ -90,6 +96,9 @@ def supervise(query, plan: RunPlan, stop_event: threading.Event, batch_count: Ca
         if plan.lifetime_s is not None and now - began >= plan.lifetime_s and between_batches:
             log.info("ending after %.0f s, between batches (the next run takes over)", now - began)
             return Ending.LIFETIME
+        if plan.query_max_files is not None and files_taken() >= plan.query_max_files and between_batches:
+            log.info("%d files through this query: a fresh one takes over", files_taken())
+            return Ending.FILES
         if plan.lasts and now >= next_sweep:
             sweep_zero_bytes()  # a zero-byte drop never starts a micro-batch: recorded between them
             next_sweep = now + sweep_every_s

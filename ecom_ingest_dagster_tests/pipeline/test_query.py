@@ -12,6 +12,7 @@ import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
+from ecom_ingest_dagster.pipeline import query as query_module
 from ecom_ingest_dagster.pipeline.query import IngestQuery
 
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row
@@ -167,6 +168,34 @@ def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, set
     summary = result["summary"]
     assert summary.totals["loaded_records"] == 3
     assert all(b["mode"] == "continuous" for b in summary.batches)
+    assert_accounting(db)
+
+
+def test_a_run_starts_on_a_fresh_checkpoint_and_a_long_query_is_replaced_by_a_fresh_one(spark, settings, db, monkeypatch):
+    # What Spark's file source remembers grows with every file it lists; the file ledger
+    # keeps each file once, so a query that has taken its share gives way to a fresh one.
+    monkeypatch.setattr(query_module, "QUERY_MAX_FILES", 2)
+    drop(settings.landing_dir, "before.csv", csv_text([row(200)]))
+    IngestQuery(spark, settings, settings.database_url).run_available_now()
+    query = IngestQuery(spark, settings.with_overrides(max_files_per_trigger=1), settings.database_url)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: query.run_continuous(trigger_seconds=0.5, stop_event=stop))
+    thread.start()
+    try:
+        for i in range(5):
+            drop(settings.landing_dir, f"long{i}.csv", csv_text([row(210 + i), row(200)]))  # row 200: loaded already
+        deadline = time.monotonic() + 120
+        while db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(120)
+    assert not thread.is_alive()
+    streams = [r[0] for r in db.execute("SELECT stream_id FROM ingest_batches ORDER BY committed_at")]
+    # the first run's stream, then this run's: a fresh checkpoint at its start, and again after every 2 files
+    assert len(set(streams)) >= 4, streams
+    assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM user_events").fetchone() == (6, 6)
+    assert db.execute("SELECT sum(rows_duplicate) FROM ingest_files").fetchone()[0] == 5
     assert_accounting(db)
 
 
