@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ecom_ingest_dagster.feeds import shipped_feed
+from ecom_ingest_dagster.feeds import shipped_feed, types
 
 FEED = shipped_feed("user_events")
 
@@ -29,35 +29,18 @@ COLUMNS: tuple[str, ...] = tuple(col.name for col in FEED.columns)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(col.name for col in FEED.columns if col.required)
 OPTIONAL_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in REQUIRED_COLUMNS)
 
-# How each column is stored in ``user_events``. The load's stage tables, the Dagster table
-# schema and the benchmark's tables derive theirs from it (the migrations in
-# pipeline/database.py stay literal: they must never change).
-SQL_TYPES: dict[str, str] = {col.name: col.type for col in FEED.columns}
-# Stages carry the timestamp as microseconds since the epoch (no text round trip).
-STAGE_COLUMNS: list[str] = [col for col in COLUMNS if col != "event_timestamp"] + ["event_ts_us"]
+# How each column is stored in ``user_events`` (the Dagster table schema and the benchmark's
+# tables take theirs from it; the migrations in pipeline/database.py stay literal: they
+# must never change).
+SQL_TYPES: dict[str, str] = FEED.sql_types
 
-
-def stage_ddl(*, extra: dict[str, str] | None = None) -> str:
-    """Column definitions of a stage table for validated rows (``extra`` columns first)."""
-    types = {**(extra or {}), **{col: SQL_TYPES[col] for col in STAGE_COLUMNS[:-1]}, "event_ts_us": "bigint"}
-    return ", ".join(f"{name} {sql_type}" for name, sql_type in types.items())
-
-UUID_PATTERN = _rule("event_id", "pattern").pattern
+# The text form each typed column must have (feeds/types.py says what each type accepts).
+UUID_PATTERN = types.UUID_FORM
 USER_ID_PATTERN = _rule("user_id", "pattern").pattern
 PRODUCT_ID_PATTERN = _rule("product_id", "pattern").pattern
-# The text form of numeric(p,s): a decimal with at most s places (a further one would be
-# silently rounded by PostgreSQL).
-_PRICE_SCALE = FEED.column("price").scale
-PRICE_PATTERN = rf"^[+-]?(?:[0-9]+(?:\.[0-9]{{0,{_PRICE_SCALE}}})?|\.[0-9]{{1,{_PRICE_SCALE}}})$"
-QUANTITY_PATTERN = r"^[+]?[0-9]{1,9}$"  # the text form of an integer column
-# ISO-8601 date-time that carries its own offset ("Z" or +hh:mm / +hhmm / +hh), with
-# fields in range (month 01-12, hour 00-23, ...): the text form of a timestamptz column;
-# the calendar itself (Feb 30) is left to the parser.
-TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]"
-    r"(?::[0-5][0-9](?:[.,][0-9]{1,9})?)?"
-    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)$"
-)
+PRICE_PATTERN = types.text_form(SQL_TYPES["price"])
+QUANTITY_PATTERN = types.text_form(SQL_TYPES["quantity"])
+TIMESTAMP_PATTERN = types.TIMESTAMP_FORM
 
 PRICE_MIN = int(_rule("price", "min").min)
 PRICE_MAX = int(_rule("price", "max").max)
@@ -95,14 +78,14 @@ _BUILT_FOR_TYPES = {"event_id": "uuid", "user_id": "text", "session_id": "uuid",
                     "product_id": "text", "product_name": "text", "category": "text", "price": "numeric(12,2)",
                     "quantity": "integer", "event_timestamp": "timestamptz"}
 _BUILT_FOR_RULES = {
-    ("event_id", "pattern"): INVALID_EVENT_ID, ("user_id", "pattern"): INVALID_USER_ID,
-    ("session_id", "pattern"): INVALID_SESSION_ID, ("event_type", "one_of"): INVALID_EVENT_TYPE,
+    ("user_id", "pattern"): INVALID_USER_ID, ("event_type", "one_of"): INVALID_EVENT_TYPE,
     ("product_id", "pattern"): INVALID_PRODUCT_ID, ("product_name", "max_length"): FIELD_TOO_LONG,
     ("category", "max_length"): FIELD_TOO_LONG, ("price", "max"): INVALID_PRICE, ("price", "min"): NEGATIVE_PRICE,
     ("quantity", "min"): INVALID_QUANTITY, ("quantity", "max"): INVALID_QUANTITY,
     ("event_timestamp", "not_after_now_seconds"): INVALID_TIMESTAMP,
 }
-_BUILT_FOR_INVALID = {"price": INVALID_PRICE, "quantity": INVALID_QUANTITY, "event_timestamp": INVALID_TIMESTAMP}
+_BUILT_FOR_INVALID = {"event_id": INVALID_EVENT_ID, "session_id": INVALID_SESSION_ID, "price": INVALID_PRICE,
+                      "quantity": INVALID_QUANTITY, "event_timestamp": INVALID_TIMESTAMP}
 
 
 def shape_problems(feed) -> list[str]:
@@ -121,9 +104,6 @@ def shape_problems(feed) -> list[str]:
     invalid = {col.name: col.invalid_reason for col in feed.columns if col.invalid_reason}
     if invalid != _BUILT_FOR_INVALID or (feed.missing_reason, feed.malformed_reason) != (MISSING_REQUIRED_FIELD, MALFORMED_ROW):
         problems.append("its invalid_reason, missing_reason or malformed_reason differ")
-    uuids = {col.rule("pattern").pattern for col in feed.columns if col.type == "uuid" and col.rule("pattern")}
-    if len(uuids) > 1:
-        problems.append("session_id's pattern differs from event_id's (both are uuids, checked alike)")
     bounds = [getattr(r, k) for col in feed.columns for r in col.rules for k in ("min", "max") if getattr(r, k) is not None]
     if any(b != int(b) for b in bounds):
         problems.append("a min or max is not a whole number")

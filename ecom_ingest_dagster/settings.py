@@ -15,10 +15,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ECOM_INGEST_"
+DEFAULT_FEED = "user_events"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _JVM_MEMORY = re.compile(r"^[0-9]+([kmgtp]b?)?$", re.IGNORECASE)
 KiB = 1024
@@ -46,6 +47,7 @@ class Targets:
 class Settings(BaseSettings):
     """The platform's configuration. Paths left unset are placed under ``home``."""
 
+    _configured_db_schema: str = PrivateAttr("public")
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_ignore_empty=True, validate_default=True
     )
@@ -74,7 +76,20 @@ class Settings(BaseSettings):
         None, repr=False,
         description="`postgresql://user:password@host:port/db`; unset: an embedded PostgreSQL under `$ECOM_INGEST_HOME/pgdata`",
     )
-    db_schema: str = Field("public", description="schema of the tables (a plain identifier)")
+    db_schema: str = Field(
+        "public", description="schema of the tables (a plain identifier); a feed other than `user_events` gets one of"
+        " its own: the feed's name, or `<db_schema>_<feed>` when this is set"
+    )
+    # -- feeds ---------------------------------------------------------------------------
+    feed: str = Field(
+        DEFAULT_FEED,
+        description="the feed to ingest: its contract is `<feeds_dir>/<feed>.yaml`, or one shipped with the package"
+        " (`user_events`); its landing, checkpoint, rejected and archive directories are `$ECOM_INGEST_HOME/<feed>/...`"
+        " unless it is `user_events` (`$ECOM_INGEST_HOME/landing`, ...)",
+    )
+    feeds_dir: Optional[Path] = Field(
+        None, description="where feed contract files are (`<name>.yaml`; default `$ECOM_INGEST_HOME/feeds`)"
+    )
     db_retry_seconds: float = Field(
         60.0, ge=0, allow_inf_nan=False,
         description="how long a run reconnects to a PostgreSQL that went away before it fails (interactive commands: 0)",
@@ -165,7 +180,7 @@ class Settings(BaseSettings):
     target_min_validation_rate_pct: float = Field(95.0, ge=0, le=100, description="asset check `validation_rate` (%)")
     target_max_data_loss_pct: float = Field(0.0, ge=0, le=100, description="asset check `zero_data_loss` (%)")
 
-    @field_validator("home", "landing_dir", "checkpoint_dir", "rejected_dir", "archive_dir")
+    @field_validator("home", "landing_dir", "checkpoint_dir", "rejected_dir", "archive_dir", "feeds_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(value).expanduser().absolute()
@@ -179,7 +194,7 @@ class Settings(BaseSettings):
             raise ValueError("is not a memory size (a number with k, m, g or t, e.g. 512m or 2g)")
         return value.strip()
 
-    @field_validator("db_schema")
+    @field_validator("db_schema", "feed")
     @classmethod
     def _plain_identifier(cls, value: str) -> str:
         if not _IDENTIFIER.match(value):
@@ -197,10 +212,19 @@ class Settings(BaseSettings):
     def _resolve(self) -> "Settings":
         # Derived defaults are filled in here (not in the fields) so that an override of
         # ``home`` moves every path that was not set explicitly.
+        # A feed other than the default one has its own directories and schema, so two
+        # feeds never share a landing directory, a checkpoint or a ledger.
+        feed_home = self.home if self.feed == DEFAULT_FEED else self.home / self.feed
         for name, default in (("landing_dir", "landing"), ("checkpoint_dir", "checkpoints"), ("rejected_dir", "rejected"),
                               ("archive_dir", "archive")):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, self.home / default)
+                object.__setattr__(self, name, feed_home / default)
+        if self.feeds_dir is None:
+            object.__setattr__(self, "feeds_dir", self.home / "feeds")
+        self._configured_db_schema = self.db_schema  # what with_overrides carries over, not the feed's
+        if self.feed != DEFAULT_FEED:
+            schema = f"{self.db_schema}_{self.feed}" if "db_schema" in self.model_fields_set else self.feed
+            object.__setattr__(self, "db_schema", schema)
         if self.max_files_per_trigger is not None and self.max_bytes_per_trigger is not None:
             # Spark refuses both on one source; files win when the user names them.
             object.__setattr__(self, "max_bytes_per_trigger", None)
@@ -236,10 +260,19 @@ class Settings(BaseSettings):
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         explicit = {name: getattr(self, name) for name in self.model_fields_set}
+        if "db_schema" in explicit:
+            explicit["db_schema"] = self._configured_db_schema
         given = {k: v for k, v in overrides.items() if v is not None}
         return _validated(type(self), {**explicit, **given}, environment=False)
 
     # -- derived -------------------------------------------------------------------------
+    @property
+    def contract(self):
+        """The feed's contract (``feeds.FeedContract``): ``FeedError`` names the file and the field."""
+        from ecom_ingest_dagster.feeds import find_feed
+
+        return find_feed(self.feed, self.feeds_dir)
+
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"

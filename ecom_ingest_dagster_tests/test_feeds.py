@@ -30,7 +30,8 @@ def test_the_shipped_user_events_feed_is_todays_contract_exactly():
                                        "remove_from_cart": 0.05}
     assert contract.UUID_PATTERN == UUID and contract.USER_ID_PATTERN == r"^user_[0-9]{1,10}$"
     assert contract.PRODUCT_ID_PATTERN == r"^prod_[0-9]{1,10}$"
-    assert contract.PRICE_PATTERN == r"^[+-]?(?:[0-9]+(?:\.[0-9]{0,2})?|\.[0-9]{1,2})$"
+    # numeric(12,2): at most ten digits before the point (a longer one was invalid_price by the max rule before)
+    assert contract.PRICE_PATTERN == r"^[+-]?(?:[0-9]{1,10}(?:\.[0-9]{0,2})?|\.[0-9]{1,2})$"
     assert (contract.PRICE_MIN, contract.PRICE_MAX, contract.QUANTITY_MIN, contract.QUANTITY_MAX) == (0, 1_000_000, 1, 1_000)
     assert contract.MAX_FUTURE_SECONDS == 86_400 and contract.MAX_LENGTHS == {"product_name": 200, "category": 100}
     feed = shipped_feed("user_events")
@@ -55,6 +56,7 @@ BASE = """\
       - name: order_id
         type: uuid
         required: true
+        invalid_reason: invalid_order_id
         rules: [{pattern: '^[0-9a-f-]{36}$', reason: invalid_order_id}]
       - name: amount
         type: numeric(10,2)
@@ -119,3 +121,37 @@ def test_a_change_of_rule_values_is_honoured_and_the_shipped_shape_has_no_proble
     assert contract.shape_problems(contract.FEED) == []
     text = (SHIPPED_DIR / "user_events.yaml").read_text().replace("max_length: 200", "max_length: 300")
     assert contract.shape_problems(load_feed(_contract(tmp_path, text))) == []
+
+
+def test_the_shipped_orders_feed_and_a_new_feeds_template_load(tmp_path):
+    from ecom_ingest_dagster.feeds import find_feed, new_contract
+
+    orders = shipped_feed("orders")
+    assert (orders.table, orders.rejected_table, orders.unique_key) == ("orders", "orders_rejected", "order_id")
+    path = new_contract("refunds", tmp_path)
+    assert find_feed("refunds", tmp_path).table == "refunds" and path == tmp_path / "refunds.yaml"
+    with pytest.raises(FileExistsError):
+        new_contract("refunds", tmp_path)
+    with pytest.raises(ValueError, match="shipped feed"):
+        new_contract("orders", tmp_path)
+    with pytest.raises(FeedError, match="no feed 'nosuch'.*ecom-ingest feed new nosuch"):
+        find_feed("nosuch", tmp_path)
+    (tmp_path / "misnamed.yaml").write_text(path.read_text())
+    with pytest.raises(FeedError, match="differs from the file's name"):
+        find_feed("misnamed", tmp_path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("        invalid_reason: invalid_amount\n        rules: [{min: 0, reason: invalid_amount}]",
+      "        rules: [{min: 0, reason: invalid_amount}]"), "a numeric(10,2) column needs invalid_reason"),
+    (("      - name: amount\n        type: numeric(10,2)", "      - name: amount\n        type: text"),
+     "min/max compare numbers"),
+    (("  - name: amount", "  - name: batch_id"), "column name 'batch_id' is the platform's own"),
+    (("table: orders", "table: orders\n    quarantine_table: orders"), "quarantine_table must differ from table"),
+])
+def test_rules_must_fit_their_column_and_names_must_not_clash(tmp_path, change, message):
+    old, new = change
+    assert old in BASE
+    with pytest.raises(FeedError) as refused:
+        load_feed(_contract(tmp_path, BASE.replace(old, new)))
+    assert message in str(refused.value), str(refused.value)

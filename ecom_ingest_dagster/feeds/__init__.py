@@ -12,18 +12,21 @@ anything uses it; a mistake is one line naming the file and the field.
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ecom_ingest_dagster.feeds import types
+
 SHIPPED_DIR = Path(__file__).parent
-# The column types a contract may use (PostgreSQL's names); numeric takes its precision and scale.
-PLAIN_TYPES = ("uuid", "text", "integer", "bigint", "boolean", "date", "timestamptz")
-_NUMERIC = re.compile(r"^numeric\((\d{1,2}),\s*(\d{1,2})\)$")
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
+# Columns the platform adds to a feed's table: a contract may not name them.
+RESERVED_COLUMNS = ("source_file", "batch_id", "created_at", "rescued", "raw_line", "record_number", "reasons",
+                    "details", "rejected_at", "replayed_at", "replay_outcome", "id")
 
 
 class FeedError(ValueError):
@@ -72,15 +75,30 @@ class Column(_Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value in PLAIN_TYPES or _NUMERIC.match(value):
-            return value
-        raise ValueError(f"unknown type {value!r}: one of {', '.join(PLAIN_TYPES)} or numeric(p,s)")
+        if not types.is_known(value):
+            raise ValueError(f"unknown type {value!r}: one of {', '.join(types.PLAIN_TYPES)} or numeric(p,s)")
+        if (ps := types.numeric_scale(value)) is not None and not (1 <= ps[0] <= 38 and ps[1] <= ps[0]):
+            raise ValueError(f"{value}: numeric(p,s) needs 1 <= p <= 38 and s <= p")
+        return value
+
+    @model_validator(mode="after")
+    def _rules_fit_the_type(self) -> Column:
+        if self.name in RESERVED_COLUMNS:
+            raise ValueError(f"column name {self.name!r} is the platform's own: {', '.join(RESERVED_COLUMNS)}")
+        if self.type != "text" and not self.invalid_reason:
+            raise ValueError(f"a {self.type} column needs invalid_reason: the reason of a value that is not a {self.type}")
+        for rule in self.rules:
+            if (rule.min is not None or rule.max is not None) and not types.compares_numbers(self.type):
+                raise ValueError(f"min/max compare numbers: integer, bigint or numeric columns, not {self.type}")
+            if rule.not_after_now_seconds is not None and self.type not in types.TIME_TYPES:
+                raise ValueError(f"not_after_now_seconds applies to timestamptz or date columns, not {self.type}")
+        return self
 
     @property
     def scale(self) -> int | None:
         """Digits after the point of a numeric(p,s) column."""
-        found = _NUMERIC.match(self.type)
-        return int(found.group(2)) if found else None
+        ps = types.numeric_scale(self.type)
+        return ps[1] if ps else None
 
     def rule(self, kind: str) -> Rule | None:
         """The column's first rule of ``kind`` (a Rule field name: pattern, one_of, min, max, ...)."""
@@ -96,6 +114,13 @@ class FeedContract(_Strict):
     malformed_reason: str
     reasons: tuple[str, ...]  # every row reason, in the order a row's reasons are listed
     columns: tuple[Column, ...] = Field(min_length=1)
+    # Where rejected rows go (default: <table>_rejected).
+    quarantine_table: Optional[str] = Field(None, pattern=_IDENTIFIER)
+    # A drop's columns the contract does not name: kept per row in the table's ``rescued``
+    # jsonb column (rescue), dropped and listed in the ledger (ignore), or the file rejected
+    # whole (reject).
+    extra_columns: Literal["rescue", "ignore", "reject"] = "rescue"
+    description: Optional[str] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedContract:
@@ -106,6 +131,8 @@ class FeedContract(_Strict):
         key = next((c for c in self.columns if c.name == self.unique_key), None)
         if key is None or not key.required:
             raise ValueError(f"unique_key {self.unique_key!r} must be one of the columns, and required")
+        if self.rejected_table == self.table:
+            raise ValueError("quarantine_table must differ from table")
         if len(set(self.reasons)) != len(self.reasons):
             raise ValueError("a reason is listed twice in reasons")
         given = {self.missing_reason, self.malformed_reason}
@@ -120,6 +147,23 @@ class FeedContract(_Strict):
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    @property
+    def rejected_table(self) -> str:
+        return self.quarantine_table or f"{self.table}_rejected"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """In the contract's order: the order of the table and of written files."""
+        return tuple(col.name for col in self.columns)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(col.name for col in self.columns if col.required)
+
+    @property
+    def sql_types(self) -> dict[str, str]:
+        return {col.name: col.type for col in self.columns}
 
 
 def load_feed(path: Path) -> FeedContract:
@@ -158,3 +202,45 @@ def _where(loc: tuple, data: dict) -> str:
 def shipped_feed(name: str) -> FeedContract:
     """A feed whose contract ships with the package (``feeds/<name>.yaml``)."""
     return load_feed(SHIPPED_DIR / f"{name}.yaml")
+
+
+def find_feed(name: str, feeds_dir: Path | None) -> FeedContract:
+    """The feed called ``name``: ``<feeds_dir>/<name>.yaml`` when there is one, else the shipped
+    contract of that name; ``FeedError`` when neither exists or the file has a mistake."""
+    if feeds_dir is not None and (feeds_dir / f"{name}.yaml").is_file():
+        path = feeds_dir / f"{name}.yaml"
+    elif (SHIPPED_DIR / f"{name}.yaml").is_file():
+        path = SHIPPED_DIR / f"{name}.yaml"
+    else:
+        known = sorted({p.stem for p in SHIPPED_DIR.glob("*.yaml")}
+                       | ({p.stem for p in feeds_dir.glob("*.yaml")} if feeds_dir and feeds_dir.is_dir() else set()))
+        raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped (known: {', '.join(known)});"
+                        f" `ecom-ingest feed new {name}` writes one to start from")
+    feed = _load_unchanged(path, path.stat().st_mtime_ns)
+    if feed.feed != name:
+        raise FeedError(f"{path}: feed: {feed.feed!r} differs from the file's name ({name!r})")
+    return feed
+
+
+@functools.lru_cache(maxsize=64)
+def _load_unchanged(path: Path, mtime_ns: int) -> FeedContract:
+    """``load_feed``, read again only when the file changed (a run asks for it per batch)."""
+    return load_feed(path)
+
+
+def new_contract(name: str, feeds_dir: Path) -> Path:
+    """Write ``<feeds_dir>/<name>.yaml`` from the template: a contract to edit (it loads as it is)."""
+    if not re.match(_IDENTIFIER, name):
+        raise ValueError(f"feed name {name!r}: lower case letters, digits and _, not starting with a digit")
+    if (SHIPPED_DIR / f"{name}.yaml").exists():
+        raise ValueError(f"{name} is a shipped feed: choose another name")
+    path = feeds_dir / f"{name}.yaml"
+    if path.exists():
+        raise FileExistsError(f"{path} exists: edit it, or remove it first")
+    import yaml
+
+    text = (SHIPPED_DIR / "templates" / "new_feed.yaml").read_text().replace("__NAME__", name)
+    FeedContract.model_validate(yaml.safe_load(text))  # the template itself loads as it is
+    feeds_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -86,13 +86,13 @@ class Evaluation:
 
 
 def evaluate(conn, schema: str, run_id: str | None, targets: Targets, *, fallback: bool = True,
-             since: dt.datetime | None = None) -> Evaluation:
+             since: dt.datetime | None = None, feed=None) -> Evaluation:
     """Judge ``run_id``'s batches (committed from ``since`` on, if given) against ``targets``;
     without batches there, with ``fallback`` those of the latest run that had any, else
     nothing (a run that ingested nothing has no figures)."""
     described, batches = ledger.run_batches(conn, schema, run_id=run_id, fallback=fallback, since=since)
     summary = summarize(batches)
-    violations = ledger.accounting_violations(conn, schema, run_id=described, since=since) if described else []
+    violations = ledger.accounting_violations(conn, schema, run_id=described, since=since, feed=feed) if described else []
     lost = unaccounted_rows(violations)
     loss_pct = 100.0 * lost / summary["total_records"] if summary["total_records"] else 0.0
     verdicts = judge(summary, targets, loss_pct)

@@ -7,6 +7,7 @@ under the state directory, so a fresh machine needs nothing installed beforehand
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import warnings
@@ -17,7 +18,9 @@ import psycopg
 import tenacity
 from psycopg import sql
 
-from ecom_ingest_dagster.settings import Settings, redact_url
+from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.pipeline import feed_tables
+from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +191,20 @@ def table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One version of a schema: the platform's tables (every feed's schema has them) and the
+    user_events feed's own (every other feed's come from its contract: ``feed_tables``)."""
+
+    platform: str = ""
+    user_events: str = ""
+
+
 # Each migration runs once, in order, inside one transaction with the version bump.
-# Append new ones; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = (
-    """
+# Append new ones; never edit one that has shipped (the first was cut in two when feeds
+# came, along the line between its tables: user_events runs the same statements).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(user_events="""
     CREATE TABLE {schema}.user_events (
         event_id        uuid PRIMARY KEY,
         user_id         text NOT NULL,
@@ -233,6 +246,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ON {schema}.rejected_events (source_file);
     CREATE INDEX ON {schema}.rejected_events USING gin (reasons);
 
+    """, platform="""
     CREATE TABLE {schema}.ingest_files (
         file_name       text PRIMARY KEY,
         status          text NOT NULL CHECK (status IN ('ingested', 'rejected')),
@@ -270,16 +284,16 @@ MIGRATIONS: tuple[str, ...] = (
         metrics         jsonb NOT NULL,
         PRIMARY KEY (stream_id, batch_id)
     );
-    """,
+    """),
     # 2: which orchestrator run (a Dagster run id, or a CLI invocation) committed a batch,
     # so metric assets can describe exactly their own run.
-    """
+    Migration(platform="""
     ALTER TABLE {schema}.ingest_batches ADD COLUMN run_id text;
     CREATE INDEX ON {schema}.ingest_batches (run_id);
     CREATE INDEX ON {schema}.ingest_batches (committed_at);
-    """,
+    """),
     # 3: resource use sampled during runs (report section 7).
-    """
+    Migration(platform="""
     CREATE TABLE {schema}.resource_samples (
         run_id                text NOT NULL,
         sampled_at            timestamptz NOT NULL,
@@ -295,32 +309,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ON {schema}.resource_samples (sampled_at);
     CREATE INDEX ON {schema}.resource_samples (run_id);
-    """,
+    """),
     # 4: the btree indexes on user_events (source_file, created_at) cost a third of the
     # bulk load time. A file's rows are contiguous on disk (one COPY) and created_at only
     # grows, so BRIN indexes find them as well, at almost no cost to maintain.
-    """
+    Migration(user_events="""
     DROP INDEX IF EXISTS {schema}.user_events_source_file_idx;
     DROP INDEX IF EXISTS {schema}.user_events_created_at_idx;
     CREATE INDEX user_events_source_file_brin ON {schema}.user_events USING brin (source_file) WITH (pages_per_range = 16);
     CREATE INDEX user_events_created_at_brin ON {schema}.user_events USING brin (created_at);
-    """,
+    """),
     # 5: rejected rows re-validated later (ecom-ingest replay-rejected) stay for the audit
     # trail, marked; only unmarked rows count as rejected.
-    """
+    Migration(user_events="""
     ALTER TABLE {schema}.rejected_events ADD COLUMN replayed_at timestamptz, ADD COLUMN replay_outcome text
         CHECK (replay_outcome IN ('loaded', 'duplicate'));
-    """,
+    """),
     # 6: the version of the feed's contract file (feeds/<feed>.yaml) each file was held to;
     # files ingested before it was recorded have none.
-    """
+    Migration(platform="""
     ALTER TABLE {schema}.ingest_files ADD COLUMN contract_version integer;
-    """,
+    """),
 )
 
 
-def migrate(conn: psycopg.Connection, schema: str) -> int:
-    """Bring ``schema`` up to date; safe to call concurrently and repeatedly. Returns the version."""
+def migrate(conn: psycopg.Connection, schema: str, feed: FeedContract | None = None) -> int:
+    """Bring ``schema`` up to date for ``feed`` (default: user_events); safe to call
+    concurrently and repeatedly. Returns the version.
+
+    Another feed's table and quarantine table are created from its contract, or brought in
+    step with it (``feed_tables.ensure``: ``ContractBreaksTable`` for a change that breaks).
+    """
+    own_tables = feed is None or feed.feed == DEFAULT_FEED
     with conn.transaction():
         # One migrator at a time per database, whoever else starts at the same moment.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('ecom_ingest_migrations'))")
@@ -339,20 +359,26 @@ def migrate(conn: psycopg.Connection, schema: str) -> int:
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)").format(versions))
         row = conn.execute(sql.SQL("SELECT max(version) FROM {}").format(versions)).fetchone()
         current = row[0] or 0
-        for version, statement in enumerate(MIGRATIONS, start=1):
+        for version, migration in enumerate(MIGRATIONS, start=1):
             if version <= current:
                 continue
-            conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
+            for statement in (migration.platform, migration.user_events if own_tables else ""):
+                if statement:
+                    conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
             conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(versions), (version,))
             log.info("migrated schema %s to version %d", schema, version)
             current = version
+        if not own_tables:
+            for change in feed_tables.ensure(conn, schema, feed):
+                log.info("feed %s: %s", feed.feed, change)
     return current
 
 
-def prepare(url: str, schema: str, *, retry_s: float = 0.0) -> None:
-    """Check the database answers and its schema is current; raises DatabaseUnavailable."""
+def prepare(url: str, schema: str, *, retry_s: float = 0.0, feed: FeedContract | None = None) -> None:
+    """Check the database answers and its schema is current for ``feed``; raises
+    DatabaseUnavailable (or ``feed_tables.ContractBreaksTable``)."""
     with connection(url, retry_s=retry_s) as conn:
-        migrate(conn, schema)
+        migrate(conn, schema, feed)
 
 
 def ready_database(settings: Settings, *, retry_s: float = 0.0) -> str:
@@ -362,5 +388,5 @@ def ready_database(settings: Settings, *, retry_s: float = 0.0) -> str:
     up to ``settings.db_retry_seconds`` as it does mid-run.
     """
     url = resolve_database_url(settings)
-    prepare(url, settings.db_schema, retry_s=retry_s)
+    prepare(url, settings.db_schema, retry_s=retry_s, feed=settings.contract)
     return url

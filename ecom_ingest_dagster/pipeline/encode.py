@@ -18,29 +18,31 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract, types
 from ecom_ingest_dagster.pipeline.database import table
 
 
 # Valid rows go as binary COPY: PostgreSQL takes each value in its own binary form and
 # parses no text (uuid, numeric and timestamptz input were most of a text COPY's cost).
-# Binary COPY has no coercion: each Arrow type must be the column's binary form exactly.
-# pgpq has no uuid type; a uuid's binary form is its 16 bytes, which pgpq sends as a
-# 16-byte field (as for bytea) and the uuid column reads as they are.
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "uuid": pa.binary(16),
-    "text": pa.string(),
-    "numeric(12,2)": pa.decimal128(12, 2),
-    "integer": pa.int32(),
-    "timestamptz": pa.timestamp("us", tz="UTC"),
-    "bigint": pa.int64(),
-}
-DIRECT_SCHEMA = pa.schema(
-    [(col, _ARROW_TYPES[c.SQL_TYPES[col]]) for col in c.COLUMNS]
-    + [("source_file", pa.string()), ("batch_id", pa.int64())]
-)
-_STAGE_SCHEMA = pa.schema(
-    [(col, _ARROW_TYPES[c.SQL_TYPES[col]]) for col in c.STAGE_COLUMNS[:-1]] + [("event_ts_us", pa.int64())]
-)
+# Binary COPY has no coercion: each Arrow type must be the column's binary form exactly
+# (``feeds.types.arrow_type``).
+def direct_schema(feed: FeedContract) -> pa.Schema:
+    """The Arrow form of a feed's rows COPY'd straight into its table."""
+    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns]
+                     + [("source_file", pa.string()), ("batch_id", pa.int64())])
+
+
+def stage_schema(feed: FeedContract) -> pa.Schema:
+    """The Arrow form of a feed's rows COPY'd into a stage (the file and batch are added by the INSERT)."""
+    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns])
+
+
+def stage_ddl(feed: FeedContract, *, extra: dict[str, str] | None = None) -> str:
+    """Column definitions of a stage table for a feed's validated rows (``extra`` columns first)."""
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in {**(extra or {}), **feed.sql_types}.items())
+
+
+DIRECT_SCHEMA = direct_schema(c.FEED)
 _UUID_HEX = [(0, 8), (9, 13), (14, 18), (19, 23), (24, 36)]  # the hex digits between the dashes
 # The byte a pair of hex digits stands for, looked up by the pair read as one little-endian uint16.
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdefABCDEF", np.uint8).astype(np.uint16)
@@ -62,7 +64,7 @@ def _uuid_bytes(text: pa.StringArray) -> pa.Array:
 
     Vectorised over the Arrow buffer: the rows are 36 bytes each, the hex digits are
     gathered (dashes dropped) and each pair looked up as one uint16. Only text that
-    passed ``UUID_PATTERN`` may come here: the digits themselves are not checked again.
+    matched ``types.UUID_FORM`` may come here: the digits themselves are not checked again.
     """
     n = len(text)
     filled = pc.fill_null(text, _NIL_UUID) if text.null_count else text
@@ -78,18 +80,17 @@ def _uuid_bytes(text: pa.StringArray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(16), n, [validity, pa.py_buffer(packed)], null_count=text.null_count)
 
 
-def _binary_column(valid: pd.DataFrame, name: str, type_: pa.DataType) -> pa.Array:
-    if name in ("event_timestamp", "event_ts_us"):
-        return pa.array(valid["event_ts_us"].to_numpy(dtype=np.int64), type=type_)
+def _binary_column(valid: pd.DataFrame, name: str, sql_type: str) -> pa.Array:
+    if sql_type == "timestamptz":  # parsed by the validator: int64 microseconds
+        return pa.array(valid[name].to_numpy(dtype=np.int64), type=types.arrow_type(sql_type))
     text = _arrow_text(valid[name])
-    if type_ == pa.binary(16):
+    if sql_type == "uuid":
         return _uuid_bytes(text)
-    if pa.types.is_integer(type_):  # the contract allows a leading "+", Arrow's cast does not
-        text = pc.utf8_ltrim(text, characters="+")
-    return pc.cast(text, type_)  # validated forms only: every cast succeeds ("19.9", ".5" as decimals)
+    return types.binary_values(text, sql_type)  # validated forms only: every cast succeeds
 
 
-def binary_frame(valid: pd.DataFrame, schema: pa.Schema, file_name: str | pa.Array, batch_id: int) -> pa.Table:
+def binary_frame(valid: pd.DataFrame, schema: pa.Schema, file_name: str | pa.Array, batch_id: int,
+                 feed: FeedContract | None = None) -> pa.Table:
     """Valid rows as an Arrow table of exactly ``schema``'s columns and types (``file_name``:
     the rows' one source file, or each row's when a group of files is loaded together)."""
     n = len(valid)
@@ -97,12 +98,14 @@ def binary_frame(valid: pd.DataFrame, schema: pa.Schema, file_name: str | pa.Arr
         "source_file": pa.repeat(pa.scalar(file_name, pa.string()), n) if isinstance(file_name, str) else file_name,
         "batch_id": pa.array(np.full(n, batch_id, dtype=np.int64)),
     }
-    columns = [constants[f.name] if f.name in constants else _binary_column(valid, f.name, f.type) for f in schema]
+    sql_types = (feed or c.FEED).sql_types
+    columns = [constants[f.name] if f.name in constants else _binary_column(valid, f.name, sql_types[f.name])
+               for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def in_key_order(frame: pa.Table) -> pa.Table:
-    """The rows sorted by ``event_id``; rows of one id keep their order (the first one wins a conflict).
+def in_key_order(frame: pa.Table, key: str) -> pa.Table:
+    """The rows sorted by the ``key`` column; rows of one key keep their order (the first one wins a conflict).
 
     Most of a COPY's server time goes into the primary key's btree: one descent per row.
     Rows in key order descend to neighbouring leaves, which stay in the CPU's caches (and
@@ -112,20 +115,22 @@ def in_key_order(frame: pa.Table) -> pa.Table:
     """
     if frame.num_rows < 2:
         return frame
-    return frame.take(pc.sort_indices(frame, [("event_id", "ascending")]))  # a stable sort
+    return frame.take(pc.sort_indices(frame, [(key, "ascending")]))  # a stable sort
 
 
 class BinarySink:
     """One binary COPY per file: the header before the first rows, the trailer at the end."""
 
     arrow_schema: pa.Schema
+    feed: FeedContract
 
     def _start(self) -> None:  # from statement(): one encoder per COPY
         self._encoder = pgpq.ArrowToPostgresBinaryEncoder(self.arrow_schema)
         self._header: bytes | None = self._encoder.write_header()
 
     def encode(self, valid: pd.DataFrame, file_name: str | pa.Array, batch_id: int) -> bytes:
-        return self.encode_table(in_key_order(binary_frame(valid, self.arrow_schema, file_name, batch_id)))
+        return self.encode_table(in_key_order(binary_frame(valid, self.arrow_schema, file_name, batch_id, self.feed),
+                                              self.feed.unique_key))
 
     def encode_table(self, frame: pa.Table) -> bytes:
         """An Arrow table of exactly ``arrow_schema`` as COPY data: public so the bench's
@@ -143,18 +148,17 @@ class BinarySink:
 
 
 class DirectSink(BinarySink):
-    """Valid rows COPY'd straight into ``user_events`` (no duplicates expected)."""
+    """Valid rows COPY'd straight into the feed's table (no duplicates expected)."""
 
-    columns = list(c.COLUMNS) + ["source_file", "batch_id"]
-    arrow_schema = DIRECT_SCHEMA
-
-    def __init__(self, schema: str):
-        self.schema = schema
+    def __init__(self, schema: str, feed: FeedContract | None = None):
+        self.schema, self.feed = schema, feed or c.FEED
+        self.arrow_schema = direct_schema(self.feed)
+        self.columns = [*self.feed.column_names, "source_file", "batch_id"]
 
     def statement(self, conn) -> sql.Composed:
         self._start()
         return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-            table(self.schema, "user_events"), sql.SQL(", ").join(map(sql.Identifier, self.columns))
+            table(self.schema, self.feed.table), sql.SQL(", ").join(map(sql.Identifier, self.columns))
         )
 
     def finish(self, conn, file_name: str, batch_id: int, valid_rows: int) -> int:
@@ -164,27 +168,28 @@ class DirectSink(BinarySink):
 class StagedSink(BinarySink):
     """Valid rows COPY'd into a temporary stage, then inserted with ``ON CONFLICT DO NOTHING``."""
 
-    columns = c.STAGE_COLUMNS
-    arrow_schema = _STAGE_SCHEMA
-
-    def __init__(self, schema: str):
-        self.schema = schema
+    def __init__(self, schema: str, feed: FeedContract | None = None):
+        self.schema, self.feed = schema, feed or c.FEED
+        self.arrow_schema = stage_schema(self.feed)
+        self.columns = list(self.feed.column_names)
+        self._stage = sql.Identifier(f"ecom_ingest_stage_{self.feed.feed}")
 
     def statement(self, conn) -> sql.Composed:
         self._start()
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS ecom_ingest_stage ({c.stage_ddl()}) ON COMMIT DROP")
-        return sql.SQL("COPY ecom_ingest_stage ({}) FROM STDIN (FORMAT binary)").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DROP").format(
+            self._stage, sql.SQL(stage_ddl(self.feed))))
+        return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            self._stage, sql.SQL(", ").join(map(sql.Identifier, self.columns))
         )
 
     def finish(self, conn, file_name: str, batch_id: int, valid_rows: int) -> int:
-        columns = sql.SQL(", ").join(map(sql.Identifier, c.STAGE_COLUMNS[:-1]))
+        columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         return conn.execute(
             sql.SQL(
-                "INSERT INTO {target} ({columns}, event_timestamp, source_file, batch_id) "
-                "SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', %s, %s "
-                "FROM ecom_ingest_stage ON CONFLICT (event_id) DO NOTHING"
-            ).format(target=table(self.schema, "user_events"), columns=columns),
+                "INSERT INTO {target} ({columns}, source_file, batch_id) "
+                "SELECT {columns}, %s, %s FROM {stage} ON CONFLICT ({key}) DO NOTHING"
+            ).format(target=table(self.schema, self.feed.table), columns=columns, stage=self._stage,
+                     key=sql.Identifier(self.feed.unique_key)),
             (file_name, batch_id),
         ).rowcount
 
@@ -226,17 +231,22 @@ class CopyPump:
             raise self._error
 
 
-def text_frame(valid: pd.DataFrame, file_name: str, batch_id: int) -> pa.Table:
-    """Valid rows shaped like ``user_events`` as text, the timestamp as canonical UTC text.
+def text_frame(valid: pd.DataFrame, file_name: str, batch_id: int, feed: FeedContract | None = None) -> pa.Table:
+    """Valid rows shaped like the feed's table as text, timestamps as canonical UTC text.
 
     The load sends binary (``binary_frame``); this text form is what the bench's
     ``psql \\copy`` of the same rows reads (``tools/bench/baselines.py`` ``shape_valid_rows``).
     """
-    # Formatting a zone-aware timestamp is 4x slower in Arrow than a naive one; the
-    # values are UTC, so format them naive and say so with a "Z".
-    naive = pc.cast(pa.array(valid["event_ts_us"].to_numpy(), type=pa.timestamp("us")), pa.string())
-    stamps = pc.binary_join_element_wise(naive, "Z", "")
-    columns = {col: pa.array(valid[col].array) if col != "event_timestamp" else stamps for col in c.COLUMNS}
+    feed = feed or c.FEED
+    columns = {}
+    for col in feed.columns:
+        if col.type == "timestamptz":
+            # Formatting a zone-aware timestamp is 4x slower in Arrow than a naive one; the
+            # values are UTC, so format them naive and say so with a "Z".
+            naive = pc.cast(pa.array(valid[col.name].to_numpy(), type=pa.timestamp("us")), pa.string())
+            columns[col.name] = pc.binary_join_element_wise(naive, "Z", "")
+        else:
+            columns[col.name] = pa.array(valid[col.name].array)
     n = len(valid)
     columns["source_file"] = pa.array([file_name] * n, pa.string()) if n else pa.array([], pa.string())
     columns["batch_id"] = pa.array(np.full(n, batch_id, dtype=np.int64))

@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import table
 from ecom_ingest_dagster.pipeline.measure import StageTimes
 
@@ -101,8 +102,8 @@ def claim(conn: psycopg.Connection, schema: str, file_name: str) -> None:
 
 
 def record_file(conn, schema: str, outcome: FileOutcome, task: FileTask, stream_id: str, batch_id: int,
-                started_at: dt.datetime) -> None:
-    """The file's ledger row: the last statement of its transaction."""
+                started_at: dt.datetime, contract_version: int) -> None:
+    """The file's ledger row (with the version of the contract it was held to): the last statement of its transaction."""
     times = outcome.times
     row = conn.execute(
         sql.SQL(
@@ -119,7 +120,7 @@ def record_file(conn, schema: str, outcome: FileOutcome, task: FileTask, stream_
             outcome.rows_duplicate, outcome.rows_rejected, outcome.reason,
             json.dumps(outcome.reason_counts), outcome.extra_columns, task.size, stream_id, batch_id,
             task.landed_at, started_at, times.read_ms, times.validate_ms, times.frame_ms, times.write_ms,
-            c.FEED.version,
+            contract_version,
         ),
     ).fetchone()
     outcome.committed_at = row[0]
@@ -210,13 +211,16 @@ def record_batch(conn, schema: str, metrics: dict, started_at: dt.datetime) -> b
     return bool(inserted)
 
 
-def batch_rejections(conn, schema: str, stream_id: str, batch_id: int) -> Iterator[dict]:
-    """The rejected rows of a batch's files, streamed (a batch may hold millions)."""
+def batch_rejections(conn, schema: str, stream_id: str, batch_id: int, feed: FeedContract | None = None) -> Iterator[dict]:
+    """The rejected rows of a batch's files, streamed (a batch may hold millions); the feed's
+    key column comes as ``key``."""
+    feed = feed or c.FEED
     query = sql.SQL(
-        "SELECT r.source_file, r.record_number, r.batch_id, r.event_id, r.reasons, r.details,"
+        "SELECT r.source_file, r.record_number, r.batch_id, r.{key} AS key, r.reasons, r.details,"
         " r.raw_line, r.rejected_at FROM {rejected} r JOIN {files} f ON f.file_name = r.source_file"
         " WHERE f.stream_id = %s AND f.batch_id = %s ORDER BY r.id"
-    ).format(rejected=table(schema, "rejected_events"), files=table(schema, "ingest_files"))
+    ).format(rejected=table(schema, feed.rejected_table), files=table(schema, "ingest_files"),
+             key=sql.Identifier(feed.unique_key))
     with conn.cursor(name="batch_rejections", row_factory=dict_row) as cur:
         cur.execute(query, (stream_id, batch_id))
         yield from cur
@@ -252,10 +256,11 @@ def run_batches(conn, schema: str, *, run_id: str | None = None, fallback: bool 
 
 def accounting_violations(
     conn, schema: str, *, run_id: str | None = None,
-    since: dt.datetime | None = None, until: dt.datetime | None = None,
+    since: dt.datetime | None = None, until: dt.datetime | None = None, feed: FeedContract | None = None,
 ) -> list[dict]:
     """Files committed by ``run_id`` (or in a time window) whose counts break rows in =
-    loaded + duplicate + rejected, or disagree with the rows in ``user_events`` / ``rejected_events``."""
+    loaded + duplicate + rejected, or disagree with the rows in the feed's table / quarantine table."""
+    feed = feed or c.FEED
     query = sql.SQL(
         """
         SELECT f.file_name, f.rows_total, f.rows_loaded, f.rows_duplicate, f.rows_rejected,
@@ -268,8 +273,8 @@ def accounting_violations(
           AND (%(until)s::timestamptz IS NULL OR f.committed_at < %(until)s)
         """
     ).format(
-        events=table(schema, "user_events"),
-        rejected=table(schema, "rejected_events"),
+        events=table(schema, feed.table),
+        rejected=table(schema, feed.rejected_table),
         files=table(schema, "ingest_files"),
         batches=table(schema, "ingest_batches"),
     )
@@ -279,7 +284,7 @@ def accounting_violations(
         if total != loaded + duplicate + rejected or loaded != in_events or rejected != in_rejected:
             problems.append(
                 {"file_name": name, "rows_total": total, "rows_loaded": loaded, "rows_duplicate": duplicate,
-                 "rows_rejected": rejected, "rows_in_user_events": in_events, "rows_in_rejected_events": in_rejected}
+                 "rows_rejected": rejected, "rows_in_table": in_events, "rows_in_quarantine": in_rejected}
             )
     return problems
 
@@ -297,7 +302,7 @@ class Status:
     reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first (rows replayed since left out)
 
 
-def status(conn, schema: str) -> Status:
+def status(conn, schema: str, feed: FeedContract | None = None) -> Status:
     files = dict(conn.execute(sql.SQL("SELECT status, count(*) FROM {} GROUP BY 1").format(table(schema, "ingest_files"))))
     total, loaded, duplicate, rejected = conn.execute(
         sql.SQL("SELECT coalesce(sum(rows_total),0), coalesce(sum(rows_loaded),0), coalesce(sum(rows_duplicate),0),"
@@ -305,14 +310,15 @@ def status(conn, schema: str) -> Status:
     ).fetchone()
     reasons = conn.execute(
         sql.SQL("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM {} WHERE replayed_at IS NULL) r"
-                " GROUP BY 1 ORDER BY 2 DESC, 1").format(table(schema, "rejected_events"))
+                " GROUP BY 1 ORDER BY 2 DESC, 1").format(table(schema, (feed or c.FEED).rejected_table))
     ).fetchall()
     # sum(bigint) is numeric in PostgreSQL: counts are ints here.
     return Status(files.get("ingested", 0), files.get("rejected", 0), int(total), int(loaded), int(duplicate),
                   int(rejected), [(r, n) for r, n in reasons])
 
 
-def table_rows(conn, schema: str) -> dict[str, int]:
-    """Rows in the target table and the quarantine, over every run."""
+def table_rows(conn, schema: str, feed: FeedContract | None = None) -> dict[str, int]:
+    """Rows in the feed's table and its quarantine, over every run (keyed by table name)."""
+    feed = feed or c.FEED
     return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table(schema, name))).fetchone()[0]
-            for name in ("user_events", "rejected_events")}
+            for name in (feed.table, feed.rejected_table)}

@@ -33,6 +33,7 @@ import psycopg
 import pyarrow as pa
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import TRANSIENT_ERRORS, transient_retry
 from ecom_ingest_dagster.pipeline.landing import move_rejected, retire_ingested
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask, LoadedMeanwhile, claim, file_row, record_file
@@ -64,6 +65,7 @@ class LoadOptions:
     # (``load_batch``); 0: one transaction per file.
     group_max_bytes: int = 4 * 1024 * 1024
     now: dt.datetime | None = None  # the validation's "now" (None: the clock, per file)
+    feed: FeedContract = dataclasses.field(default_factory=lambda: c.FEED)  # the contract the files are held to
 
     def at(self) -> dt.datetime:
         return self.now or dt.datetime.now(dt.timezone.utc)
@@ -123,8 +125,8 @@ def _load_with_retries(conn, task: FileTask, options: LoadOptions) -> FileOutcom
             except FileRejected as rejection:
                 conn.rollback()
                 if rejection.reason == EMPTY:
-                    return _record_empty(conn, task, options.schema, options.stream_id, options.batch_id)
-                outcome = _record_rejected_file(conn, task, options.schema, options.stream_id, options.batch_id, rejection)
+                    return _record_empty(conn, task, options)
+                outcome = _record_rejected_file(conn, task, options, rejection)
                 move_rejected(task, options.rejected_dir, rejection.message, options.batch_id)
                 return outcome
             except TRANSIENT_ERRORS:
@@ -171,9 +173,9 @@ def _load(conn, task: FileTask, options: LoadOptions) -> FileOutcome:
         claim(conn, schema, task.file_name)
         try:
             with conn.transaction():  # a savepoint: a duplicate undoes only the fast path
-                outcome = _copy_file(conn, task, options, now, DirectSink(schema))
+                outcome = _copy_file(conn, task, options, now, DirectSink(schema, options.feed))
         except psycopg.errors.UniqueViolation:
-            outcome = _copy_file(conn, task, options, now, StagedSink(schema))
+            outcome = _copy_file(conn, task, options, now, StagedSink(schema, options.feed))
         # A file written to or replaced while it was read may have given half its rows:
         # undo them all (the exception rolls the transaction back) and quarantine it whole.
         if changed_since(task, before):
@@ -182,7 +184,7 @@ def _load(conn, task: FileTask, options: LoadOptions) -> FileOutcome:
                 "the file changed while it was read (size or time moved, or it was replaced): "
                 "drops must be written under a temporary name and renamed into place",
             )
-        record_file(conn, schema, outcome, task, options.stream_id, options.batch_id, started_at)
+        record_file(conn, schema, outcome, task, options.stream_id, options.batch_id, started_at, options.feed.version)
     return outcome
 
 
@@ -198,11 +200,11 @@ def changed_since(task: FileTask, before: tuple[int, int, int]) -> bool:
 class ValidatedBlock:
     """One block of a file after validation: what both COPY paths consume."""
 
-    valid: pd.DataFrame  # ValidationResult.valid: cleaned contract columns and event_ts_us
-    rejected: pd.DataFrame  # rejected_events columns (bad rows and malformed records)
+    valid: pd.DataFrame  # ValidationResult.valid: cleaned contract columns, timestamps parsed
+    rejected: pd.DataFrame  # the quarantine table's columns (bad rows and malformed records)
 
 
-def validated_blocks(drop: CsvDrop, now: dt.datetime, times: StageTimes) -> Iterator[ValidatedBlock]:
+def validated_blocks(drop: CsvDrop, now: dt.datetime, times: StageTimes, feed: FeedContract) -> Iterator[ValidatedBlock]:
     """Read, validate and shape a drop block by block, timing each stage."""
     chunks = iter(drop)
     while True:
@@ -211,16 +213,16 @@ def validated_blocks(drop: CsvDrop, now: dt.datetime, times: StageTimes) -> Iter
         if chunk is None:
             return
         with times.stage("validate"):
-            result = validate(chunk.rows, now=now)
+            result = validate(chunk.rows, now=now, feed=feed)
         with times.stage("frame"):
-            rejected = rejected_frame(result.rejected, chunk.malformed)
+            rejected = rejected_frame(result.rejected, chunk.malformed, feed)
         yield ValidatedBlock(result.valid, rejected)
 
 
 def _copy_file(conn, task: FileTask, options: LoadOptions, now: dt.datetime, sink) -> FileOutcome:
     schema, batch_id = options.schema, options.batch_id
     times = StageTimes()
-    drop = CsvDrop(Path(task.path), block_bytes=options.block_bytes)
+    drop = CsvDrop(Path(task.path), block_bytes=options.block_bytes, feed=options.feed)
     valid_rows = rejected_rows = 0
     reason_counts: dict[str, int] = {}
     statement = sink.statement(conn)
@@ -230,11 +232,11 @@ def _copy_file(conn, task: FileTask, options: LoadOptions, now: dt.datetime, sin
         with conn.cursor() as cur, cur.copy(statement) as copy, CopyPump(copy) as pump:
             # The pump sends from a thread: the next block is parsed and validated while
             # PostgreSQL takes in this one.
-            for block in validated_blocks(drop, now, times):
+            for block in validated_blocks(drop, now, times, options.feed):
                 with times.stage("frame"):
                     payload = sink.encode(block.valid, task.file_name, batch_id)
                     if len(block.rejected):
-                        rejected_spool.write(to_csv(with_source(block.rejected, task.file_name, batch_id)))
+                        rejected_spool.write(to_csv(with_source(block.rejected, task.file_name, batch_id, options.feed)))
                 with times.stage("write"):
                     if payload:
                         pump.write(payload)
@@ -250,7 +252,7 @@ def _copy_file(conn, task: FileTask, options: LoadOptions, now: dt.datetime, sin
         with times.stage("write"):
             if rejected_rows:
                 rejected_spool.seek(0)
-                copy_rejected(conn, schema, rejected_spool)
+                copy_rejected(conn, schema, rejected_spool, options.feed)
             inserted = sink.finish(conn, task.file_name, batch_id, valid_rows)
     return FileOutcome(
         file_name=task.file_name,
@@ -266,15 +268,16 @@ def _copy_file(conn, task: FileTask, options: LoadOptions, now: dt.datetime, sin
     )
 
 
-def _record_empty(conn, task, schema, stream_id, batch_id) -> FileOutcome:
+def _record_empty(conn, task, options: LoadOptions) -> FileOutcome:
     outcome = FileOutcome(task.file_name, "ingested", landed_at=task.landed_at)
     with conn.transaction():
-        claim(conn, schema, task.file_name)
-        record_file(conn, schema, outcome, task, stream_id, batch_id, dt.datetime.now(dt.timezone.utc))
+        claim(conn, options.schema, task.file_name)
+        record_file(conn, options.schema, outcome, task, options.stream_id, options.batch_id,
+                    dt.datetime.now(dt.timezone.utc), options.feed.version)
     return outcome
 
 
-def _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection: FileRejected) -> FileOutcome:
+def _record_rejected_file(conn, task, options: LoadOptions, rejection: FileRejected) -> FileOutcome:
     """Every line of a file rejected whole becomes a rejected row carrying the file's reason."""
     started_at = dt.datetime.now(dt.timezone.utc)
     times = StageTimes()
@@ -293,21 +296,22 @@ def _record_rejected_file(conn, task, schema, stream_id, batch_id, rejection: Fi
         times=times,
         landed_at=task.landed_at,
     )
+    schema, feed = options.schema, options.feed
     with conn.transaction():
         claim(conn, schema, task.file_name)
         if lines:
             with times.stage("write"):
                 frame = pd.DataFrame(
                     {
-                        **{col: pd.Series([None] * len(lines), dtype=object) for col in c.COLUMNS},
+                        **{col: pd.Series([None] * len(lines), dtype=object) for col in feed.column_names},
                         "raw_line": [text for _, text in lines],
                         "record_number": [number for number, _ in lines],
                         "reasons": pg_array([rejection.reason]),
                         "details": pg_array([f"file: {rejection.message}"]),
                     }
                 )
-                copy_rejected(conn, schema, to_csv(with_source(frame, task.file_name, batch_id)))
-        record_file(conn, schema, outcome, task, stream_id, batch_id, started_at)
+                copy_rejected(conn, schema, to_csv(with_source(frame, task.file_name, options.batch_id, feed)), feed)
+        record_file(conn, schema, outcome, task, options.stream_id, options.batch_id, started_at, feed.version)
     return outcome
 
 

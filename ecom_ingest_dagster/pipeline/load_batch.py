@@ -31,7 +31,6 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 
-from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.database import ReconnectingConnection
 from ecom_ingest_dagster.pipeline.encode import DirectSink
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask, LoadedMeanwhile, claim, file_rows, record_file
@@ -138,7 +137,7 @@ def _read_files(tasks: list[FileTask], options: LoadOptions) -> tuple[list[_Read
         started = time.perf_counter()
         try:
             state = file_state(task)
-            drop = CsvDrop(Path(task.path), block_bytes=options.block_bytes)
+            drop = CsvDrop(Path(task.path), block_bytes=options.block_bytes, feed=options.feed)
             blocks = list(drop.blocks())
         except (FileRejected, OSError):
             alone.append(task)  # the one-file path records why
@@ -160,13 +159,13 @@ class _Rows:
     malformed: list[tuple[int, int, str]]  # (file, record number, line) of records of the wrong width
 
 
-def _one_frame(files: list[_ReadFile]) -> _Rows:
-    parts: dict[str, list[pa.Array]] = {column: [] for column in c.COLUMNS}
+def _one_frame(files: list[_ReadFile], columns: tuple[str, ...]) -> _Rows:
+    parts: dict[str, list[pa.Array]] = {column: [] for column in columns}
     file_of, record_of, malformed = [], [], []
     for i, f in enumerate(files):
         for block in f.blocks:
             n = len(block.numbers)
-            for column in c.COLUMNS:
+            for column in columns:
                 # A column a producer left out is missing in every row, as normalize() takes it.
                 parts[column].append(block.columns.get(column, pa.nulls(n, pa.string())))
             file_of.append(np.full(n, i, dtype=np.int64))
@@ -185,20 +184,20 @@ def _load_together(conn: psycopg.Connection, files: list[_ReadFile], options: Lo
     times = StageTimes()
     names = np.array([f.task.file_name for f in files], dtype=object)
     with times.stage("validate"):
-        rows = _one_frame(files)
-        result = validate(rows.frame, now=options.at())
+        rows = _one_frame(files, options.feed.column_names)
+        result = validate(rows.frame, now=options.at(), feed=options.feed)
     with times.stage("frame"):
         valid_file = rows.file_of[result.valid.index.to_numpy()]
-        sink = DirectSink(schema)
+        sink = DirectSink(schema, options.feed)
         statement = sink.statement(conn)
         payload = sink.encode(result.valid, pa.array(names[valid_file], pa.string()), batch_id) + sink.close()
         bad_index = result.rejected.index.to_numpy()
         bad = rejected_frame(
             result.rejected.set_axis(pd.Index(rows.record_of[bad_index], name="record_number")),
-            [(number, text) for _, number, text in rows.malformed],
+            [(number, text) for _, number, text in rows.malformed], options.feed,
         )
         bad_file = np.concatenate([rows.file_of[bad_index], np.array([i for i, _, _ in rows.malformed], dtype=np.int64)])
-        bad_payload = to_csv(with_source(bad, list(names[bad_file]), batch_id)) if len(bad) else b""
+        bad_payload = to_csv(with_source(bad, list(names[bad_file]), batch_id, options.feed)) if len(bad) else b""
     try:
         with conn.transaction():
             for name in sorted(names):
@@ -207,13 +206,13 @@ def _load_together(conn: psycopg.Connection, files: list[_ReadFile], options: Lo
                 with conn.cursor() as cur, cur.copy(statement) as copy:
                     copy.write(payload)
                 if bad_payload:
-                    copy_rejected(conn, schema, bad_payload)
+                    copy_rejected(conn, schema, bad_payload, options.feed)
             changed = [f.task.file_name for f in files if changed_since(f.task, f.state)]
             if changed:
                 raise _NotTogether(f"{changed[0]} changed while it was read")
             outcomes = _outcomes(files, valid_file, bad_file, bad, times)
             for f, outcome in zip(files, outcomes):
-                record_file(conn, schema, outcome, f.task, options.stream_id, batch_id, started_at)
+                record_file(conn, schema, outcome, f.task, options.stream_id, batch_id, started_at, options.feed.version)
     except LoadedMeanwhile as loaded:
         raise _NotTogether(f"{loaded.outcome.file_name} was committed by another run meanwhile") from None
     except psycopg.errors.UniqueViolation:

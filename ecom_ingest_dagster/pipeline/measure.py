@@ -229,7 +229,7 @@ class MetricsLog:
                 where = f"{row['source_file']}#{row['record_number']}" if row.get("record_number") else row["source_file"]
                 text.write(
                     f"{row['rejected_at']} batch={row['batch_id']} {where} "
-                    f"event_id={row.get('event_id')!r} reasons={','.join(row['reasons'])} "
+                    f"key={row.get('key')!r} reasons={','.join(row['reasons'])} "
                     f"details={'; '.join(row.get('details') or [])}\n"
                 )
                 structured.write(json.dumps(dict(row), default=str) + "\n")
@@ -261,6 +261,6 @@ def _trim_lines(path: Path, when, before: dt.datetime) -> int:
 def unaccounted_rows(violations: Iterable[Mapping]) -> int:
     """Rows of the violating files with no outcome in the tables (or counted twice)."""
     return sum(
-        abs(v["rows_total"] - v["rows_duplicate"] - v["rows_in_user_events"] - v["rows_in_rejected_events"])
+        abs(v["rows_total"] - v["rows_duplicate"] - v["rows_in_table"] - v["rows_in_quarantine"])
         for v in violations
     )

@@ -1,4 +1,5 @@
-"""Rejected rows as ``rejected_events`` rows: every reason, the raw line, the source file.
+"""Rejected rows as rows of the feed's quarantine table (``rejected_events`` for user_events):
+every reason, the raw line, the source file.
 
 Knows nothing of files, Spark or Dagster.
 """
@@ -14,14 +15,21 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import table
 
-REJECTED_COLUMNS = list(c.COLUMNS) + ["raw_line", "record_number", "reasons", "details"]
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
-def rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]]) -> pd.DataFrame:
-    frame = rejected.reindex(columns=list(c.COLUMNS)).astype(object)
+def rejected_columns(feed: FeedContract) -> list[str]:
+    """The quarantine table's columns a load writes, in the order of ``with_source``'s frame."""
+    return [*feed.column_names, "raw_line", "record_number", "reasons", "details", "source_file", "batch_id"]
+
+
+def rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]], feed: FeedContract | None = None) -> pd.DataFrame:
+    feed = feed or c.FEED
+    columns = list(feed.column_names)
+    frame = rejected.reindex(columns=columns).astype(object)
     frame = frame.where(frame.notna(), None)
     frame["raw_line"] = None
     frame["record_number"] = rejected.index.to_numpy()
@@ -30,10 +38,10 @@ def rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]]) -> 
     if malformed:
         bad = pd.DataFrame(
             {
-                **{col: [None] * len(malformed) for col in c.COLUMNS},
+                **{col: [None] * len(malformed) for col in columns},
                 "raw_line": [text for _, text in malformed],
                 "record_number": [number if number >= 0 else None for number, _ in malformed],
-                "reasons": [[c.MALFORMED_ROW]] * len(malformed),
+                "reasons": [[feed.malformed_reason]] * len(malformed),
                 "details": [["record: field count differs from the header's"]] * len(malformed),
             }
         )
@@ -41,7 +49,8 @@ def rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]]) -> 
     return frame.reset_index(drop=True)
 
 
-def with_source(frame: pd.DataFrame, file_name: str | Sequence[str], batch_id: int) -> pd.DataFrame:
+def with_source(frame: pd.DataFrame, file_name: str | Sequence[str], batch_id: int,
+                feed: FeedContract | None = None) -> pd.DataFrame:
     out = frame.copy()
     for col in ("reasons", "details"):
         if len(out) and not isinstance(out[col].iloc[0], str):
@@ -49,7 +58,7 @@ def with_source(frame: pd.DataFrame, file_name: str | Sequence[str], batch_id: i
     out["record_number"] = pd.array(out["record_number"], dtype="Int64")
     out["source_file"] = file_name
     out["batch_id"] = batch_id
-    return out[REJECTED_COLUMNS + ["source_file", "batch_id"]]
+    return out[rejected_columns(feed or c.FEED)]
 
 
 def pg_array(values: Iterable[str]) -> str:
@@ -67,11 +76,11 @@ def to_csv(frame: pd.DataFrame | pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def copy_rejected(conn, schema: str, payload: bytes | IO[bytes]) -> None:
-    """Rejected rows (``to_csv`` of a ``with_source`` frame, in memory or spooled) into ``rejected_events``."""
+def copy_rejected(conn, schema: str, payload: bytes | IO[bytes], feed: FeedContract | None = None) -> None:
+    """Rejected rows (``to_csv`` of a ``with_source`` frame, in memory or spooled) into the feed's quarantine table."""
+    feed = feed or c.FEED
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        table(schema, "rejected_events"),
-        sql.SQL(", ").join(map(sql.Identifier, REJECTED_COLUMNS + ["source_file", "batch_id"])),
+        table(schema, feed.rejected_table), sql.SQL(", ").join(map(sql.Identifier, rejected_columns(feed))),
     )
     with conn.cursor() as cur, cur.copy(statement) as copy:
         if isinstance(payload, bytes):

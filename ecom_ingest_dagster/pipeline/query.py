@@ -379,7 +379,7 @@ class IngestQuery:
         )
         if inserted and metrics["rejected_records"]:
             db.run(lambda conn: self.metrics_log.append_rejections(
-                ledger.batch_rejections(conn, schema, stream_id, batch_id)
+                ledger.batch_rejections(conn, schema, stream_id, batch_id, self.settings.contract)
             ))
         if inserted:
             self.metrics_log.append_batch(metrics)
@@ -408,7 +408,7 @@ class IngestQuery:
             schema=self.settings.db_schema, stream_id=stream_id, batch_id=batch_id,
             rejected_dir=self.settings.rejected_dir, archive_dir=self.settings.archive_dir,
             after_commit=self.settings.after_commit, block_bytes=self.settings.csv_block_bytes,
-            group_max_bytes=self.settings.group_max_bytes,
+            group_max_bytes=self.settings.group_max_bytes, feed=self.settings.contract,
         )
 
     def _planned(self, batch_df) -> BatchPlan | None:

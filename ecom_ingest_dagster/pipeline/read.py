@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 
 _TEXT = pd.ArrowDtype(pa.string())
 
@@ -66,9 +67,10 @@ class Block:
 class CsvDrop:
     """Iterate a dropped file's records in chunks; raises FileRejected for whole-file faults."""
 
-    def __init__(self, path: Path, *, block_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, path: Path, *, block_bytes: int = 16 * 1024 * 1024, feed: FeedContract | None = None):
         self.path = Path(path)
         self.block_bytes = block_bytes
+        self.feed = feed or c.FEED
         self.columns: list[str] = []
         self.extra_columns: list[str] = []
         self.records = 0
@@ -91,7 +93,7 @@ class CsvDrop:
             return "skip"
 
         reader, names = self._open(on_invalid_row, pending_malformed)
-        wanted = [i for i, name in enumerate(names) if name in c.COLUMNS]
+        wanted = [i for i, name in enumerate(names) if name in self.feed.column_names]
         # Arrow parses ahead of the batch it hands out, so a malformed record can be
         # reported with an earlier batch than its own: good rows skip every malformed
         # number seen so far, not only those reported with their batch.
@@ -138,7 +140,7 @@ class CsvDrop:
 
         try:
             try:
-                reader = open_csv(c.COLUMNS)
+                reader = open_csv(self.feed.column_names)
             except pa.ArrowInvalid as exc:
                 # Arrow finds no header in a file that is a single line without a line
                 # end; such a file fits in one block, so read it with the end supplied.
@@ -151,7 +153,7 @@ class CsvDrop:
                 if len(line) > self.block_bytes:
                     raise
                 whole_file = pa.py_buffer(line + b"\n")
-                reader = open_csv(c.COLUMNS)
+                reader = open_csv(self.feed.column_names)
             # Arrow decodes the header names lazily, so bad bytes there surface here.
             names = reader.schema.names
             self._check_header(names)
@@ -172,8 +174,9 @@ class CsvDrop:
         return reader, names
 
     def _check_header(self, names: list[str]) -> None:
-        self.columns = [n for n in names if n in c.COLUMNS]
-        self.extra_columns = [n for n in names if n not in c.COLUMNS]
+        known = self.feed.column_names
+        self.columns = [n for n in names if n in known]
+        self.extra_columns = [n for n in names if n not in known]
         if not self.columns:
             raise FileRejected(
                 c.FILE_NO_HEADER,
@@ -183,7 +186,7 @@ class CsvDrop:
         duplicated = sorted({n for n in self.columns if self.columns.count(n) > 1})
         if duplicated:
             raise FileRejected(c.FILE_DUPLICATE_COLUMNS, f"columns named twice: {', '.join(duplicated)}")
-        missing = [n for n in c.REQUIRED_COLUMNS if n not in self.columns]
+        missing = [n for n in self.feed.required_columns if n not in self.columns]
         if missing:
             raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}")
 

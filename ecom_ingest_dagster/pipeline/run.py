@@ -278,17 +278,17 @@ class Pipeline:
     # -- what is there ---------------------------------------------------------------------
     def status(self) -> Status:
         with self.connect() as conn:
-            return ledger.status(conn, self.settings.db_schema)
+            return ledger.status(conn, self.settings.db_schema, self.settings.contract)
 
     def table_rows(self) -> dict[str, int]:
         with self.connect() as conn:
-            return ledger.table_rows(conn, self.settings.db_schema)
+            return ledger.table_rows(conn, self.settings.db_schema, self.settings.contract)
 
     def evaluate(self, run_id: str | None, *, fallback: bool = True, since: dt.datetime | None = None) -> checks.Evaluation:
         """The service targets and the accounting identity for ``run_id``'s batches (see ``checks.evaluate``)."""
         with self.connect() as conn:
             return checks.evaluate(conn, self.settings.db_schema, run_id, self.settings.targets, fallback=fallback,
-                                   since=since)
+                                   since=since, feed=self.settings.contract)
 
     def retain(self, *, now: dt.datetime | None = None) -> RetentionOutcome:
         """Delete what grows without bound and is past its retention (the retention schedule).

@@ -30,12 +30,11 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import Column, FeedContract, Rule, types
 
 # Arrow-backed text: the regex checks run vectorised in Arrow compute (RE2), several
 # times faster than Python-object strings.
 _TEXT = pd.ArrowDtype(pa_arrow.string())
-_NULL_TEXT = pa_arrow.scalar(None, pa_arrow.string())
-_REASONS = pd.Index(c.REJECTION_REASONS)
 
 
 def _text(series: pd.Series) -> pa_arrow.Array:
@@ -46,79 +45,38 @@ def _text(series: pd.Series) -> pa_arrow.Array:
     return array.combine_chunks() if isinstance(array, pa_arrow.ChunkedArray) else array
 
 
-def _matches(text: pa_arrow.Array, pattern: str) -> pa_arrow.Array:
-    """True where the text matches ``pattern``, false elsewhere (missing values too)."""
-    return pc.fill_null(pc.match_substring_regex(text, pattern), False)
-
-
-def _where(mask: pa_arrow.Array, text: pa_arrow.Array) -> pa_arrow.Array:
-    """The text where ``mask`` holds, null elsewhere."""
-    return pc.if_else(mask, text, _NULL_TEXT)
-
-
-def _as_float(numbers: pa_arrow.Array) -> np.ndarray:
-    # Plain float64 with NaN for null: an Arrow-backed NA would compare to NA, which
-    # Pandera lets pass.
-    return numbers.to_numpy(zero_copy_only=False)
-
-
-def price_values(series: pd.Series) -> np.ndarray:
-    """Numeric value of well-formed prices (float64), NaN for anything else."""
-    text = _text(series)
-    numbers = pc.cast(_where(_matches(text, c.PRICE_PATTERN), text), pa_arrow.float64())  # the pattern makes every cast safe
-    return _as_float(numbers)
-
-
-def quantity_values(series: pd.Series) -> np.ndarray:
-    text = _text(series)
-    well_formed = _where(_matches(text, c.QUANTITY_PATTERN), text)
-    return _as_float(pc.cast(pc.utf8_trim(well_formed, "+"), pa_arrow.float64()))
-
-
-def _timestamp_micros(text: pa_arrow.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Microseconds since the epoch (UTC, int64) and where they are known (bool).
-
-    Integers, not floats: a float64 holds microseconds exactly only within ~285 years of
-    1970, and a valid event from 1600 would be loaded a microsecond off.
-    """
-    well_formed = _matches(text, c.TIMESTAMP_PATTERN)
-    try:
-        # Arrow's ISO-8601 cast is several times faster than pandas' parser, but all or
-        # nothing: one impossible date (Feb 30) sends the chunk to pandas instead.
-        stamps = pc.cast(_where(well_formed, text), pa_arrow.timestamp("us", tz="UTC"))
-    except (pa_arrow.ArrowInvalid, pa_arrow.ArrowNotImplementedError):
-        values = pd.Series(pd.arrays.ArrowExtensionArray(text))
-        parsed = pd.to_datetime(values.where(well_formed.to_numpy(zero_copy_only=False)), format="ISO8601", utc=True, errors="coerce")
-        known = parsed.notna().to_numpy()
-        micros = parsed.to_numpy(dtype="datetime64[us]").astype(np.int64)
-        return np.where(known, micros, 0), known
-    known = stamps.is_valid().to_numpy(zero_copy_only=False)
-    micros = pc.cast(stamps, pa_arrow.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-    return micros, known
+def parse(text: pa_arrow.Array, sql_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values and where they are of its type (``known``): float64 for the number
+    types (NaN where not known), int64 microseconds since the epoch for timestamptz and
+    date, the form's match for the rest (uuid, boolean)."""
+    if sql_type == "timestamptz":
+        return types.timestamp_micros(text)
+    if sql_type == "date":
+        return types.date_micros(text)
+    if types.compares_numbers(sql_type):
+        values = types.numbers(text, sql_type)
+        return values, ~np.isnan(values)
+    known = types.matches(text, types.text_form(sql_type)).to_numpy(zero_copy_only=False)
+    return known, known
 
 
 @dataclasses.dataclass(frozen=True)
 class ParsedValues:
-    """Each typed column parsed once per chunk, shared by the checks and the output.
+    """Each typed column parsed once per chunk, shared by the checks and the output:
+    ``values[name]`` and ``known[name]`` as ``parse`` gives them, for every column that is
+    not text."""
 
-    ``price`` and ``quantity`` are float64 with NaN where there is no value (missing or
-    malformed); ``timestamp_us`` is int64, meaningful where ``timestamp_known`` holds.
-    """
-
-    price: pd.Series
-    quantity: pd.Series
-    timestamp_us: pd.Series
-    timestamp_known: pd.Series
+    values: dict[str, pd.Series]
+    known: dict[str, pd.Series]
 
     @classmethod
-    def of(cls, clean: pd.DataFrame) -> "ParsedValues":
-        micros, known = _timestamp_micros(_text(clean["event_timestamp"]))
-        return cls(
-            pd.Series(price_values(clean["price"]), index=clean.index),
-            pd.Series(quantity_values(clean["quantity"]), index=clean.index),
-            pd.Series(micros, index=clean.index),
-            pd.Series(known, index=clean.index),
-        )
+    def of(cls, clean: pd.DataFrame, feed: FeedContract | None = None) -> "ParsedValues":
+        values, known = {}, {}
+        for column in (feed or c.FEED).columns:
+            if column.type != "text":
+                v, k = parse(_text(clean[column.name]), column.type)
+                values[column.name], known[column.name] = pd.Series(v, index=clean.index), pd.Series(k, index=clean.index)
+        return cls(values, known)
 
 
 def _missing(s: pd.Series) -> np.ndarray:
@@ -158,83 +116,84 @@ def _check(fn, reason: str) -> pa.Check:
     return pa.Check(fn, name=reason, ignore_na=False, error=reason)
 
 
-def _required(*checks: pa.Check) -> pa.Column:
-    return pa.Column(None, checks=list(checks), nullable=False, required=True)
-
-
-def _optional(*checks: pa.Check) -> pa.Column:
-    return pa.Column(None, checks=list(checks), nullable=True, required=True)
-
-
 class _ValueChecks:
-    """The checks of the columns that have a value to parse (price, quantity, timestamp):
-    with ``parsed`` they only compare the chunk's values parsed once, without it they parse
-    the column they are given. A missing value passes (``nullable`` reports it)."""
+    """The checks of one typed column: with ``parsed`` they only compare the chunk's values
+    parsed once, without it they parse the column they are given. A missing value passes
+    (``nullable`` reports it), and so does a value that is not of the type for a rule
+    (the type's own check reports it)."""
 
-    def __init__(self, parsed: ParsedValues | None, latest_us: int):
-        self.parsed, self.latest_us = parsed, latest_us
+    def __init__(self, column: Column, parsed: ParsedValues | None):
+        self.name, self.type, self.parsed = column.name, column.type, parsed
 
-    def _values(self, s: pd.Series, name: str, parse) -> np.ndarray:
+    def _parsed(self, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         if self.parsed is None:
-            return parse(s)
-        known = getattr(self.parsed, name)
+            return parse(_text(s), self.type)
+        values, known = self.parsed.values[self.name], self.parsed.known[self.name]
         # The checks get whole columns (no ignore_na), so the parsed values line up; a
         # caller validating some other frame with this schema gets them by label.
-        return (known if known.index.equals(s.index) else known.reindex(s.index)).to_numpy()
+        if not known.index.equals(s.index):
+            values, known = values.reindex(s.index), known.reindex(s.index, fill_value=False)
+        return values.to_numpy(), known.to_numpy()
 
-    def timestamp_ok(self, s: pd.Series) -> pd.Series:
-        if self.parsed is None:
-            micros, known = _timestamp_micros(_text(s))
-        else:
-            micros, known = self._values(s, "timestamp_us", None), self._values(s, "timestamp_known", None)
-        return _series((known & (micros <= self.latest_us)) | _missing(s), s)
+    def of_type(self, s: pd.Series) -> pd.Series:
+        return _series(self._parsed(s)[1] | _missing(s), s)
 
-    def _price(self, s: pd.Series) -> np.ndarray:
-        return self._values(s, "price", price_values)
+    def within(self, low, high):
+        def check(s: pd.Series) -> pd.Series:
+            values, known = self._parsed(s)
+            inside = np.ones(len(s), dtype=bool)
+            if low is not None:
+                inside &= ~np.less(values, float(low))  # NaN compares False: passes
+            if high is not None:
+                inside &= ~np.greater(values, float(high))
+            return _series(inside | ~known, s)
 
-    def price_ok(self, s: pd.Series) -> pd.Series:
-        # A negative price "parses": it is negative_price, not also invalid_price.
-        return _series(np.less_equal(self._price(s), c.PRICE_MAX) | _missing(s), s)  # NaN compares False
+        return check
 
-    def price_not_negative(self, s: pd.Series) -> pd.Series:
-        return _series(~np.less(self._price(s), c.PRICE_MIN), s)
+    def not_after(self, latest_us: int):
+        def check(s: pd.Series) -> pd.Series:
+            micros, known = self._parsed(s)
+            return _series(~(known & (micros > latest_us)), s)
 
-    def quantity_ok(self, s: pd.Series) -> pd.Series:
-        quantity = self._values(s, "quantity", quantity_values)
-        return _series((np.greater_equal(quantity, c.QUANTITY_MIN) & np.less_equal(quantity, c.QUANTITY_MAX)) | _missing(s), s)
+        return check
 
 
-def build_schema(now: dt.datetime, parsed: ParsedValues | None = None) -> pa.DataFrameSchema:
-    """The contract as a Pandera schema; ``now`` bounds how far in the future events may be.
+def _rule_check(column: Column, rule: Rule, values: _ValueChecks, now_us: int) -> pa.Check:
+    if rule.pattern is not None:
+        fn = _pattern_check(rule.pattern)
+    elif rule.one_of is not None:
+        fn = _one_of(rule.one_of)
+    elif rule.max_length is not None:
+        fn = _length_at_most(rule.max_length)
+    elif rule.not_after_now_seconds is not None:
+        fn = values.not_after(now_us + rule.not_after_now_seconds * 1_000_000)
+    else:
+        fn = values.within(rule.min, rule.max)
+    return _check(fn, rule.reason)
 
-    With ``parsed`` (the chunk's values parsed once) the checks only compare; without
-    it they parse the column they are given.
+
+def build_schema(now: dt.datetime, parsed: ParsedValues | None = None, feed: FeedContract | None = None) -> pa.DataFrameSchema:
+    """The feed's contract as a Pandera schema; ``now`` bounds how far in the future values may be.
+
+    Per column: the type's own check (``invalid_reason``), then the rules in the contract's
+    order, each a check named by its reason. With ``parsed`` (the chunk's values parsed
+    once) the checks only compare; without it they parse the column they are given.
 
     A missing value passes every check but the required columns' ``nullable=False``
-    (reported as ``missing_required_field``): the checks say so themselves rather than
+    (reported as the feed's ``missing_reason``): the checks say so themselves rather than
     through ``ignore_na``, which made Pandera drop the missing values from a copy of
     the column before each check, and the check realign its parsed values to it.
     """
-    latest = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-    v = _ValueChecks(parsed, (latest + pd.Timedelta(seconds=c.MAX_FUTURE_SECONDS)).value // 1000)
-    check, required, optional = _check, _required, _optional
-    return pa.DataFrameSchema(
-        {
-            "event_id": required(check(_pattern_check(c.UUID_PATTERN), c.INVALID_EVENT_ID)),
-            "user_id": required(check(_pattern_check(c.USER_ID_PATTERN), c.INVALID_USER_ID)),
-            "session_id": optional(check(_pattern_check(c.UUID_PATTERN), c.INVALID_SESSION_ID)),
-            "event_type": required(check(_one_of(c.EVENT_TYPES), c.INVALID_EVENT_TYPE)),
-            "product_id": required(check(_pattern_check(c.PRODUCT_ID_PATTERN), c.INVALID_PRODUCT_ID)),
-            "product_name": optional(check(_length_at_most(c.MAX_LENGTHS["product_name"]), c.FIELD_TOO_LONG)),
-            "category": optional(check(_length_at_most(c.MAX_LENGTHS["category"]), c.FIELD_TOO_LONG)),
-            "price": required(check(v.price_ok, c.INVALID_PRICE), check(v.price_not_negative, c.NEGATIVE_PRICE)),
-            "quantity": required(check(v.quantity_ok, c.INVALID_QUANTITY)),
-            "event_timestamp": required(check(v.timestamp_ok, c.INVALID_TIMESTAMP)),
-        },
-        coerce=False,
-        strict=False,
-        name="user_event",
-    )
+    feed = feed or c.FEED
+    stamp = pd.Timestamp(now)
+    now_us = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).value // 1000
+    columns = {}
+    for column in feed.columns:
+        values = _ValueChecks(column, parsed)
+        checks = [_check(values.of_type, column.invalid_reason)] if column.type != "text" else []
+        checks += [_rule_check(column, rule, values, now_us) for rule in column.rules]
+        columns[column.name] = pa.Column(None, checks=checks, nullable=not column.required, required=True)
+    return pa.DataFrameSchema(columns, coerce=False, strict=False, name=feed.feed)
 
 
 @dataclasses.dataclass
@@ -254,30 +213,32 @@ def count_reasons(reasons: pd.Series) -> dict[str, int]:
     return {str(reason): int(n) for reason, n in counts.items()}
 
 
-def normalize(raw: pd.DataFrame) -> pd.DataFrame:
+def normalize(raw: pd.DataFrame, feed: FeedContract | None = None) -> pd.DataFrame:
     """Contract columns only, surrounding blanks trimmed, empty text as missing.
 
     The columns stay Arrow text (no copy of the values through pandas).
     """
     columns = {}
-    for column in c.COLUMNS:
+    for column in (feed or c.FEED).column_names:
         if column in raw.columns:
             trimmed = pc.utf8_trim_whitespace(_text(raw[column]))  # what pandas' str.strip() does on Arrow text
-            columns[column] = _where(pc.not_equal(trimmed, ""), trimmed)
+            columns[column] = types.where(pc.not_equal(trimmed, ""), trimmed)
         else:
             columns[column] = pa_arrow.nulls(len(raw), pa_arrow.string())
     return pd.DataFrame({name: pd.arrays.ArrowExtensionArray(values) for name, values in columns.items()}, index=raw.index)
 
 
-def validate(raw: pd.DataFrame, *, now: dt.datetime | None = None) -> ValidationResult:
-    """Split ``raw`` (text values, any extra columns ignored) into valid and rejected rows."""
+def validate(raw: pd.DataFrame, *, now: dt.datetime | None = None, feed: FeedContract | None = None) -> ValidationResult:
+    """Split ``raw`` (text values, any extra columns ignored) into valid and rejected rows
+    by ``feed``'s contract (the shipped user_events feed when not given)."""
+    feed = feed or c.FEED
     now = now or dt.datetime.now(dt.timezone.utc)
-    clean = normalize(raw)
-    parsed = ParsedValues.of(clean)
-    return split(raw, clean, parsed, failures(build_schema(now, parsed), clean))
+    clean = normalize(raw, feed)
+    parsed = ParsedValues.of(clean, feed)
+    return split(raw, clean, parsed, failures(build_schema(now, parsed, feed), clean, feed), feed)
 
 
-def failures(schema: pa.DataFrameSchema, clean: pd.DataFrame) -> pd.DataFrame:
+def failures(schema: pa.DataFrameSchema, clean: pd.DataFrame, feed: FeedContract | None = None) -> pd.DataFrame:
     """One row per (row index, reason, column) that fails, as ``failures_of(failure_cases(...))`` gives.
 
     The same rules in the same order as Pandera's validation of each column: the missing
@@ -292,7 +253,7 @@ def failures(schema: pa.DataFrameSchema, clean: pd.DataFrame) -> pd.DataFrame:
     rows, reasons, details = [], [], []
     for name, column in schema.columns.items():
         values = clean[name]
-        rules = [] if column.nullable else [(c.MISSING_REQUIRED_FIELD, values.isna().to_numpy())]
+        rules = [] if column.nullable else [((feed or c.FEED).missing_reason, values.isna().to_numpy())]
         for check in column.checks:
             passed = check(values).check_output
             rules.append((check.error or check.name, ~passed.to_numpy(dtype=bool, na_value=False)))
@@ -329,7 +290,7 @@ def failure_cases(schema: pa.DataFrameSchema, clean: pd.DataFrame) -> pd.DataFra
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-def failures_of(cases: pd.DataFrame | None) -> pd.DataFrame:
+def failures_of(cases: pd.DataFrame | None, feed: FeedContract | None = None) -> pd.DataFrame:
     """One row per (row index, reason, column) that fails, empty when all rows pass."""
     if cases is None:
         return pd.DataFrame(columns=["index", "reason", "detail"])
@@ -339,7 +300,7 @@ def failures_of(cases: pd.DataFrame | None) -> pd.DataFrame:
         # reaching here is a bug in this module, not bad input.
         raise RuntimeError(f"schema-level validation failure: {unexpected.to_dict('records')}")
     checks = cases["check"].astype(str).to_numpy()
-    reason = np.where(checks == "not_nullable", c.MISSING_REQUIRED_FIELD, checks).astype(object)
+    reason = np.where(checks == "not_nullable", (feed or c.FEED).missing_reason, checks).astype(object)
     return pd.DataFrame(
         {
             "index": cases["index"].to_numpy(),
@@ -349,46 +310,55 @@ def failures_of(cases: pd.DataFrame | None) -> pd.DataFrame:
     )
 
 
-def split(raw: pd.DataFrame, clean: pd.DataFrame, parsed: ParsedValues, failures: pd.DataFrame) -> ValidationResult:
+def split(raw: pd.DataFrame, clean: pd.DataFrame, parsed: ParsedValues, failures: pd.DataFrame,
+          feed: FeedContract | None = None) -> ValidationResult:
     """The rows of ``raw`` without failures (cleaned, typed) and those with (as sent, with their reasons)."""
-    rejected = rejected_rows(raw, failures)
-    return ValidationResult(valid=valid_rows(clean, parsed, rejected.index), rejected=rejected)
+    rejected = rejected_rows(raw, failures, feed)
+    return ValidationResult(valid=valid_rows(clean, parsed, rejected.index, feed), rejected=rejected)
 
 
-def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame, feed: FeedContract | None = None) -> pd.DataFrame:
     """The failing rows of ``raw`` as sent, with their reasons (contract order, each once) and details."""
+    feed = feed or c.FEED
     if failures.empty:
-        rejected = raw.iloc[0:0].reindex(columns=list(c.COLUMNS))
+        rejected = raw.iloc[0:0].reindex(columns=list(feed.column_names))
         rejected["reasons"] = pd.Series(dtype=object)
         rejected["details"] = pd.Series(dtype=object)
         return rejected
     index = failures["index"].to_numpy()
     reason = failures["reason"].to_numpy()
-    order = _REASONS.get_indexer(reason)
-    order[order < 0] = len(_REASONS)  # a name that is no reason (a bug) sorts last, as a NaN did
+    reasons_index = pd.Index(feed.reasons)
+    order = reasons_index.get_indexer(reason)
+    order[order < 0] = len(reasons_index)  # a name that is no reason (a bug) sorts last, as a NaN did
     by_reason = np.lexsort((order, index))
     index_r, order_r = index[by_reason], order[by_reason]
     firsts = np.r_[True, (index_r[1:] != index_r[:-1]) | (order_r[1:] != order_r[:-1])]
     reasons = _lists_by_index(index_r[firsts], reason[by_reason][firsts])
     by_index = np.argsort(index, kind="stable")  # a row's details in the order of the failures: the schema's
     details = _lists_by_index(index[by_index], failures["detail"].to_numpy()[by_index])
-    rejected = raw.reindex(columns=list(c.COLUMNS)).loc[reasons.index].astype(object)
+    rejected = raw.reindex(columns=list(feed.column_names)).loc[reasons.index].astype(object)
     rejected = rejected.where(rejected.notna(), None)
     rejected["reasons"] = reasons
     rejected["details"] = details
     return rejected
 
 
-def valid_rows(clean: pd.DataFrame, parsed: ParsedValues, bad_index: pd.Index) -> pd.DataFrame:
-    """The rows of ``clean`` not in ``bad_index``: event_id in lower case, the timestamp as ``event_ts_us``."""
+def valid_rows(clean: pd.DataFrame, parsed: ParsedValues, bad_index: pd.Index,
+               feed: FeedContract | None = None) -> pd.DataFrame:
+    """The rows of ``clean`` not in ``bad_index``, each column as the encoder takes it: text,
+    uuids in lower case, and timestamptz columns as int64 microseconds since the epoch
+    (parsed once, here; not every valid text form is one Arrow's cast reads)."""
     keep = ~clean.index.isin(bad_index)
     # One Arrow filter per column: a pandas row selection goes through take() per column.
     rows = pa_arrow.array(keep, pa_arrow.bool_())
-    columns = {name: pc.filter(_text(clean[name]), rows) for name in clean.columns}
-    columns["event_id"] = pc.utf8_lower(columns["event_id"])
-    valid = pd.DataFrame({name: pd.arrays.ArrowExtensionArray(values) for name, values in columns.items()}, index=clean.index[keep])
-    valid["event_ts_us"] = parsed.timestamp_us.to_numpy()[keep]
-    return valid
+    columns = {}
+    for column in (feed or c.FEED).columns:
+        if column.type == "timestamptz":
+            columns[column.name] = parsed.values[column.name].to_numpy()[keep]
+            continue
+        text = pc.filter(_text(clean[column.name]), rows)
+        columns[column.name] = pd.arrays.ArrowExtensionArray(pc.utf8_lower(text) if column.type == "uuid" else text)
+    return pd.DataFrame(columns, index=clean.index[keep])
 
 
 def _lists_by_index(index: np.ndarray, values: np.ndarray) -> pd.Series:

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ecom_ingest_dagster.feeds import FeedError
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
+from ecom_ingest_dagster.pipeline.feed_tables import ContractBreaksTable
 from ecom_ingest_dagster.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -88,8 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(commands)
+    _add_feed_command(commands)
     _add_bench_command(commands)
+    for name, command in commands.choices.items():
+        if name not in ("bench", "feed"):
+            command.add_argument("--feed", metavar="NAME",
+                                 help="the feed (default: ECOM_INGEST_FEED, else user_events); `ecom-ingest feed list`")
     return parser
+
+
+def _add_feed_command(commands) -> None:
+    feed = commands.add_parser("feed", help="feeds: list them, or write a new contract file to start from")
+    actions = feed.add_subparsers(dest="feed_action", required=True, metavar="ACTION")
+    new = actions.add_parser("new", help="write <feeds_dir>/NAME.yaml: a contract to edit (columns, types, rules)")
+    new.add_argument("name", help="the feed's name (lower case letters, digits, _)")
+    actions.add_parser("list", help="the feeds there are: shipped, and in ECOM_INGEST_FEEDS_DIR")
 
 
 def _add_data_commands(commands) -> None:
@@ -165,11 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = Settings.from_env()
+        if getattr(args, "feed", None) is not None:
+            settings = settings.with_overrides(feed=args.feed)
+        if args.command not in ("feed", "bench"):
+            settings.contract  # a missing or mistaken contract file is told now, before any work  # noqa: B018
         if getattr(args, "landing", None) is not None:
             settings = settings.with_overrides(landing_dir=args.landing.expanduser().absolute())
         return COMMANDS[args.command](settings, args)
-    except SettingsError as exc:
+    except (SettingsError, FeedError) as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))
+    except ContractBreaksTable as exc:
+        return _fail(CliError(str(exc)))
     except DatabaseUnavailable as exc:
         return _fail(CliError(str(exc)))
     except CliError as exc:
@@ -208,6 +229,7 @@ def _generate(settings: Settings, args) -> int:
             prefix=args.prefix,
             progress=sys.stderr.isatty() or args.batches > 1,
             compress=args.gzip,
+            feed=settings.contract,
         )
     except (ValueError, OSError) as exc:
         raise CliError(str(exc), EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE) from exc
@@ -402,9 +424,32 @@ def format_summary(summary, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _feed(settings: Settings, args) -> int:
+    from ecom_ingest_dagster.feeds import SHIPPED_DIR, find_feed, new_contract
+
+    if args.feed_action == "new":
+        try:
+            path = new_contract(args.name, settings.feeds_dir)
+        except (ValueError, FileExistsError) as exc:
+            raise CliError(str(exc), EXIT_USAGE) from exc
+        print(f"wrote {path}: edit its columns and rules, then `ecom-ingest ingest --feed {args.name}`"
+              f" (drops go to {settings.with_overrides(feed=args.name).landing_dir})")
+        return 0
+    names = sorted({p.stem for p in SHIPPED_DIR.glob("*.yaml")} | {p.stem for p in settings.feeds_dir.glob("*.yaml")})
+    for name in names:
+        try:
+            contract = find_feed(name, settings.feeds_dir)
+            where = settings.with_overrides(feed=name)
+            print(f"{name}: version {contract.version}, {len(contract.columns)} columns -> "
+                  f"{where.db_schema}.{contract.table} (landing {where.landing_dir})")
+        except FeedError as exc:
+            print(f"{name}: cannot be used: {exc}")
+    return 0
+
+
 COMMANDS = {
     "generate": _generate, "ingest": _ingest, "stream": _stream, "status": _status, "settings": _settings,
-    "report": _report, "bench": _bench, "replay-rejected": _replay,
+    "report": _report, "bench": _bench, "replay-rejected": _replay, "feed": _feed,
 }
 
 

@@ -19,7 +19,7 @@ import pathlib
 import secrets
 import sys
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,8 @@ from faker import Faker
 from tqdm import tqdm
 
 from ecom_ingest_dagster import contract
+from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.tools.feed_generator import generate_rows
 from ecom_ingest_dagster.tools.invalid_rows import BREAKERS, INVALID_REASONS, US_PER_SECOND, epoch_us, format_timestamps
 
 EXPECTED_REASON = "expected_reason"
@@ -323,8 +325,10 @@ def _fsync_dir(directory: pathlib.Path) -> None:
         os.close(fd)
 
 
-def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str) -> pathlib.Path:
-    """Write ``frame``'s contract columns as a UTF-8 CSV with header to ``landing/name``.
+def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str,
+               contract_columns: Sequence[str] = contract.COLUMNS) -> pathlib.Path:
+    """Write ``frame``'s contract columns (``contract_columns``: user_events' unless another
+    feed's are given) as a UTF-8 CSV with header to ``landing/name``.
 
     The file appears atomically: it is written under a hidden temporary name in the same
     directory (a name the landing directory does not treat as a drop), fsynced, then
@@ -335,7 +339,7 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str) -> pathlib
     Returns the final path.
     """
     _check_file_name(name, "name")
-    columns = [c for c in contract.COLUMNS if c in frame.columns]
+    columns = [c for c in contract_columns if c in frame.columns]
     if not columns:
         raise ValueError("frame has none of the contract's columns")
     schema = pa.schema([(c, pa.string()) for c in columns])
@@ -401,6 +405,7 @@ def generate_drops(
     progress: bool = True,
     now: dt.datetime | None = None,
     compress: bool = False,
+    feed: FeedContract | None = None,
 ) -> list[DropSummary]:
     """Write ``batches`` drops of ``events`` rows each into ``landing``.
 
@@ -411,7 +416,8 @@ def generate_drops(
     makes the contents reproducible (so re-running with the same seed re-sends the same
     event_ids: duplicates on purpose); the names stay unique regardless. ``now=None``
     stamps each file's events relative to the moment it is generated. ``compress`` writes
-    ``*.csv.gz`` drops.
+    ``*.csv.gz`` drops. ``feed``: drops of another feed than user_events, made from its
+    contract alone (``feed_generator``).
     """
     events = _check_count(events, "events", 0)
     batches = _check_count(batches, "batches", 1)
@@ -432,12 +438,17 @@ def generate_drops(
         for i in range(batches):
             if i and interval:
                 time.sleep(interval)
-            frame = generate_events(
-                events, rng=rng, invalid_rate=rate, now=now, faker_seed=faker_seed,
-                # Cumulative rounding: 10 files of 20 rows at 2% still hold 4 bad rows.
-                invalid_count=round((i + 1) * events * rate) - round(i * events * rate),
-            )
-            path = write_drop(frame, landing, f"{run}_{i:0{width}d}.csv" + (".gz" if compress else ""))
+            name = f"{run}_{i:0{width}d}.csv" + (".gz" if compress else "")
+            if feed is not None and feed.feed != contract.FEED.feed:
+                frame = generate_rows(feed, events, rng=rng, invalid_rate=rate, now=now)
+                path = write_drop(frame, landing, name, feed.column_names)
+            else:
+                frame = generate_events(
+                    events, rng=rng, invalid_rate=rate, now=now, faker_seed=faker_seed,
+                    # Cumulative rounding: 10 files of 20 rows at 2% still hold 4 bad rows.
+                    invalid_count=round((i + 1) * events * rate) - round(i * events * rate),
+                )
+                path = write_drop(frame, landing, name)
             invalid = int((frame[EXPECTED_REASON] != "").sum())
             summaries.append(DropSummary(path=path, rows=len(frame), invalid_rows=invalid))
             # Running totals: the bar's last line then agrees with the summary printed under it.

@@ -1,8 +1,8 @@
 """Replaying quarantined rows after the contract or the producer was fixed.
 
 Rejected rows keep the values as sent, so they can be validated again. Rows that now
-pass are loaded into ``user_events`` (under their original file and batch, duplicates
-skipped and counted), marked ``replayed_at`` / ``replay_outcome`` in ``rejected_events``,
+pass are loaded into the feed's table (under their original file and batch, duplicates
+skipped and counted), marked ``replayed_at`` / ``replay_outcome`` in its quarantine table,
 and their file's ledger counts move from rejected to loaded or duplicate, all in one
 transaction: rows in = loaded + duplicate + rejected still holds for every file. Lines of
 malformed rows and of files rejected whole have no columns to validate and are left.
@@ -18,7 +18,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import table
+from ecom_ingest_dagster.pipeline.encode import stage_ddl
 from ecom_ingest_dagster.pipeline.validate import validate
 
 
@@ -32,23 +34,24 @@ class ReplayOutcome:
 
 
 def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: str | None = None,
-                    now: dt.datetime | None = None) -> ReplayOutcome:
+                    now: dt.datetime | None = None, feed: FeedContract | None = None) -> ReplayOutcome:
     """Validate the quarantined rows again (those of ``file_name`` / ``reason``), load those that
     pass, mark every replayed row and correct its file's ledger counts, in one transaction."""
-    if reason is not None and reason not in c.REJECTION_REASONS:
-        raise ValueError(f"unknown reason {reason!r}; one of: {', '.join(c.REJECTION_REASONS)}")
+    feed = feed or c.FEED
+    if reason is not None and reason not in feed.reasons:
+        raise ValueError(f"unknown reason {reason!r}; one of: {', '.join(feed.reasons)}")
     outcome = ReplayOutcome()
     with conn.transaction():
-        frame = _quarantined(conn, schema, file_name, reason)
+        frame = _quarantined(conn, schema, file_name, reason, feed)
         outcome.examined = len(frame)
         if frame.empty:
             return outcome
-        result = validate(frame[list(c.COLUMNS)], now=now)
+        result = validate(frame[list(feed.column_names)], now=now, feed=feed)
         outcome.still_rejected = len(result.rejected)
         if len(result.valid) == 0:
             return outcome
-        _stage(conn, result.valid.join(frame[["source_file", "batch_id"]]))
-        marked = _mark_replayed(conn, schema, _insert_staged(conn, schema))
+        _stage(conn, result.valid.join(frame[["source_file", "batch_id"]]), feed)
+        marked = _mark_replayed(conn, schema, _insert_staged(conn, schema, feed), feed)
         for source_file, result_kind in marked:
             counts = outcome.per_file.setdefault(source_file, {"loaded": 0, "duplicate": 0})
             counts[result_kind] += 1
@@ -58,9 +61,9 @@ def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: 
     return outcome
 
 
-def _quarantined(conn, schema: str, file_name: str | None, reason: str | None) -> pd.DataFrame:
+def _quarantined(conn, schema: str, file_name: str | None, reason: str | None, feed: FeedContract) -> pd.DataFrame:
     """The rows to replay, locked (``FOR UPDATE``): rows with their columns, not raw lines."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, c.COLUMNS))
+    columns = sql.SQL(", ").join(map(sql.Identifier, feed.column_names))
     rows = conn.cursor(row_factory=dict_row).execute(
         sql.SQL(
             "SELECT id, {columns}, source_file, batch_id FROM {rejected}"
@@ -68,51 +71,53 @@ def _quarantined(conn, schema: str, file_name: str | None, reason: str | None) -
             " AND (%(file)s::text IS NULL OR source_file = %(file)s)"
             " AND (%(reason)s::text IS NULL OR %(reason)s = ANY(reasons))"
             " ORDER BY id FOR UPDATE"
-        ).format(columns=columns, rejected=table(schema, "rejected_events")),
+        ).format(columns=columns, rejected=table(schema, feed.rejected_table)),
         {"file": file_name, "reason": reason},
     ).fetchall()
     return pd.DataFrame(rows).set_index("id") if rows else pd.DataFrame()
 
 
-def _stage(conn, valid: pd.DataFrame) -> None:
+def _stage(conn, valid: pd.DataFrame, feed: FeedContract) -> None:
     """The rows that pass now, typed, into a temporary stage (dropped at commit)."""
-    conn.execute(
-        f"CREATE TEMP TABLE ecom_ingest_replay ({c.stage_ddl(extra={'id': 'bigint'})},"
-        " source_file text, batch_id bigint) ON COMMIT DROP"
-    )
-    stage_columns = ["id", *c.STAGE_COLUMNS, "source_file", "batch_id"]
+    conn.execute(f"CREATE TEMP TABLE ecom_ingest_replay ({stage_ddl(feed, extra={'id': 'bigint'})},"
+                 " source_file text, batch_id bigint) ON COMMIT DROP")
+    rows = valid.reset_index()
+    for column in feed.columns:
+        if column.type == "timestamptz":  # the validator's microseconds, as text COPY reads a timestamptz
+            rows[column.name] = pd.to_datetime(rows[column.name], unit="us", utc=True).map(lambda t: t.isoformat())
+    stage_columns = ["id", *feed.column_names, "source_file", "batch_id"]
     with conn.cursor().copy(
         sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
     ) as copy:
-        for record in valid.reset_index()[stage_columns].itertuples(index=False):
+        for record in rows[stage_columns].itertuples(index=False):
             copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
 
 
-def _insert_staged(conn, schema: str) -> set[str]:
-    """The staged rows into ``user_events`` (an id already there is skipped); the ids loaded."""
-    target_columns = c.STAGE_COLUMNS[:-1]
+def _insert_staged(conn, schema: str, feed: FeedContract) -> set[str]:
+    """The staged rows into the feed's table (a key already there is skipped); the keys loaded."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, feed.column_names))
+    key = sql.Identifier(feed.unique_key)
     return {
         r[0] for r in conn.execute(
             sql.SQL(
-                "INSERT INTO {events} ({columns}, event_timestamp, source_file, batch_id)"
-                " SELECT {columns}, timestamptz 'epoch' + event_ts_us * interval '1 microsecond', source_file, batch_id"
-                " FROM ecom_ingest_replay ORDER BY id ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
-            ).format(events=table(schema, "user_events"), columns=sql.SQL(", ").join(map(sql.Identifier, target_columns)))
+                "INSERT INTO {target} ({columns}, source_file, batch_id) SELECT {columns}, source_file, batch_id"
+                " FROM ecom_ingest_replay ORDER BY id ON CONFLICT ({key}) DO NOTHING RETURNING {key}::text"
+            ).format(target=table(schema, feed.table), columns=columns, key=key)
         )
     }
 
 
-def _mark_replayed(conn, schema: str, loaded_ids: set[str]) -> list[tuple[str, str]]:
-    """Each replayed row marked 'loaded' (the first of each loaded event id) or 'duplicate'."""
+def _mark_replayed(conn, schema: str, loaded_keys: set[str], feed: FeedContract) -> list[tuple[str, str]]:
+    """Each replayed row marked 'loaded' (the first of each loaded key) or 'duplicate'."""
     return conn.execute(
         sql.SQL(
-            "WITH ranked AS (SELECT id, source_file, event_id::text AS event_id,"
-            " row_number() OVER (PARTITION BY event_id ORDER BY id) AS nth FROM ecom_ingest_replay)"
+            "WITH ranked AS (SELECT id, source_file, {key}::text AS key,"
+            " row_number() OVER (PARTITION BY {key} ORDER BY id) AS nth FROM ecom_ingest_replay)"
             " UPDATE {rejected} r SET replayed_at = now(),"
-            " replay_outcome = CASE WHEN ranked.nth = 1 AND ranked.event_id = ANY(%s) THEN 'loaded' ELSE 'duplicate' END"
+            " replay_outcome = CASE WHEN ranked.nth = 1 AND ranked.key = ANY(%s) THEN 'loaded' ELSE 'duplicate' END"
             " FROM ranked WHERE r.id = ranked.id RETURNING r.source_file, r.replay_outcome"
-        ).format(rejected=table(schema, "rejected_events")),
-        (list(loaded_ids),),
+        ).format(rejected=table(schema, feed.rejected_table), key=sql.Identifier(feed.unique_key)),
+        (list(loaded_keys),),
     ).fetchall()
 
 

@@ -15,7 +15,7 @@ def test_rows_go_in_key_order_and_rows_of_one_id_keep_theirs():
     keys = rng.integers(0, 50, 2_000)  # many rows per id
     ids = pa.array([int(k).to_bytes(16, "big") for k in keys], pa.binary(16))
     frame = pa.table({"event_id": ids, "position": pa.array(np.arange(len(keys)))})
-    ordered = in_key_order(frame)
+    ordered = in_key_order(frame, "event_id")
     got_keys = [int.from_bytes(v, "big") for v in ordered.column("event_id").to_pylist()]
     positions = ordered.column("position").to_numpy()
     assert got_keys == sorted(keys.tolist())

@@ -31,7 +31,7 @@ def test_good_row_is_valid_and_normalised():
     row = result.valid.iloc[0]
     assert row["event_id"] == GOOD["event_id"]  # UUID semantics: case folded
     assert row["user_id"] == "user_42"
-    assert row["event_ts_us"] == int(dt.datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=dt.timezone.utc).timestamp() * 1e6)
+    assert row["event_timestamp"] == int(dt.datetime(2026, 11, 28, 10, 15, 30, 123456, tzinfo=dt.timezone.utc).timestamp() * 1e6)
 
 
 @pytest.mark.parametrize(
@@ -175,8 +175,8 @@ def test_normalize_keeps_arrow_text_trims_and_blanks_missing():
 def test_valid_timestamps_to_the_microsecond(stamp):
     result = validate(pd.DataFrame([{**GOOD, "event_timestamp": stamp}]), now=NOW)
     assert len(result.rejected) == 0
-    assert result.valid["event_ts_us"].dtype == "int64"
-    assert int(result.valid["event_ts_us"].iloc[0]) == _micros(stamp)
+    assert result.valid["event_timestamp"].dtype == "int64"
+    assert int(result.valid["event_timestamp"].iloc[0]) == _micros(stamp)
 
 
 def test_impossible_date_sends_the_block_to_the_slow_parser_with_the_same_answers():
@@ -184,7 +184,7 @@ def test_impossible_date_sends_the_block_to_the_slow_parser_with_the_same_answer
     result = validate(pd.DataFrame([{**GOOD, "event_timestamp": s} for s in stamps]), now=NOW)
     assert list(result.rejected.index) == [1]
     assert list(result.rejected["reasons"].iloc[0]) == [c.INVALID_TIMESTAMP]
-    assert result.valid["event_ts_us"].tolist() == [_micros(stamps[0]), _micros("2026-11-28T10:15:30.123456Z"), _micros(stamps[3])]
+    assert result.valid["event_timestamp"].tolist() == [_micros(stamps[0]), _micros("2026-11-28T10:15:30.123456Z"), _micros(stamps[3])]
 
 
 def test_optional_fields_missing_and_upper_case_uuids():
@@ -197,7 +197,7 @@ def test_optional_fields_missing_and_upper_case_uuids():
     assert result.valid["session_id"].tolist()[0] is pd.NA
     assert result.valid["product_name"].isna().tolist() == [True, False]
     assert result.valid["event_id"].tolist() == [GOOD["event_id"]] * 2  # lower case
-    assert result.valid["session_id"].tolist()[1] == GOOD_ROW["session_id"].upper()  # as sent: the COPY reads it as a uuid
+    assert result.valid["session_id"].tolist()[1] == GOOD_ROW["session_id"].lower()  # every uuid column alike
 
 
 @pytest.mark.parametrize("price", ["0", "0.00", "-0", "1000000", "1000000.00", ".5", "+3"])
@@ -258,7 +258,7 @@ def test_rejected_and_valid_rows_split_by_the_failures():
     assert list(rejected["reasons"].iloc[0]) == [c.MISSING_REQUIRED_FIELD, c.INVALID_PRICE]  # the contract's order
     assert rejected.loc[1, "user_id"] is None
     valid = validation.valid_rows(clean, parsed, rejected.index)
-    assert list(valid.index) == [3, 2] and list(valid.columns) == list(c.COLUMNS) + ["event_ts_us"]
+    assert list(valid.index) == [3, 2] and list(valid.columns) == list(c.COLUMNS) and valid["event_timestamp"].dtype == "int64"
     pd.testing.assert_frame_equal(valid, validate(frame, now=NOW).valid)
 
 

@@ -56,7 +56,7 @@ def shape_valid_rows(files: list[Path], out: Path) -> ShapedRows:
     """
     import pyarrow as pa
 
-    from ecom_ingest_dagster.pipeline.encode import DirectSink, binary_frame, text_frame
+    from ecom_ingest_dagster.pipeline.encode import DIRECT_SCHEMA, binary_frame, text_frame
     from ecom_ingest_dagster.pipeline.quarantine import to_csv
     from ecom_ingest_dagster.pipeline.read import CsvDrop
     from ecom_ingest_dagster.pipeline.validate import validate
@@ -65,11 +65,11 @@ def shape_valid_rows(files: list[Path], out: Path) -> ShapedRows:
     shaped = ShapedRows([], [])
     for path in files:
         text, arrow = out / path.name, out / f"{path.stem}.arrow"
-        with open(text, "wb") as handle, pa.ipc.new_file(str(arrow), DirectSink.arrow_schema) as writer:
+        with open(text, "wb") as handle, pa.ipc.new_file(str(arrow), DIRECT_SCHEMA) as writer:
             for chunk in CsvDrop(path):
                 valid = validate(chunk.rows).valid
                 handle.write(to_csv(text_frame(valid, path.name, 0)))
-                writer.write_table(binary_frame(valid, DirectSink.arrow_schema, path.name, 0))
+                writer.write_table(binary_frame(valid, DIRECT_SCHEMA, path.name, 0))
         shaped.csv.append(text)
         shaped.arrow.append(arrow)
     return shaped
@@ -143,7 +143,7 @@ def binary_copy(url: str, shaped: list[Path], *, key_order: bool = False) -> dic
             for batch in table.to_batches():  # the blocks the file was read in, as the loader sends them
                 tick = time.perf_counter()
                 block = pa.Table.from_batches([batch])
-                payload = sink.encode_table(in_key_order(block) if key_order else block)
+                payload = sink.encode_table(in_key_order(block, "event_id") if key_order else block)
                 encode_s += time.perf_counter() - tick
                 copy.write(payload)
             copy.write(sink.close())

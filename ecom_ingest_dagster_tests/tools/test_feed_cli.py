@@ -1,0 +1,87 @@
+"""A second feed end to end through the CLI as a user runs it: its own directories, schema,
+tables and ledger, beside user_events, each exactly once."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from ecom_ingest_dagster.feeds import shipped_feed
+from ecom_ingest_dagster_tests.helpers import run_cli as run
+
+
+def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(tmp_path, database_url, db_schema):
+    home = tmp_path / "home"
+    env = {"ECOM_INGEST_HOME": str(home), "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema}
+    orders_schema = f"{db_schema}_orders"
+    try:
+        for args in (["generate", "--feed", "orders", "--batches", "3", "--events", "40", "--invalid-rate", "0.2", "--seed", "4"],
+                     ["generate", "--feed", "orders", "--batches", "1", "--events", "30", "--gzip", "--seed", "5"],
+                     ["generate", "--batches", "1", "--events", "25", "--seed", "6"]):
+            made = run(args, env, tmp_path)
+            assert made.returncode == 0, made.stderr
+        assert len(list((home / "orders" / "landing").iterdir())) == 4 and len(list((home / "landing").iterdir())) == 1
+
+        for _ in range(2):  # the second time: nothing new, nothing twice
+            for args in (["ingest", "--feed", "orders"], ["ingest"]):
+                done = run(args, env, tmp_path)
+                assert done.returncode == 0, done.stderr
+
+        with psycopg.connect(database_url) as conn:
+            files = conn.execute(f'SELECT count(*), sum(rows_total), sum(rows_loaded), sum(rows_rejected),'
+                                 f' min(contract_version) FROM "{orders_schema}".ingest_files').fetchone()
+            assert files[:2] == (4, 150) and files[2] + files[3] == 150 and 10 < files[3] < 50 and files[4] == 1
+            loaded = conn.execute(f'SELECT count(*), count(DISTINCT order_id) FROM "{orders_schema}".orders').fetchone()
+            assert loaded == (files[2], files[2])
+            assert conn.execute(f'SELECT count(*) FROM "{orders_schema}".orders_rejected').fetchone()[0] == files[3]
+            assert conn.execute(f'SELECT count(*) FROM "{db_schema}".user_events').fetchone()[0] > 0
+            assert conn.execute(f'SELECT count(*) FROM "{db_schema}".ingest_files').fetchone()[0] == 1
+        archived = sorted(p.name for p in (home / "orders" / "archive").rglob("*") if p.is_file())
+        assert len(archived) == 4 and sum(name.endswith(".csv.gz") for name in archived) == 1
+
+        status = run(["status", "--feed", "orders", "--json"], env, tmp_path)
+        assert status.returncode == 0, status.stderr
+        told = json.loads(status.stdout)
+        assert told["schema"] == orders_schema and told["rows_rejected"] == files[3]
+        assert set(told["reasons"]) <= set(shipped_feed("orders").reasons) and sum(told["reasons"].values()) >= files[3]
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{orders_schema}" CASCADE')
+
+
+def test_a_contract_change_that_breaks_is_refused_before_any_file_is_touched(tmp_path, database_url, db_schema):
+    home = tmp_path / "home"
+    env = {"ECOM_INGEST_HOME": str(home), "ECOM_INGEST_DATABASE_URL": database_url, "ECOM_INGEST_DB_SCHEMA": db_schema}
+    schema = f"{db_schema}_refunds"
+    try:
+        assert run(["feed", "new", "refunds"], env, tmp_path).returncode == 0
+        contract = home / "feeds" / "refunds.yaml"
+        assert run(["generate", "--feed", "refunds", "--batches", "1", "--events", "10"], env, tmp_path).returncode == 0
+        assert run(["ingest", "--feed", "refunds"], env, tmp_path).returncode == 0
+
+        # version 2 adds an optional column: the table follows
+        text = contract.read_text().replace("version: 1", "version: 2")
+        contract.write_text(text + "  - name: reference\n    type: text\n")
+        assert run(["generate", "--feed", "refunds", "--batches", "1", "--events", "10"], env, tmp_path).returncode == 0
+        done = run(["ingest", "--feed", "refunds"], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        with psycopg.connect(database_url) as conn:
+            versions = conn.execute(f'SELECT contract_version, count(*) FROM "{schema}".ingest_files GROUP BY 1 ORDER BY 1').fetchall()
+            assert versions == [(1, 1), (2, 1)]
+            # rows of the first drop have no reference; the second drop's have theirs
+            by_version = dict(conn.execute(
+                f'SELECT f.contract_version, count(r.reference) FROM "{schema}".refunds r'
+                f' JOIN "{schema}".ingest_files f ON f.file_name = r.source_file GROUP BY 1').fetchall())
+            assert by_version[1] == 0 and by_version[2] > 0
+
+        # version 3 changes a type: refused, in one sentence, the drop left where it is
+        contract.write_text(contract.read_text().replace("version: 2", "version: 3").replace("numeric(12,2)", "numeric(14,2)"))
+        assert run(["generate", "--feed", "refunds", "--batches", "1", "--events", "10"], env, tmp_path).returncode == 0
+        refused = run(["ingest", "--feed", "refunds"], env, tmp_path)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "column amount is numeric(12,2)" in refused.stderr and "load into a new table" in refused.stderr
+        assert len(list((home / "refunds" / "landing").iterdir())) == 1
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
