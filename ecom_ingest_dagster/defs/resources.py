@@ -26,6 +26,8 @@ class PipelineResource(dg.ConfigurableResource):
     after_commit: Optional[str] = None
     database_url: Optional[str] = None
     db_schema: Optional[str] = None
+    feed: Optional[str] = None
+    feeds_dir: Optional[str] = None
     db_retry_seconds: Optional[float] = None
     spark_master: Optional[str] = None
     spark_driver_memory: Optional[str] = None
@@ -86,6 +88,8 @@ def build_resources(settings: Optional[Settings] = None, **fields) -> dict[str, 
     ``fields`` sets resource fields directly."""
     url_var = env_name("database_url")
     pinned = {name: getattr(settings, name) for name in settings.model_fields_set} if settings else {}
+    if "db_schema" in pinned:
+        pinned["db_schema"] = settings._configured_db_schema  # a feed's own schema is derived again from it
     pinned = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in pinned.items()}
     if os.environ.get(url_var):
         # EnvVar only when set: unset means "embedded", which needs no secret at all.
