@@ -136,6 +136,7 @@ FILE_UNPARSEABLE = "file_unparseable_csv"
 # Beyond the contract's list: what a real landing directory does to a file.
 FILE_UNREADABLE = "file_unreadable"  # no read permission, vanished, or not a regular file
 FILE_CHANGED = "file_changed_while_reading"  # not placed atomically: written or replaced under our feet
+FILE_EXTRA_COLUMNS = "file_unexpected_columns"  # columns the contract does not name, in a feed that rejects them
 FILE_REJECTION_REASONS: tuple[str, ...] = (
     FILE_NOT_UTF8,
     FILE_NO_HEADER,
@@ -144,6 +145,7 @@ FILE_REJECTION_REASONS: tuple[str, ...] = (
     FILE_UNPARSEABLE,
     FILE_UNREADABLE,
     FILE_CHANGED,
+    FILE_EXTRA_COLUMNS,
 )
 
 _DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv(?:\.gz)?$")

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _STRINGS = {
     "database_url": "postgresql://someone@127.0.0.1:1/elsewhere",
     "db_schema": "custom_schema",
+    "feed": "orders",
     "spark_master": "local[1]",
     "spark_driver_memory": "640m",
     "spark_driver_java_options": "-XX:+UseSerialGC",

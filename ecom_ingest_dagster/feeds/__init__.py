@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ecom_ingest_dagster.feeds import types
 
 SHIPPED_DIR = Path(__file__).parent
+# The column of a feed's table (and quarantine table) holding a row's values of the columns
+# its contract does not name, as one JSON object (Auto Loader's rescued data column).
+RESCUED = "rescued"
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # Columns the platform adds to a feed's table: a contract may not name them.
 RESERVED_COLUMNS = ("source_file", "batch_id", "created_at", "rescued", "raw_line", "record_number", "reasons",
@@ -121,6 +124,11 @@ class FeedContract(_Strict):
     # whole (reject).
     extra_columns: Literal["rescue", "ignore", "reject"] = "rescue"
     description: Optional[str] = None
+
+    @property
+    def rescues(self) -> bool:
+        """True when a drop's unnamed columns are kept per row (the tables' ``rescued`` jsonb column)."""
+        return self.extra_columns == "rescue"
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedContract:

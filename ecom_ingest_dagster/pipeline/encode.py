@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.feeds import FeedContract, types
+from ecom_ingest_dagster.feeds import RESCUED, FeedContract, types
 from ecom_ingest_dagster.pipeline.database import table
 
 
@@ -26,20 +26,34 @@ from ecom_ingest_dagster.pipeline.database import table
 # parses no text (uuid, numeric and timestamptz input were most of a text COPY's cost).
 # Binary COPY has no coercion: each Arrow type must be the column's binary form exactly
 # (``feeds.types.arrow_type``).
+# jsonb's binary form is a version byte (1) and the JSON text; pgpq sends Arrow binary as it is.
+_JSONB = pa.binary()
+
+
+def _rescued(feed: FeedContract) -> list[tuple[str, pa.DataType]]:
+    return [(RESCUED, _JSONB)] if feed.rescues else []
+
+
 def direct_schema(feed: FeedContract) -> pa.Schema:
     """The Arrow form of a feed's rows COPY'd straight into its table."""
-    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns]
+    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns] + _rescued(feed)
                      + [("source_file", pa.string()), ("batch_id", pa.int64())])
 
 
 def stage_schema(feed: FeedContract) -> pa.Schema:
     """The Arrow form of a feed's rows COPY'd into a stage (the file and batch are added by the INSERT)."""
-    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns])
+    return pa.schema([(col.name, types.arrow_type(col.type)) for col in feed.columns] + _rescued(feed))
+
+
+def stage_columns(feed: FeedContract) -> list[str]:
+    """The columns a stage holds for a feed's validated rows (the rescued values included)."""
+    return [*feed.column_names, *([RESCUED] if feed.rescues else [])]
 
 
 def stage_ddl(feed: FeedContract, *, extra: dict[str, str] | None = None) -> str:
     """Column definitions of a stage table for a feed's validated rows (``extra`` columns first)."""
-    return ", ".join(f"{name} {sql_type}" for name, sql_type in {**(extra or {}), **feed.sql_types}.items())
+    typed = {**(extra or {}), **feed.sql_types, **({RESCUED: "jsonb"} if feed.rescues else {})}
+    return ", ".join(f"{name} {sql_type}" for name, sql_type in typed.items())
 
 
 DIRECT_SCHEMA = direct_schema(c.FEED)
@@ -80,6 +94,14 @@ def _uuid_bytes(text: pa.StringArray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(16), n, [validity, pa.py_buffer(packed)], null_count=text.null_count)
 
 
+def _jsonb(valid: pd.DataFrame) -> pa.Array:
+    """The rescued JSON text as jsonb's binary form; null where a row has none (or no column)."""
+    if RESCUED not in valid.columns:
+        return pa.nulls(len(valid), _JSONB)
+    text = _arrow_text(valid[RESCUED])
+    return pc.binary_join_element_wise(pa.scalar(b"\x01", pa.binary()), text.cast(pa.binary()), pa.scalar(b"", pa.binary()))
+
+
 def _binary_column(valid: pd.DataFrame, name: str, sql_type: str) -> pa.Array:
     if sql_type == "timestamptz":  # parsed by the validator: int64 microseconds
         return pa.array(valid[name].to_numpy(dtype=np.int64), type=types.arrow_type(sql_type))
@@ -99,8 +121,8 @@ def binary_frame(valid: pd.DataFrame, schema: pa.Schema, file_name: str | pa.Arr
         "batch_id": pa.array(np.full(n, batch_id, dtype=np.int64)),
     }
     sql_types = (feed or c.FEED).sql_types
-    columns = [constants[f.name] if f.name in constants else _binary_column(valid, f.name, sql_types[f.name])
-               for f in schema]
+    columns = [constants[f.name] if f.name in constants else _jsonb(valid) if f.name == RESCUED
+               else _binary_column(valid, f.name, sql_types[f.name]) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -153,7 +175,7 @@ class DirectSink(BinarySink):
     def __init__(self, schema: str, feed: FeedContract | None = None):
         self.schema, self.feed = schema, feed or c.FEED
         self.arrow_schema = direct_schema(self.feed)
-        self.columns = [*self.feed.column_names, "source_file", "batch_id"]
+        self.columns = [*stage_columns(self.feed), "source_file", "batch_id"]
 
     def statement(self, conn) -> sql.Composed:
         self._start()
@@ -171,7 +193,7 @@ class StagedSink(BinarySink):
     def __init__(self, schema: str, feed: FeedContract | None = None):
         self.schema, self.feed = schema, feed or c.FEED
         self.arrow_schema = stage_schema(self.feed)
-        self.columns = list(self.feed.column_names)
+        self.columns = stage_columns(self.feed)
         self._stage = sql.Identifier(f"ecom_ingest_stage_{self.feed.feed}")
 
     def statement(self, conn) -> sql.Composed:

@@ -268,7 +268,7 @@ def sweep(conn, settings, *, zero_byte_only: bool = False) -> Sweep:
         if entry is None:
             if drop.size == 0:
                 task = ledger.FileTask(str(path), 0, landed_at=drop.mtime)
-                outcome = ledger.record_empty_drop(conn, settings.db_schema, task)
+                outcome = ledger.record_empty_drop(conn, settings.db_schema, task, settings.contract.version)
                 conn.commit()
                 done.empty.append(drop.name)
                 retire_ingested(path, policy=settings.after_commit, archive_dir=settings.archive_dir,

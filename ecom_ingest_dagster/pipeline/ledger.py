@@ -158,13 +158,14 @@ SWEEP_STREAM_ID = "landing-sweep"
 SWEEP_BATCH_ID = -1
 
 
-def record_empty_drop(conn, schema: str, task: FileTask) -> FileOutcome:
+def record_empty_drop(conn, schema: str, task: FileTask, contract_version: int) -> FileOutcome:
     """A zero-byte drop: a valid drop with zero rows, recorded once (claim, then the ledger row)."""
     outcome = FileOutcome(task.file_name, "ingested", landed_at=task.landed_at)
     try:
         with conn.transaction():
             claim(conn, schema, task.file_name)
-            record_file(conn, schema, outcome, task, SWEEP_STREAM_ID, SWEEP_BATCH_ID, dt.datetime.now(dt.timezone.utc))
+            record_file(conn, schema, outcome, task, SWEEP_STREAM_ID, SWEEP_BATCH_ID, dt.datetime.now(dt.timezone.utc),
+                        contract_version)
     except LoadedMeanwhile as done:
         return done.outcome
     return outcome

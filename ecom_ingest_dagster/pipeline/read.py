@@ -15,6 +15,7 @@ import codecs
 import dataclasses
 import gzip
 import io
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.feeds import RESCUED, FeedContract
 
 _TEXT = pd.ArrowDtype(pa.string())
 
@@ -94,6 +95,7 @@ class CsvDrop:
 
         reader, names = self._open(on_invalid_row, pending_malformed)
         wanted = [i for i, name in enumerate(names) if name in self.feed.column_names]
+        rescued = [i for i, name in enumerate(names) if name not in self.feed.column_names] if self.feed.rescues else []
         # Arrow parses ahead of the batch it hands out, so a malformed record can be
         # reported with an earlier batch than its own: good rows skip every malformed
         # number seen so far, not only those reported with their batch.
@@ -114,7 +116,10 @@ class CsvDrop:
             malformed_ahead.update(number for number, _ in malformed)
             numbers, next_number = _record_numbers(next_number, batch.num_rows, malformed_ahead)
             self.records += batch.num_rows + len(malformed)
-            yield Block({names[i]: _clean_column(batch.column(i)) for i in wanted}, numbers, malformed)
+            columns = {names[i]: _clean_column(batch.column(i)) for i in wanted}
+            if rescued:
+                columns[RESCUED] = _rescued_json([names[i] for i in rescued], [batch.column(i) for i in rescued])
+            yield Block(columns, numbers, malformed)
         if pending_malformed:  # rows rejected after the last block was handed out
             self.records += len(pending_malformed)
             yield Block({names[i]: pa.array([], pa.string()) for i in wanted}, np.empty(0, dtype=np.int64),
@@ -186,6 +191,9 @@ class CsvDrop:
         duplicated = sorted({n for n in self.columns if self.columns.count(n) > 1})
         if duplicated:
             raise FileRejected(c.FILE_DUPLICATE_COLUMNS, f"columns named twice: {', '.join(duplicated)}")
+        if self.extra_columns and self.feed.extra_columns == "reject":
+            raise FileRejected(c.FILE_EXTRA_COLUMNS, f"columns the contract does not name: {', '.join(self.extra_columns)}"
+                               f" (feed {self.feed.feed} rejects them: extra_columns: reject)")
         missing = [n for n in self.feed.required_columns if n not in self.columns]
         if missing:
             raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}")
@@ -204,6 +212,14 @@ def _record_numbers(start: int, good_rows: int, malformed: set[int]) -> tuple[np
     next_start = int(numbers[-1]) + 1 if good_rows else start
     malformed.difference_update([number for number in malformed if number < next_start])
     return numbers, next_start
+
+
+def _rescued_json(names: list[str], columns: list[pa.Array]) -> pa.Array:
+    """Each record's values of the columns the contract does not name, as one JSON object
+    (a value left empty is left out; a record with none of them is null)."""
+    rows = zip(*(column.to_pylist() for column in columns))
+    return pa.array([json.dumps(kept, ensure_ascii=False) if (kept := {n: v for n, v in zip(names, values) if v})
+                     else None for values in rows], pa.string())
 
 
 def _clean_column(column: pa.StringArray) -> pa.Array:

@@ -30,7 +30,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.feeds import Column, FeedContract, Rule, types
+from ecom_ingest_dagster.feeds import RESCUED, Column, FeedContract, Rule, types
 
 # Arrow-backed text: the regex checks run vectorised in Arrow compute (RE2), several
 # times faster than Python-object strings.
@@ -314,14 +314,18 @@ def split(raw: pd.DataFrame, clean: pd.DataFrame, parsed: ParsedValues, failures
           feed: FeedContract | None = None) -> ValidationResult:
     """The rows of ``raw`` without failures (cleaned, typed) and those with (as sent, with their reasons)."""
     rejected = rejected_rows(raw, failures, feed)
-    return ValidationResult(valid=valid_rows(clean, parsed, rejected.index, feed), rejected=rejected)
+    valid = valid_rows(clean, parsed, rejected.index, feed)
+    if RESCUED in raw.columns:  # the values of the drop's unnamed columns travel with their row
+        valid[RESCUED] = raw[RESCUED].reindex(valid.index)
+    return ValidationResult(valid=valid, rejected=rejected)
 
 
 def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame, feed: FeedContract | None = None) -> pd.DataFrame:
     """The failing rows of ``raw`` as sent, with their reasons (contract order, each once) and details."""
     feed = feed or c.FEED
+    kept = [*feed.column_names, *([RESCUED] if RESCUED in raw.columns else [])]
     if failures.empty:
-        rejected = raw.iloc[0:0].reindex(columns=list(feed.column_names))
+        rejected = raw.iloc[0:0].reindex(columns=kept)
         rejected["reasons"] = pd.Series(dtype=object)
         rejected["details"] = pd.Series(dtype=object)
         return rejected
@@ -336,7 +340,7 @@ def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame, feed: FeedContract 
     reasons = _lists_by_index(index_r[firsts], reason[by_reason][firsts])
     by_index = np.argsort(index, kind="stable")  # a row's details in the order of the failures: the schema's
     details = _lists_by_index(index[by_index], failures["detail"].to_numpy()[by_index])
-    rejected = raw.reindex(columns=list(feed.column_names)).loc[reasons.index].astype(object)
+    rejected = raw.reindex(columns=kept).loc[reasons.index].astype(object)
     rejected = rejected.where(rejected.notna(), None)
     rejected["reasons"] = reasons
     rejected["details"] = details

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 import pandas as pd
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.feeds import RESCUED, FeedContract
 from ecom_ingest_dagster.pipeline.database import table
-from ecom_ingest_dagster.pipeline.encode import stage_ddl
+from ecom_ingest_dagster.pipeline.encode import stage_columns, stage_ddl
 from ecom_ingest_dagster.pipeline.validate import validate
 
 
@@ -46,7 +47,7 @@ def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: 
         outcome.examined = len(frame)
         if frame.empty:
             return outcome
-        result = validate(frame[list(feed.column_names)], now=now, feed=feed)
+        result = validate(frame[stage_columns(feed)], now=now, feed=feed)
         outcome.still_rejected = len(result.rejected)
         if len(result.valid) == 0:
             return outcome
@@ -63,7 +64,7 @@ def replay_rejected(conn, schema: str, *, file_name: str | None = None, reason: 
 
 def _quarantined(conn, schema: str, file_name: str | None, reason: str | None, feed: FeedContract) -> pd.DataFrame:
     """The rows to replay, locked (``FOR UPDATE``): rows with their columns, not raw lines."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, feed.column_names))
+    columns = sql.SQL(", ").join(map(sql.Identifier, stage_columns(feed)))
     rows = conn.cursor(row_factory=dict_row).execute(
         sql.SQL(
             "SELECT id, {columns}, source_file, batch_id FROM {rejected}"
@@ -82,20 +83,22 @@ def _stage(conn, valid: pd.DataFrame, feed: FeedContract) -> None:
     conn.execute(f"CREATE TEMP TABLE ecom_ingest_replay ({stage_ddl(feed, extra={'id': 'bigint'})},"
                  " source_file text, batch_id bigint) ON COMMIT DROP")
     rows = valid.reset_index()
+    if RESCUED in rows.columns:  # jsonb comes back as Python values: sent again as JSON text
+        rows[RESCUED] = [None if v is None or v is pd.NA else json.dumps(v, ensure_ascii=False) for v in rows[RESCUED]]
     for column in feed.columns:
         if column.type == "timestamptz":  # the validator's microseconds, as text COPY reads a timestamptz
             rows[column.name] = pd.to_datetime(rows[column.name], unit="us", utc=True).map(lambda t: t.isoformat())
-    stage_columns = ["id", *feed.column_names, "source_file", "batch_id"]
+    staged = ["id", *stage_columns(feed), "source_file", "batch_id"]
     with conn.cursor().copy(
-        sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, stage_columns)))
+        sql.SQL("COPY ecom_ingest_replay ({}) FROM STDIN").format(sql.SQL(", ").join(map(sql.Identifier, staged)))
     ) as copy:
-        for record in rows[stage_columns].itertuples(index=False):
+        for record in rows[staged].itertuples(index=False):
             copy.write_row([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in record])
 
 
 def _insert_staged(conn, schema: str, feed: FeedContract) -> set[str]:
     """The staged rows into the feed's table (a key already there is skipped); the keys loaded."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, feed.column_names))
+    columns = sql.SQL(", ").join(map(sql.Identifier, stage_columns(feed)))
     key = sql.Identifier(feed.unique_key)
     return {
         r[0] for r in conn.execute(

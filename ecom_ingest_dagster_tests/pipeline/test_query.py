@@ -192,8 +192,9 @@ def test_a_run_starts_on_a_fresh_checkpoint_and_a_long_query_is_replaced_by_a_fr
         thread.join(120)
     assert not thread.is_alive()
     streams = [r[0] for r in db.execute("SELECT stream_id FROM ingest_batches ORDER BY committed_at")]
-    # the first run's stream, then this run's: a fresh checkpoint at its start, and again after every 2 files
-    assert len(set(streams)) >= 4, streams
+    # the first run's stream, then this run's on a fresh checkpoint, then (its share taken, between batches:
+    # a batch may start meanwhile) at least one more
+    assert len(set(streams)) >= 3 and streams[0] not in streams[1:], streams
     assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM user_events").fetchone() == (6, 6)
     assert db.execute("SELECT sum(rows_duplicate) FROM ingest_files").fetchone()[0] == 5
     assert_accounting(db)
