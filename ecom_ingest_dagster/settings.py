@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ECOM_INGEST_"
 DEFAULT_FEED = "user_events"
+# The settings a feed other than user_events derives its own from (settings._resolve).
+FEED_DERIVED = ("db_schema", "landing_dir", "checkpoint_dir", "rejected_dir", "archive_dir")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _JVM_MEMORY = re.compile(r"^[0-9]+([kmgtp]b?)?$", re.IGNORECASE)
 KiB = 1024
@@ -47,7 +49,8 @@ class Targets:
 class Settings(BaseSettings):
     """The platform's configuration. Paths left unset are placed under ``home``."""
 
-    _configured_db_schema: str = PrivateAttr("public")
+    _configured: dict = PrivateAttr(default_factory=dict)
+    _landing_as_given: bool = PrivateAttr(False)  # with_landing: kept through with_overrides
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_ignore_empty=True, validate_default=True
     )
@@ -212,17 +215,21 @@ class Settings(BaseSettings):
     def _resolve(self) -> "Settings":
         # Derived defaults are filled in here (not in the fields) so that an override of
         # ``home`` moves every path that was not set explicitly.
-        # A feed other than the default one has its own directories and schema, so two
-        # feeds never share a landing directory, a checkpoint or a ledger.
-        feed_home = self.home if self.feed == DEFAULT_FEED else self.home / self.feed
         for name, default in (("landing_dir", "landing"), ("checkpoint_dir", "checkpoints"), ("rejected_dir", "rejected"),
                               ("archive_dir", "archive")):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, feed_home / default)
+                object.__setattr__(self, name, self.home / default)
         if self.feeds_dir is None:
             object.__setattr__(self, "feeds_dir", self.home / "feeds")
-        self._configured_db_schema = self.db_schema  # what with_overrides carries over, not the feed's
+        # What with_overrides carries over: the values as configured, not a feed's.
+        self._configured = {name: getattr(self, name) for name in FEED_DERIVED}
         if self.feed != DEFAULT_FEED:
+            # A feed other than user_events has directories and a schema of its own, beside
+            # user_events' (``home/landing`` -> ``home/<feed>/landing``), so two feeds never
+            # share a landing directory, a checkpoint or a ledger.
+            for name in FEED_DERIVED[1:]:
+                path = getattr(self, name)
+                object.__setattr__(self, name, path.parent / self.feed / path.name)
             schema = f"{self.db_schema}_{self.feed}" if "db_schema" in self.model_fields_set else self.feed
             object.__setattr__(self, "db_schema", schema)
         if self.max_files_per_trigger is not None and self.max_bytes_per_trigger is not None:
@@ -259,13 +266,19 @@ class Settings(BaseSettings):
         unknown = set(overrides) - set(type(self).model_fields)
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        explicit = {name: getattr(self, name) for name in self.model_fields_set}
-        if "db_schema" in explicit:
-            explicit["db_schema"] = self._configured_db_schema
+        explicit = {name: self._configured.get(name, getattr(self, name)) for name in self.model_fields_set}
         given = {k: v for k, v in overrides.items() if v is not None}
-        return _validated(type(self), {**explicit, **given}, environment=False)
+        settings = _validated(type(self), {**explicit, **given}, environment=False)
+        return settings.with_landing(self.landing_dir) if self._landing_as_given and "landing_dir" not in given else settings
 
     # -- derived -------------------------------------------------------------------------
+    def with_landing(self, landing_dir: Path) -> "Settings":
+        """These settings with the feed's own landing directory ``landing_dir``, as it is (the
+        CLI's ``--landing``: not derived again for the feed)."""
+        settings = self.model_copy(update={"landing_dir": landing_dir})
+        settings._landing_as_given = True
+        return settings
+
     @property
     def contract(self):
         """The feed's contract (``feeds.FeedContract``): ``FeedError`` names the file and the field."""

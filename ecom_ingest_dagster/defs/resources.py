@@ -65,13 +65,14 @@ class PipelineResource(dg.ConfigurableResource):
         fields = {name: getattr(self, name) for name in Settings.model_fields}
         return Settings.from_env(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
-    def pipeline(self, on_spark_ready=None):
+    def pipeline(self, on_spark_ready=None, feed: Optional[str] = None):
         """The run's pipeline, opened once and shared by its steps (one process per run);
-        ``on_spark_ready(seconds)`` is told when it has started Spark (the first caller's wins)."""
+        ``on_spark_ready(seconds)`` is told when it has started Spark (the first caller's wins).
+        ``feed``: the feed the run's step ingests (a run's job belongs to one feed)."""
         if self._pipeline is None:
             from ecom_ingest_dagster.pipeline.run import Pipeline
 
-            settings = self.settings()
+            settings = self.settings(feed=feed)
             # Spark's console output goes to its log file, as with the CLI: the code server's
             # and `dagster dev`'s terminal is for lines a user should read.
             self._pipeline = Pipeline(settings, on_spark_ready=on_spark_ready, jvm_log=settings.spark_log)
@@ -87,9 +88,8 @@ def build_resources(settings: Optional[Settings] = None, **fields) -> dict[str, 
     """The code location's resources; ``settings`` (tests) pins the fields it set explicitly,
     ``fields`` sets resource fields directly."""
     url_var = env_name("database_url")
-    pinned = {name: getattr(settings, name) for name in settings.model_fields_set} if settings else {}
-    if "db_schema" in pinned:
-        pinned["db_schema"] = settings._configured_db_schema  # a feed's own schema is derived again from it
+    # As configured: a feed's own schema and directories are derived again from them.
+    pinned = {name: settings._configured.get(name, getattr(settings, name)) for name in settings.model_fields_set} if settings else {}
     pinned = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in pinned.items()}
     if os.environ.get(url_var):
         # EnvVar only when set: unset means "embedded", which needs no secret at all.

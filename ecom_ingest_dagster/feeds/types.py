@@ -106,7 +106,7 @@ def numbers(text: pa.Array, sql_type: str) -> np.ndarray:
     lets pass. The form makes every cast safe.
     """
     well_formed = where(matches(text, text_form(sql_type)), text)
-    values = pc.cast(pc.utf8_ltrim(well_formed, "+"), pa.float64()).to_numpy(zero_copy_only=False)
+    values = pc.cast(well_formed, pa.float64()).to_numpy(zero_copy_only=False)  # "+3" casts as it is
     if sql_type == "integer":
         values = np.where((values >= INT32_MIN) & (values <= INT32_MAX), values, np.nan)
     return values

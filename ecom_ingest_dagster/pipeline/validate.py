@@ -350,18 +350,21 @@ def rejected_rows(raw: pd.DataFrame, failures: pd.DataFrame, feed: FeedContract 
 def valid_rows(clean: pd.DataFrame, parsed: ParsedValues, bad_index: pd.Index,
                feed: FeedContract | None = None) -> pd.DataFrame:
     """The rows of ``clean`` not in ``bad_index``, each column as the encoder takes it: text,
-    uuids in lower case, and timestamptz columns as int64 microseconds since the epoch
-    (parsed once, here; not every valid text form is one Arrow's cast reads)."""
+    a uuid key in lower case (the encoder sends any uuid as its 16 bytes, case aside), and
+    timestamptz columns as int64 microseconds since the epoch (parsed once, here; not every
+    valid text form is one Arrow's cast reads)."""
+    feed = feed or c.FEED
     keep = ~clean.index.isin(bad_index)
     # One Arrow filter per column: a pandas row selection goes through take() per column.
     rows = pa_arrow.array(keep, pa_arrow.bool_())
     columns = {}
-    for column in (feed or c.FEED).columns:
+    for column in feed.columns:
         if column.type == "timestamptz":
             columns[column.name] = parsed.values[column.name].to_numpy()[keep]
             continue
         text = pc.filter(_text(clean[column.name]), rows)
-        columns[column.name] = pd.arrays.ArrowExtensionArray(pc.utf8_lower(text) if column.type == "uuid" else text)
+        lower = column.type == "uuid" and column.name == feed.unique_key
+        columns[column.name] = pd.arrays.ArrowExtensionArray(pc.utf8_lower(text) if lower else text)
     return pd.DataFrame(columns, index=clean.index[keep])
 
 

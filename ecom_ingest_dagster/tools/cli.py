@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in ("feed", "bench"):
             settings.contract  # a missing or mistaken contract file is told now, before any work  # noqa: B018
         if getattr(args, "landing", None) is not None:
-            settings = settings.with_overrides(landing_dir=args.landing.expanduser().absolute())
+            settings = settings.with_landing(args.landing.expanduser().absolute())
         return COMMANDS[args.command](settings, args)
     except (SettingsError, FeedError) as exc:
         return _fail(CliError(str(exc), EXIT_USAGE))

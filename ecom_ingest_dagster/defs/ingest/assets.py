@@ -6,6 +6,7 @@ import math
 import dagster as dg
 
 from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import RESCUED, FeedContract
 from ecom_ingest_dagster.defs.keys import REJECTED_EVENTS, USER_EVENTS
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
@@ -14,6 +15,7 @@ from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy
 from ecom_ingest_dagster.pipeline.query import RunSummary
 from ecom_ingest_dagster.pipeline.spark import SPARK_READY_MESSAGE
 from ecom_ingest_dagster.pipeline.validate import build_schema
+from ecom_ingest_dagster.settings import DEFAULT_FEED
 
 INGEST_GROUP = "ingest"
 # The steps that work the landing directory share this pool (limit 1 in the instance's
@@ -22,22 +24,32 @@ INGEST_GROUP = "ingest"
 LANDING_POOL = "ecom_ingest_landing"
 
 
-def user_events_table_schema() -> dg.TableSchema:
+def feed_keys(feed: FeedContract) -> tuple[dg.AssetKey, dg.AssetKey]:
+    """The asset keys of a feed's table and quarantine table: user_events' as they always were,
+    any other feed's prefixed by the feed (``orders/orders``, ``orders/orders_rejected``)."""
+    if feed.feed == DEFAULT_FEED:
+        return USER_EVENTS, REJECTED_EVENTS
+    return dg.AssetKey([feed.feed, feed.table]), dg.AssetKey([feed.feed, feed.rejected_table])
+
+
+def table_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
     """The loaded table's columns (types from the contract), with the Pandera rules as constraints."""
-    pandera_columns = build_schema(dt.datetime.now(dt.timezone.utc)).columns
+    pandera_columns = build_schema(dt.datetime.now(dt.timezone.utc), feed=feed).columns
     columns = [
         dg.TableColumn(
-            name=name,
-            type=c.SQL_TYPES[name],
-            description="required" if name in c.REQUIRED_COLUMNS else "optional",
+            name=col.name,
+            type=col.type,
+            description="required" if col.required else "optional",
             constraints=dg.TableColumnConstraints(
-                nullable=pandera_columns[name].nullable,
-                unique=name == "event_id",
-                other=[check.name for check in pandera_columns[name].checks],
+                nullable=pandera_columns[col.name].nullable,
+                unique=col.name == feed.unique_key,
+                other=[check.name for check in pandera_columns[col.name].checks],
             ),
         )
-        for name in c.COLUMNS
+        for col in feed.columns
     ]
+    if feed.rescues:
+        columns.append(dg.TableColumn(RESCUED, "jsonb", description="the drop's columns the contract does not name"))
     columns += [
         dg.TableColumn("source_file", "text", description="base name of the drop"),
         dg.TableColumn("batch_id", "bigint", description="Spark micro-batch id"),
@@ -46,12 +58,14 @@ def user_events_table_schema() -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
-def rejected_events_table_schema() -> dg.TableSchema:
-    columns = [dg.TableColumn(name, "text", description="raw value as sent") for name in c.COLUMNS]
+def quarantine_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
+    columns = [dg.TableColumn(name, "text", description="raw value as sent") for name in feed.column_names]
+    if feed.rescues:
+        columns.append(dg.TableColumn(RESCUED, "jsonb", description="the drop's columns the contract does not name"))
     columns += [
         dg.TableColumn("raw_line", "text", description="the line, for malformed rows and files rejected whole"),
         dg.TableColumn("record_number", "bigint"),
-        dg.TableColumn("reasons", "text[]", description="every reason that applies: " + ", ".join(c.REJECTION_REASONS)),
+        dg.TableColumn("reasons", "text[]", description="every reason that applies: " + ", ".join(feed.reasons)),
         dg.TableColumn("details", "text[]", description="'column: reason' entries"),
         dg.TableColumn("source_file", "text"),
         dg.TableColumn("batch_id", "bigint"),
@@ -60,22 +74,24 @@ def rejected_events_table_schema() -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
-def _table_specs() -> list[dg.AssetSpec]:
+def _table_specs(feed: FeedContract, group: str) -> list[dg.AssetSpec]:
     # Built in a function: module-level specs would be loaded as definitions of their own.
+    table, quarantine = feed_keys(feed)
+    about = f" ({feed.description})" if feed.description else ""
     return [
         dg.AssetSpec(
-            USER_EVENTS,
-            group_name=INGEST_GROUP,
-            description="Valid events, one row per event_id (duplicates skipped and counted).",
+            table,
+            group_name=group,
+            description=f"Valid rows of the {feed.feed} feed{about}, one per {feed.unique_key} (duplicates skipped and counted).",
             kinds={"spark", "postgres"},
-            metadata={"dagster/column_schema": user_events_table_schema()},
+            metadata={"dagster/column_schema": table_schema(feed), "ecom_ingest/contract_version": feed.version},
         ),
         dg.AssetSpec(
-            REJECTED_EVENTS,
-            group_name=INGEST_GROUP,
+            quarantine,
+            group_name=group,
             description="Quarantined rows with their raw text and every rejection reason.",
             kinds={"spark", "postgres"},
-            metadata={"dagster/column_schema": rejected_events_table_schema()},
+            metadata={"dagster/column_schema": quarantine_schema(feed)},
         ),
     ]
 
@@ -85,9 +101,11 @@ def _table_specs() -> list[dg.AssetSpec]:
 INGEST_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, result_type=dg.MaterializeResult):
-    """What a pass of the query did to the two tables, as metadata the UI can plot."""
+def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, result_type=dg.MaterializeResult,
+                           feed: FeedContract = c.FEED):
+    """What a pass of the query did to the feed's two tables, as metadata the UI can plot."""
     totals = summary.totals
+    table, quarantine = feed_keys(feed)
     common = {
         "batches": totals["total_batches"],
         "files": totals["total_files"],
@@ -98,22 +116,22 @@ def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, r
         "rows_in": totals["total_records"],
     }
     yield result_type(
-        asset_key=USER_EVENTS,
+        asset_key=table,
         metadata={
             **common,
             "rows_loaded": totals["loaded_records"],
             "rows_duplicate": totals["duplicate_records"],
-            "dagster/row_count": table_rows["user_events"],
+            "dagster/row_count": table_rows[feed.table],
         },
     )
     yield result_type(
-        asset_key=REJECTED_EVENTS,
+        asset_key=quarantine,
         metadata={
             **common,
             "rows_rejected": totals["rejected_records"],
-            "dagster/row_count": table_rows["rejected_events"],
+            "dagster/row_count": table_rows[feed.rejected_table],
             **{f"reason/{reason}": totals["reason_counts"].get(reason, 0)
-               for reason in sorted({*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS, *totals["reason_counts"]})},
+               for reason in sorted({*feed.reasons, *c.FILE_REJECTION_REASONS, *totals["reason_counts"]})},
         },
     )
 
@@ -161,16 +179,26 @@ def _log_progress(context: dg.AssetExecutionContext, run) -> None:
         context.log_event(event)
 
 
-@dg.multi_asset(
-    specs=_table_specs(),
-    name="ingest_landing",
-    retry_policy=INGEST_RETRY_POLICY,
-    pool=LANDING_POOL,
-    description="Process every drop that has landed (availableNow, or warm when the sensor says so); validate; COPY.",
-)
-def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource):
+def build_ingest_asset(feed: FeedContract, *, name: str, group: str, pool: str) -> dg.AssetsDefinition:
+    """The ingest step of one feed: its two tables, in its own landing pool (one run at a time per landing directory)."""
+
+    @dg.multi_asset(
+        specs=_table_specs(feed, group),
+        name=name,
+        retry_policy=INGEST_RETRY_POLICY,
+        pool=pool,
+        description=f"Process every {feed.feed} drop that has landed (availableNow, or warm when the sensor says so);"
+                    " validate; COPY.",
+    )
+    def ingest(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource):
+        yield from _ingest(context, config, pipeline, feed)
+
+    return ingest
+
+
+def _ingest(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: PipelineResource, feed: FeedContract):
     spark_start: list[float] = []
-    run = pipeline.pipeline(on_spark_ready=lambda s: _log_spark_ready(context, run, s, spark_start))
+    run = pipeline.pipeline(on_spark_ready=lambda s: _log_spark_ready(context, run, s, spark_start), feed=feed.feed)
     idle_seconds = math.inf if config.always_on else config.idle_seconds
     if config.always_on:
         context.log.info(
@@ -183,10 +211,12 @@ def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipe
             f"warm: taking drops from {run.settings.landing_dir} as they land (every "
             f"{run.settings.warm_trigger_seconds:g} s) until none has come for {config.idle_seconds:g} s"
         )
+    # The metric assets are user_events' (other feeds' runs record their tables only).
+    progress = (lambda _: _log_progress(context, run)) if feed.feed == DEFAULT_FEED else None
     try:
         summary = run.ingest(
             run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
-            idle_seconds=idle_seconds, on_progress=lambda _: _log_progress(context, run),
+            idle_seconds=idle_seconds, on_progress=progress,
         )
     except IngestBusy as busy:
         # A stream, a warm run or a CLI ingest holds the landing directory and takes the
@@ -209,4 +239,7 @@ def ingest_landing(context: dg.AssetExecutionContext, config: IngestConfig, pipe
         "ecom_ingest/files_loaded": str(totals["total_files"]),
         "ecom_ingest/rows_loaded": str(totals["loaded_records"]),
     })
-    yield from table_materializations(summary, run.table_rows())
+    yield from table_materializations(summary, run.table_rows(), feed=feed)
+
+
+ingest_landing = build_ingest_asset(c.FEED, name="ingest_landing", group=INGEST_GROUP, pool=LANDING_POOL)

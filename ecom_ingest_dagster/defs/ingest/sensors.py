@@ -13,24 +13,36 @@ _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterR
 ALWAYS_ON_RETRY_AFTER_S = 30.0
 
 
-@dg.sensor(
-    job=ingest_job,
-    # Read when the code location loads: Dagster fixes the interval with the definition.
-    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches ingest_job when new *.csv or *.csv.gz drops appear in the landing directory.",
-)
-def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+def build_landing_sensor(job, *, name: str, asset_name: str, feed: str | None = None,
+                         default_status=dg.DefaultSensorStatus.RUNNING, always_on: bool = True):
+    """The sensor of one feed's landing directory (``feed``: None, the resource's, user_events
+    by default), launching ``job`` whose ingest step is ``asset_name``."""
+
+    @dg.sensor(
+        name=name,
+        job=job,
+        # Read when the code location loads: Dagster fixes the interval with the definition.
+        minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
+        default_status=default_status,
+        description=f"Launches {job.name} when new *.csv or *.csv.gz drops appear in the"
+                    f" {feed or 'user_events'} landing directory.",
+    )
+    def landing(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
+        return _evaluate(context, pipeline.settings(feed=feed), job, asset_name, always_on)
+
+    return landing
+
+
+def _evaluate(context: dg.SensorEvaluationContext, settings: Settings, job, asset_name: str, always_on: bool):
     streaming = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=stream_job.name, statuses=_ACTIVE), limit=1
-    )
+    ) if job is ingest_job else []
     if streaming:
         # The stream run owns the checkpoint and picks the drops up itself.
         return dg.SkipReason(f"stream run {streaming[0].dagster_run.run_id} is active")
-    settings = pipeline.settings()
     cursor = LandingCursor.from_json(context.cursor)
     new = scan_new_drops(settings.landing_dir, cursor, settle_ns=int(settings.settle_seconds * 1e9))
-    if settings.always_on:
+    if settings.always_on and always_on:
         return _always_on(context, settings, new)
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
@@ -54,9 +66,12 @@ def landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResour
     return dg.RunRequest(
         run_key=f"drops-{new.cursor.ctime_ns}-{new.names[-1]}",
         # The run stays warm: drops that land while it runs are its own, within a trigger.
-        run_config={"ops": {"ingest_landing": {"config": {"idle_seconds": settings.warm_idle_seconds}}}},
+        run_config={"ops": {asset_name: {"config": {"idle_seconds": settings.warm_idle_seconds}}}},
         tags={"ecom_ingest/new_files": str(len(fresh)), "ecom_ingest/newest_file": fresh[-1][:200]},
     )
+
+
+landing_sensor = build_landing_sensor(ingest_job, name="landing_sensor", asset_name="ingest_landing")
 
 
 def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
