@@ -32,7 +32,8 @@ def test_every_feed_is_an_asset_job_and_sensor_of_its_own_and_a_broken_contract_
 
 def test_a_feeds_sensor_sees_its_own_landing_directory_and_its_job_loads_its_tables(settings, spark, instance):
     orders = shipped_feed("orders")
-    resources = build_resources(settings, stop_spark_after_run=False)
+    # settle 0: the drop is written just before the tick, which would otherwise leave it for the next
+    resources = build_resources(settings.with_overrides(settle_seconds=0), stop_spark_after_run=False)
     feed_settings = resources["pipeline"].settings(feed="orders")
     assert feed_settings.landing_dir == settings.landing_dir.parent / "orders" / "landing"
     assert feed_settings.db_schema == f"{settings.db_schema}_orders"
