@@ -130,6 +130,11 @@ class FeedContract(_Strict):
         """True when a drop's unnamed columns are kept per row (the tables' ``rescued`` jsonb column)."""
         return self.extra_columns == "rescue"
 
+    @property
+    def carried_columns(self) -> tuple[str, ...]:
+        """What a row carries through a load: the contract's columns, and ``rescued`` when the feed keeps it."""
+        return (*self.column_names, *((RESCUED,) if self.rescues else ()))
+
     @model_validator(mode="after")
     def _consistent(self) -> FeedContract:
         names = [c.name for c in self.columns]

@@ -47,7 +47,7 @@ def stage_schema(feed: FeedContract) -> pa.Schema:
 
 def stage_columns(feed: FeedContract) -> list[str]:
     """The columns a stage holds for a feed's validated rows (the rescued values included)."""
-    return [*feed.column_names, *([RESCUED] if feed.rescues else [])]
+    return list(feed.carried_columns)
 
 
 def stage_ddl(feed: FeedContract, *, extra: dict[str, str] | None = None) -> str:

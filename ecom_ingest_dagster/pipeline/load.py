@@ -39,9 +39,7 @@ from ecom_ingest_dagster.pipeline.landing import move_rejected, retire_ingested
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask, LoadedMeanwhile, claim, file_row, record_file
 from ecom_ingest_dagster.pipeline.encode import CopyPump, DirectSink, StagedSink
 from ecom_ingest_dagster.pipeline.measure import StageTimes
-from ecom_ingest_dagster.pipeline.quarantine import (
-    copy_rejected, pg_array, rejected_columns, rejected_frame, to_csv, with_source,
-)
+from ecom_ingest_dagster.pipeline.quarantine import copy_rejected, pg_array, rejected_frame, to_csv, with_source
 from ecom_ingest_dagster.pipeline.read import EMPTY, CsvDrop, FileRejected, count_lines
 from ecom_ingest_dagster.pipeline.validate import validate
 
@@ -305,7 +303,7 @@ def _record_rejected_file(conn, task, options: LoadOptions, rejection: FileRejec
             with times.stage("write"):
                 frame = pd.DataFrame(
                     {
-                        **{col: pd.Series([None] * len(lines), dtype=object) for col in rejected_columns(feed)[:-6]},
+                        **{col: pd.Series([None] * len(lines), dtype=object) for col in feed.carried_columns},
                         "raw_line": [text for _, text in lines],
                         "record_number": [number for number, _ in lines],
                         "reasons": pg_array([rejection.reason]),

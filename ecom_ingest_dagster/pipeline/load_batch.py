@@ -31,7 +31,6 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 
-from ecom_ingest_dagster.feeds import RESCUED
 from ecom_ingest_dagster.pipeline.database import ReconnectingConnection
 from ecom_ingest_dagster.pipeline.encode import DirectSink
 from ecom_ingest_dagster.pipeline.ledger import FileOutcome, FileTask, LoadedMeanwhile, claim, file_rows, record_file
@@ -185,7 +184,7 @@ def _load_together(conn: psycopg.Connection, files: list[_ReadFile], options: Lo
     times = StageTimes()
     names = np.array([f.task.file_name for f in files], dtype=object)
     with times.stage("validate"):
-        rows = _one_frame(files, (*options.feed.column_names, *((RESCUED,) if options.feed.rescues else ())))
+        rows = _one_frame(files, options.feed.carried_columns)
         result = validate(rows.frame, now=options.at(), feed=options.feed)
     with times.stage("frame"):
         valid_file = rows.file_of[result.valid.index.to_numpy()]

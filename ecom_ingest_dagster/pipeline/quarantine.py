@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.feeds import RESCUED, FeedContract
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import table
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
@@ -23,13 +23,12 @@ _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 def rejected_columns(feed: FeedContract) -> list[str]:
     """The quarantine table's columns a load writes, in the order of ``with_source``'s frame."""
-    rescued = [RESCUED] if feed.rescues else []
-    return [*feed.column_names, *rescued, "raw_line", "record_number", "reasons", "details", "source_file", "batch_id"]
+    return [*feed.carried_columns, "raw_line", "record_number", "reasons", "details", "source_file", "batch_id"]
 
 
 def rejected_frame(rejected: pd.DataFrame, malformed: list[tuple[int, str]], feed: FeedContract | None = None) -> pd.DataFrame:
     feed = feed or c.FEED
-    columns = [*feed.column_names, *([RESCUED] if feed.rescues else [])]
+    columns = list(feed.carried_columns)
     frame = rejected.reindex(columns=columns).astype(object)
     frame = frame.where(frame.notna(), None)
     frame["raw_line"] = None

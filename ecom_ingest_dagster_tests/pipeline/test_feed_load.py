@@ -30,9 +30,10 @@ def orders_db(database_url, db_schema):
         yield conn
 
 
-def _drop(tmp_path: Path, name: str, seed: int, *, extra: bool, feed: FeedContract | None = None) -> tuple[Path, object]:
+def _drop(tmp_path: Path, name: str, seed: int, *, extra: bool, feed: FeedContract | None = None,
+          rows: int = 30) -> tuple[Path, object]:
     feed = feed or shipped_feed("orders")
-    frame = generate_rows(feed, 30, rng=np.random.default_rng(seed), invalid_rate=0.2, now=NOW)
+    frame = generate_rows(feed, rows, rng=np.random.default_rng(seed), invalid_rate=0.2, now=NOW)
     columns = list(feed.column_names)
     if extra:
         frame["coupon_code"] = [f"C{i}" if i % 3 else "" for i in range(len(frame))]
@@ -93,3 +94,21 @@ def test_a_feed_that_rejects_unnamed_columns_rejects_the_file_whole(orders_db, d
     assert (outcome.status, outcome.reason, outcome.rows_rejected) == ("rejected", c.FILE_EXTRA_COLUMNS, 30)
     assert (tmp_path / "rejected" / "extra.csv").exists()
     assert orders_db.execute("SELECT count(*) FROM orders").fetchone()[0] == 0
+
+
+def test_replayed_rows_of_a_feed_keep_their_rescued_values(orders_db, db_schema, tmp_path):
+    from ecom_ingest_dagster.tools.replay import replay_rejected
+
+    orders = shipped_feed("orders")
+    path, frame = _drop(tmp_path, "first.csv", 4, extra=True, rows=400)
+    ingest_file(orders_db, FileTask(str(path), path.stat().st_size), _options(db_schema, tmp_path))
+    # The contract is loosened: an unknown currency is fine now; those rows replay into the table.
+    columns = [c.model_dump() for c in orders.columns]
+    next(c for c in columns if c["name"] == "currency")["rules"] = ()
+    loose = FeedContract.model_validate({**orders.model_dump(), "version": 2, "columns": tuple(columns)})
+    outcome = replay_rejected(orders_db, db_schema, reason="invalid_currency", now=NOW, feed=loose)
+    meant = frame[frame["expected_reason"] == "invalid_currency"]
+    assert outcome.examined == len(meant) > 0 and outcome.loaded == len(meant)
+    _rescued(orders_db, "orders", "order_id", frame)  # the replayed rows among them, rescued values kept
+    assert orders_db.execute("SELECT count(*) FROM orders WHERE currency = 'none_of_these' AND rescued ? 'channel'"
+                             ).fetchone()[0] == len(meant)
