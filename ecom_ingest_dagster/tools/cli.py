@@ -318,7 +318,13 @@ def _status(settings: Settings, args=None) -> int:
 
 
 def _report(settings: Settings, args) -> int:
+    from ecom_ingest_dagster.settings import DEFAULT_FEED
     from ecom_ingest_dagster.tools import report
+
+    if settings.feed != DEFAULT_FEED:
+        # Its sections (event types, the original report's reason categories) are user_events'.
+        raise CliError(f"the performance report covers the user_events feed only, not yet {settings.feed}: "
+                       f"`ecom-ingest status --feed {settings.feed}` gives its files, rows and reasons", EXIT_USAGE)
 
     try:
         since = report.parse_since(args.since) if args.since else None
@@ -341,7 +347,8 @@ def _replay(settings: Settings, args) -> int:
 
     try:
         with _pipeline(settings) as pipeline, pipeline.connect() as conn:
-            outcome = replay_rejected(conn, settings.db_schema, file_name=args.file, reason=args.reason)
+            outcome = replay_rejected(conn, settings.db_schema, file_name=args.file, reason=args.reason,
+                                      feed=settings.contract)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     print(

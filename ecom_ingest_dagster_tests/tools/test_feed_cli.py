@@ -45,6 +45,13 @@ def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(t
         told = json.loads(status.stdout)
         assert told["schema"] == orders_schema and told["rows_rejected"] == files[3]
         assert set(told["reasons"]) <= set(shipped_feed("orders").reasons) and sum(told["reasons"].values()) >= files[3]
+
+        # replay works on the feed's own quarantine; the report says plainly it is user_events' alone for now
+        replayed = run(["replay-rejected", "--feed", "orders", "--reason", "invalid_currency"], env, tmp_path)
+        assert replayed.returncode in (0, 1) and "replayed" in replayed.stdout, replayed.stderr
+        assert "unknown reason" not in replayed.stderr
+        report = run(["report", "--feed", "orders"], env, tmp_path)
+        assert report.returncode == 2 and "covers the user_events feed only" in report.stderr
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{orders_schema}" CASCADE')
