@@ -70,10 +70,10 @@ if {INVALID_EVENT_ID, INVALID_USER_ID, INVALID_EVENT_TYPE, MISSING_REQUIRED_FIEL
         INVALID_PRODUCT_ID} != set(REJECTION_REASONS):
     raise RuntimeError("contract.py's reason names and feeds/user_events.yaml's reasons disagree")
 
-# What the code (validate.py's checks, encode.py's types, the literal migrations) is built
-# for: the columns and types, and which rule of which column gives which reason. The file's
-# rule *values* (patterns, one_of, limits, lengths, weights) are all read above; a change of
-# shape would be silently ignored, so it is refused here, with what to do.
+# What user_events' literal migrations, its generator (invalid_rows.py) and the report's
+# categories are built for: the columns and types, and which rule of which column gives
+# which reason. Validation and loading follow any contract; a change of this feed's shape
+# would break its table or be ignored by its generator, so it is refused here, with what to do.
 _BUILT_FOR_TYPES = {"event_id": "uuid", "user_id": "text", "session_id": "uuid", "event_type": "text",
                     "product_id": "text", "product_name": "text", "category": "text", "price": "numeric(12,2)",
                     "quantity": "integer", "event_timestamp": "timestamptz"}
@@ -89,7 +89,8 @@ _BUILT_FOR_INVALID = {"event_id": INVALID_EVENT_ID, "session_id": INVALID_SESSIO
 
 
 def shape_problems(feed) -> list[str]:
-    """How ``feed`` (a ``FeedContract``) differs from the shape the user_events code is built for."""
+    """How ``feed`` (a ``FeedContract``) differs from the shape user_events' tables (literal
+    migrations), generator and report are built for (validation and loading follow any contract)."""
     problems = []
     types = {col.name: col.type for col in feed.columns}
     required = tuple(col.name for col in feed.columns if col.required)
@@ -112,9 +113,10 @@ def shape_problems(feed) -> list[str]:
 
 if _problems := shape_problems(FEED):
     raise RuntimeError(
-        "feeds/user_events.yaml: " + "; ".join(_problems) + ". The user_events code is built for the shipped shape: "
-        "change only rule values (patterns, one_of, min/max, max_length, not_after_now_seconds, weights) until "
-        "feeds are generic (issue 24)"
+        "feeds/user_events.yaml: " + "; ".join(_problems) + ". Its tables are the literal migrations, and its"
+        " generator and report are built for these rules: change only rule values (patterns, one_of, min/max,"
+        " max_length, not_after_now_seconds, weights); a feed of another shape is a contract file of its own"
+        " (README: Add a feed)"
     )
 
 # The categories of the original performance report (section 5.2).
