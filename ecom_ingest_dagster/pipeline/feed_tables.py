@@ -19,14 +19,10 @@ import dataclasses
 
 from psycopg import sql
 
-from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.feeds import RESERVED_COLUMNS, FeedContract
 
 # What PostgreSQL's format_type() calls our types.
 _PG_NAMES = {"timestamptz": "timestamp with time zone"}
-# The columns the platform adds to a feed's table and quarantine table.
-TABLE_COLUMNS = ("source_file", "batch_id", "created_at", "rescued")
-QUARANTINE_COLUMNS = ("id", "raw_line", "record_number", "reasons", "details", "source_file", "batch_id", "rejected_at",
-                      "replayed_at", "replay_outcome", "rescued")
 
 
 class ContractBreaksTable(RuntimeError):
@@ -112,7 +108,8 @@ def changes(feed: FeedContract, have: dict[str, TableColumn], where: str) -> tup
             problems.append(f"column {col.name} became required, and rows loaded already may lack it: keep it optional")
         elif there.required and not col.required:
             clauses.append(("optional", col.name))
-    gone = [name for name in have if name not in feed.column_names and name not in TABLE_COLUMNS]
+    # the platform's own columns (source_file, rescued, ...) are names no contract may use
+    gone = [name for name in have if name not in feed.column_names and name not in RESERVED_COLUMNS]
     if gone:
         problems.append(f"column(s) {', '.join(gone)} of {where} are no longer in the contract: a removed column loses"
                         " what is loaded; keep them in the contract (required: false) or drop them from the table"

@@ -249,11 +249,12 @@ def failures(schema: pa.DataFrameSchema, clean: pd.DataFrame, feed: FeedContract
     failure-case frame (assigned, concatenated, sorted) and a text summary with the values'
     repr: 0.31 s per 1M rows against the checks' own 0.27 s.
     """
+    missing_reason = (feed or c.FEED).missing_reason
     index = clean.index.to_numpy()
     rows, reasons, details = [], [], []
     for name, column in schema.columns.items():
         values = clean[name]
-        rules = [] if column.nullable else [((feed or c.FEED).missing_reason, values.isna().to_numpy())]
+        rules = [] if column.nullable else [(missing_reason, values.isna().to_numpy())]
         for check in column.checks:
             passed = check(values).check_output
             rules.append((check.error or check.name, ~passed.to_numpy(dtype=bool, na_value=False)))
