@@ -287,8 +287,13 @@ class Settings(BaseSettings):
         return find_feed(self.feed, self.feeds_dir)
 
     @property
+    def feed_home(self) -> Path:
+        """Where the feed's own logs and reports go: ``home`` for user_events, ``home/<feed>`` for another."""
+        return self.home if self.feed == DEFAULT_FEED else self.home / self.feed
+
+    @property
     def logs_dir(self) -> Path:
-        return self.home / "logs"
+        return self.feed_home / "logs"
 
     @property
     def spark_log(self) -> Path:
@@ -297,7 +302,7 @@ class Settings(BaseSettings):
 
     @property
     def reports_dir(self) -> Path:
-        return self.home / "reports"
+        return self.feed_home / "reports"
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -28,6 +28,8 @@ SHIPPED_DIR = Path(__file__).parent
 RESCUED = "rescued"
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # Columns the platform adds to a feed's table: a contract may not name them.
+# ``--feed all`` (status, report): every feed; no feed may be called so.
+ALL_FEEDS = "all"
 RESERVED_COLUMNS = ("source_file", "batch_id", "created_at", "rescued", "raw_line", "record_number", "reasons",
                     "details", "rejected_at", "replayed_at", "replay_outcome", "id")
 
@@ -217,6 +219,12 @@ def shipped_feed(name: str) -> FeedContract:
     return load_feed(SHIPPED_DIR / f"{name}.yaml")
 
 
+def known_feeds(feeds_dir: Path | None) -> list[str]:
+    """Every feed's name: those shipped and those in ``feeds_dir``, sorted."""
+    own = {p.stem for p in feeds_dir.glob("*.yaml")} if feeds_dir is not None and feeds_dir.is_dir() else set()
+    return sorted({p.stem for p in SHIPPED_DIR.glob("*.yaml")} | own)
+
+
 def find_feed(name: str, feeds_dir: Path | None) -> FeedContract:
     """The feed called ``name``: ``<feeds_dir>/<name>.yaml`` when there is one, else the shipped
     contract of that name; ``FeedError`` when neither exists or the file has a mistake."""
@@ -225,9 +233,7 @@ def find_feed(name: str, feeds_dir: Path | None) -> FeedContract:
     elif (SHIPPED_DIR / f"{name}.yaml").is_file():
         path = SHIPPED_DIR / f"{name}.yaml"
     else:
-        known = sorted({p.stem for p in SHIPPED_DIR.glob("*.yaml")}
-                       | ({p.stem for p in feeds_dir.glob("*.yaml")} if feeds_dir and feeds_dir.is_dir() else set()))
-        raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped (known: {', '.join(known)});"
+        raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped (known: {', '.join(known_feeds(feeds_dir))});"
                         f" `ecom-ingest feed new {name}` writes one to start from")
     feed = _load_unchanged(path, path.stat().st_mtime_ns)
     if feed.feed != name:
@@ -245,6 +251,8 @@ def new_contract(name: str, feeds_dir: Path) -> Path:
     """Write ``<feeds_dir>/<name>.yaml`` from the template: a contract to edit (it loads as it is)."""
     if not re.match(_IDENTIFIER, name):
         raise ValueError(f"feed name {name!r}: lower case letters, digits and _, not starting with a digit")
+    if name == ALL_FEEDS:
+        raise ValueError(f"{ALL_FEEDS!r} means every feed to `status --feed` and `report --feed`: choose another name")
     if (SHIPPED_DIR / f"{name}.yaml").exists():
         raise ValueError(f"{name} is a shipped feed: choose another name")
     path = feeds_dir / f"{name}.yaml"

@@ -46,12 +46,29 @@ def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(t
         assert told["schema"] == orders_schema and told["rows_rejected"] == files[3]
         assert set(told["reasons"]) <= set(shipped_feed("orders").reasons) and sum(told["reasons"].values()) >= files[3]
 
-        # replay works on the feed's own quarantine; the report says plainly it is user_events' alone for now
+        # every feed in use at once; the shipped feeds never used are named, not given a schema
+        every = run(["status", "--feed", "all", "--json"], env, tmp_path)
+        assert every.returncode == 0, every.stderr
+        told_all = json.loads(every.stdout)
+        assert set(told_all["feeds"]) == {"user_events", "orders"} and told_all["feeds"]["orders"] == told
+        assert told_all["feeds"]["user_events"]["rows_total"] == 25 and told_all["not_in_use"] == []
+        assert run(["ingest", "--feed", "all"], env, tmp_path).returncode == 2
+
+        # replay works on the feed's own quarantine
         replayed = run(["replay-rejected", "--feed", "orders", "--reason", "invalid_currency"], env, tmp_path)
         assert replayed.returncode in (0, 1) and "replayed" in replayed.stdout, replayed.stderr
         assert "unknown reason" not in replayed.stderr
+
+        # the report of one feed in its own terms, and of every feed, each in a directory of its own
         report = run(["report", "--feed", "orders"], env, tmp_path)
-        assert report.returncode == 2 and "covers the user_events feed only" in report.stderr
+        assert report.returncode == 0, report.stderr
+        text = (home / "orders" / "reports" / "performance_report.md").read_text()
+        assert f"-- Result: {files[2]:,}" in text and "FROM orders GROUP BY 1" in text and "`user_events`" not in text
+        both = run(["report", "--feed", "all", "--out", str(tmp_path / "reports")], env, tmp_path)
+        assert both.returncode == 0, both.stderr
+        assert both.stdout.count("report: ") == 2
+        assert "E-Commerce Events" in (tmp_path / "reports" / "user_events" / "performance_report.md").read_text()
+        assert "Feed orders" in (tmp_path / "reports" / "orders" / "performance_report.md").read_text()
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{orders_schema}" CASCADE')

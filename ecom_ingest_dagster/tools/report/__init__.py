@@ -41,10 +41,11 @@ class ReportOutcome:
 
 def write_report(pipeline, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                  out_dir: Path | None = None) -> ReportOutcome:
-    """The performance report for a window of runs, written with its plots (``ecom-ingest report``
-    and the ``performance_report`` asset)."""
+    """The performance report of the pipeline's feed for a window of runs, written with its plots
+    (``ecom-ingest report`` and the feed's ``performance_report`` asset)."""
     with pipeline.connect() as conn:
-        data = collect(conn, pipeline.settings.db_schema, since=since, until=until, paths=pipeline.report_paths())
+        data = collect(conn, pipeline.settings.db_schema, since=since, until=until, paths=pipeline.report_paths(),
+                       feed=pipeline.settings.contract)
     targets = pipeline.settings.targets
     path = render(data, out_dir or pipeline.settings.reports_dir, targets)
     return ReportOutcome(path, data.summary["total_batches"], len(data.samples), requirements(data, targets))

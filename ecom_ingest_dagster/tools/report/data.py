@@ -10,6 +10,8 @@ from typing import Mapping
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.database import table
 from ecom_ingest_dagster.pipeline.ledger import accounting_violations
 from ecom_ingest_dagster.pipeline.measure import summarize
@@ -24,12 +26,13 @@ class ReportData:
     batches: list[dict]
     files: list[dict]
     samples: list[dict]
-    event_types: list[tuple[str, int]]
+    categories: list[tuple[str, int]]  # rows per value of the feed's category column, loaded in the window
     per_minute: list[tuple[dt.datetime, int]]
-    user_events_total: int
+    table_total: int
     violations: list[dict]
     environment: dict[str, str]
     paths: dict[str, str]
+    feed: FeedContract = c.FEED
 
     @property
     def summary(self) -> dict:
@@ -56,10 +59,17 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 
 
+def category_column(feed: FeedContract) -> str | None:
+    """The column whose values the report breaks rows down by: the feed's first with a
+    ``one_of`` rule (user_events' ``event_type``), None when it has none."""
+    return next((col.name for col in feed.columns if col.rule("one_of")), None)
+
+
 def collect(conn, schema: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-            paths: Mapping[str, str] | None = None) -> ReportData:
-    """Everything the report shows, for batches committed in [since, until)."""
+            paths: Mapping[str, str] | None = None, feed: FeedContract = c.FEED) -> ReportData:
+    """Everything the report shows of ``feed`` (its tables in ``schema``), for batches committed in [since, until)."""
     window = _Window(schema, {"since": since, "until": until or dt.datetime.now(dt.timezone.utc)})
+    category = category_column(feed)
     # A cursor of its own: the caller's connection keeps its row factory.
     with conn.cursor(row_factory=dict_row) as cur:
         batches = [{**r["metrics"], "started_at": r["started_at"], "committed_at": r["committed_at"]}
@@ -69,19 +79,19 @@ def collect(conn, schema: str, *, since: dt.datetime | None = None, until: dt.da
                                  " file_size, landed_at, committed_at FROM {table} WHERE {window} ORDER BY committed_at",
                             "ingest_files", "committed_at")
         samples = window.rows(cur, "SELECT * FROM {table} WHERE {window} ORDER BY sampled_at", "resource_samples", "sampled_at")
-        event_types = [(r["event_type"], r["n"]) for r in window.rows(
-            cur, "SELECT event_type, count(*) AS n FROM {table} WHERE {window} GROUP BY 1 ORDER BY 2 DESC",
-            "user_events", "created_at")]
+        categories = [(r["value"], r["n"]) for r in window.rows(
+            cur, "SELECT {category} AS value, count(*) AS n FROM {table} WHERE {window} GROUP BY 1 ORDER BY 2 DESC",
+            feed.table, "created_at", category=category)] if category else []
         per_minute = [(r["minute"], r["n"]) for r in window.rows(
             cur, "SELECT date_trunc('minute', created_at) AS minute, count(*) AS n FROM {table} WHERE {window}"
-                 " GROUP BY 1 ORDER BY 1", "user_events", "created_at")]
-        total = cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table(schema, "user_events"))).fetchone()["n"]
+                 " GROUP BY 1 ORDER BY 1", feed.table, "created_at")]
+        total = cur.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table(schema, feed.table))).fetchone()["n"]
         pg_version = cur.execute("SHOW server_version").fetchone()["server_version"]
     return ReportData(
         generated_at=dt.datetime.now(dt.timezone.utc), since=since, until=window.params["until"],
-        batches=batches, files=files, samples=samples, event_types=event_types, per_minute=per_minute,
-        user_events_total=total, violations=accounting_violations(conn, schema, since=since, until=window.params["until"]),
-        environment=_environment(pg_version), paths=dict(paths or {}),
+        batches=batches, files=files, samples=samples, categories=categories, per_minute=per_minute,
+        table_total=total, violations=accounting_violations(conn, schema, since=since, until=window.params["until"], feed=feed),
+        environment=_environment(pg_version), paths=dict(paths or {}), feed=feed,
     )
 
 
@@ -92,10 +102,13 @@ class _Window:
     schema: str
     params: dict
 
-    def rows(self, cur, query: str, table_name: str, column: str) -> list[dict]:
+    def rows(self, cur, query: str, table_name: str, column: str, **columns: str) -> list[dict]:
+        """``query``'s rows; its ``{table}``, ``{window}`` and ``{<name>}`` for each of ``columns`` (a column name) filled in."""
         where = sql.SQL("(%(since)s::timestamptz IS NULL OR {col} >= %(since)s) AND {col} < %(until)s").format(
             col=sql.Identifier(column))
-        return cur.execute(sql.SQL(query).format(table=table(self.schema, table_name), window=where), self.params).fetchall()
+        names = {key: sql.Identifier(name) for key, name in columns.items()}
+        return cur.execute(sql.SQL(query).format(table=table(self.schema, table_name), window=where, **names),
+                           self.params).fetchall()
 
 
 def _environment(pg_version: str) -> dict[str, str]:

@@ -14,7 +14,9 @@ import jinja2
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.pipeline.measure import unaccounted_rows
 from ecom_ingest_dagster.settings import Settings, Targets
-from ecom_ingest_dagster.tools.report.data import ReportData
+from ecom_ingest_dagster.feeds import FeedContract
+from ecom_ingest_dagster.settings import DEFAULT_FEED
+from ecom_ingest_dagster.tools.report.data import ReportData, category_column
 from ecom_ingest_dagster.tools.report.figures import PLOTS, draw_plots
 from ecom_ingest_dagster.tools.report.measures import (
     REASON_LABELS, STAGE_LABELS, data_loss_pct, drop_parameters, duration_text, load_levels, num, optimizations,
@@ -71,7 +73,7 @@ def markdown(data: ReportData, targets: Targets | None = None) -> str:
     """The report as Markdown: the figures computed here, section by section; the wording in ``TEMPLATE``."""
     facts = _Facts.of(data, targets or default_targets())
     return TEMPLATE.render(
-        **_overview(facts), **_throughput(facts), **_latency(facts), **_validation(facts), **_database(facts),
+        feed=feed_wording(data.feed), **_overview(facts), **_throughput(facts), **_latency(facts), **_validation(facts), **_database(facts),
         **_reliability(facts), **_benchmarks(facts),
     )
 
@@ -104,13 +106,36 @@ class _Facts:
     @property
     def reasons(self) -> dict[str, int]:
         counts = self.summary["reason_counts"]
-        return {reason: int(counts.get(reason, 0)) for reason in c.REJECTION_REASONS + c.FILE_REJECTION_REASONS}
+        return {reason: int(counts.get(reason, 0)) for reason in (*self.data.feed.reasons, *c.FILE_REJECTION_REASONS)}
+
+
+def _plural(words: str) -> str:
+    return words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("s") else "s")
+
+
+def feed_wording(feed: FeedContract) -> dict:
+    """How the report names the feed, its tables, its rows and its category column: user_events'
+    report reads as the original one; another feed's in its own terms."""
+    category = category_column(feed)
+    own = {
+        "name": feed.feed, "table": feed.table, "rejected_table": feed.rejected_table, "unique_key": feed.unique_key,
+        "unique_key_type": feed.column(feed.unique_key).type,
+        "category": category, "category_title": _plural(category.replace("_", " ").title()) if category else None,
+        "cli": "" if feed.feed == DEFAULT_FEED else f" --feed {feed.feed}",
+    }
+    if feed.feed == DEFAULT_FEED:
+        return {**own, "title": "E-Commerce Events", "subject": "e-commerce user events", "rows": "events"}
+    about = f": {feed.description}" if feed.description else ""
+    return {**own, "title": f"Feed {feed.feed}{about}", "subject": f"rows of the {feed.feed} feed", "rows": "rows"}
 
 
 def _overview(f: _Facts) -> dict:
     """The header, section 1 and section 2."""
     d = f.data
-    counts, type_total = dict(d.event_types), sum(n for _, n in d.event_types)
+    counts, category_total = dict(d.categories), sum(n for _, n in d.categories)
+    category = category_column(d.feed)
+    # The contract's values in its order, then any other the table holds (loaded before a change of the rule).
+    values = [*(d.feed.column(category).rule("one_of").one_of if category else ()), *(v for v, _ in d.categories)]
     return {
         "generated_at": d.generated_at, "duration": duration_text(d.batches), "env": d.environment,
         "modes": sorted({b.get("mode", "?") for b in d.batches}) or ["none"],
@@ -120,8 +145,9 @@ def _overview(f: _Facts) -> dict:
         "max_files": sorted({b["max_files_per_trigger"] for b in d.batches if b.get("max_files_per_trigger")}),
         "max_bytes": sorted({b["max_bytes_per_trigger"] for b in d.batches if b.get("max_bytes_per_trigger")}),
         "drops": drop_parameters(d.files),
-        "event_type_shares": [{"event_type": t, "count": counts.get(t, 0),
-                               "pct": 100.0 * counts.get(t, 0) / type_total if type_total else 0.0} for t in c.EVENT_TYPES],
+        "category_shares": [{"value": v, "count": counts.get(v, 0),
+                             "pct": 100.0 * counts.get(v, 0) / category_total if category_total else 0.0}
+                            for v in dict.fromkeys(values)],
     }
 
 
@@ -145,7 +171,7 @@ def _validation(f: _Facts) -> dict:
     return {
         "rejection_reasons": [{"reason": reason, "label": REASON_LABELS.get(reason, reason), "count": n,
                                "pct": 100.0 * n / total if total else 0.0} for reason, n in f.reasons.items()],
-        "validation_analysis": _validation_analysis(f.summary, f.reasons, f.targets, f.data.paths),
+        "validation_analysis": _validation_analysis(f.summary, f.reasons, f.targets, f.data.paths, f.data.feed),
     }
 
 
@@ -154,9 +180,9 @@ def _database(f: _Facts) -> dict:
     d = f.data
     return {
         "write_avg_ms": sum(f.writes) / len(f.writes) if f.writes else None, "write_max_ms": max(f.writes, default=None),
-        "accounted_pct": 100.0 - f.loss_pct, "user_events_total": d.user_events_total, "event_types": d.event_types,
+        "accounted_pct": 100.0 - f.loss_pct, "table_total": d.table_total, "categories": d.categories,
         "minutes_shown": d.per_minute[:15], "minutes_hidden": max(len(d.per_minute) - 15, 0),
-        "database_analysis": _database_analysis(f.summary, f.writes), "resources": d.resources,
+        "database_analysis": _database_analysis(f.summary, f.writes, d.feed), "resources": d.resources,
         "sample_count": len(d.samples), "cores": f.cores, "cpu_capacity_pct": f.cores * 100,
     }
 
@@ -180,7 +206,7 @@ def _benchmarks(f: _Facts) -> dict:
     return {
         "requirements": f.requirements, "load_levels": f.levels, "optimizations": optimizations(f.data),
         "recommendations": _recommendations(f.summary, f.shares, f.dominant, f.levels, f.data.resources, f.requirements,
-                                            f.cores),
+                                            f.cores, f.data.feed),
         "failing": sum(1 for r in f.requirements if r["passed"] is False),
         "unjudged": any(r["passed"] is None for r in f.requirements),
         "sample_json": json.dumps(sample, indent=2, default=str) if sample else "{}",
@@ -224,7 +250,8 @@ def _latency_analysis(s: Mapping, shares, dominant, targets: Targets) -> str:
 
 
 
-def _validation_analysis(s: Mapping, reasons: Mapping[str, int], targets: Targets, paths: Mapping[str, str]) -> str:
+def _validation_analysis(s: Mapping, reasons: Mapping[str, int], targets: Targets, paths: Mapping[str, str],
+                         feed: FeedContract) -> str:
     if not s["total_records"]:
         return "No records were validated in the window."
     top = sorted(((n, r) for r, n in reasons.items() if n), reverse=True)[:3]
@@ -234,25 +261,25 @@ def _validation_analysis(s: Mapping, reasons: Mapping[str, int], targets: Target
             f"the {num(targets.min_validation_rate_pct)}% requirement.")
     if top:
         text += " The most frequent reasons were " + ", ".join(f"`{r}` ({n:,})" for n, r in top) + "."
-    text += (f" Failed rows are kept in `rejected_events` and logged to `{paths.get('errors_log', 'logs/validation_errors.log')}` "
+    text += (f" Failed rows are kept in `{feed.rejected_table}` and logged to `{paths.get('errors_log', 'logs/validation_errors.log')}` "
              f"and `{paths.get('errors_json', 'logs/validation_errors_detailed.json')}`.")
     return text
 
 
 
-def _database_analysis(s: Mapping, writes: Sequence[float]) -> str:
+def _database_analysis(s: Mapping, writes: Sequence[float], feed: FeedContract) -> str:
     if not writes:
         return "No writes were made in the window."
     avg = sum(writes) / len(writes)
     per_row = avg / (s["avg_records_per_batch"] or 1)
-    return (f"Writes are binary COPY straight into `user_events` (through a staging table and one INSERT only for a "
+    return (f"Writes are binary COPY straight into `{feed.table}` (through a staging table and one INSERT only for a "
             f"file with ids already loaded), in one transaction with the files' ledger rows. A batch spent {num(avg)} ms "
             f"writing on average ({num(per_row, 3)} ms per record).")
 
 
 
-def _recommendations(s, shares, dominant, levels, res, reqs, cores) -> list[str]:
-    items = []
+def _recommendations(s, shares, dominant, levels, res, reqs, cores, feed: FeedContract) -> list[str]:
+    items, cli = [], feed_wording(feed)["cli"]
     if not s["total_batches"]:
         return ["Run some drops through the pipeline first: there is nothing to recommend from an empty window."]
     rest = shares[-1]
@@ -261,7 +288,7 @@ def _recommendations(s, shares, dominant, levels, res, reqs, cores) -> list[str]
                      "`maxFilesPerTrigger` / `maxBytesPerTrigger` or the trigger interval when latency allows.")
     if dominant is not None and dominant[0] == STAGE_LABELS["db_write"]:
         items.append("**PostgreSQL write path:** writing dominates; consider `synchronous_commit=off` for this role, "
-                     "a larger `max_wal_size`, or fewer indexes on `user_events`.")
+                     f"a larger `max_wal_size`, or fewer indexes on `{feed.table}`.")
     if dominant is not None and dominant[0] in (STAGE_LABELS["validation"], STAGE_LABELS["read_parse"]):
         items.append(f"**More executor cores:** {dominant[0].lower()} dominates and runs on the executors; add cores or "
                      "workers (`ECOM_INGEST_SPARK_MASTER`).")
@@ -274,7 +301,8 @@ def _recommendations(s, shares, dominant, levels, res, reqs, cores) -> list[str]
     missing = [lv["label"] for lv in levels if lv["throughput"] is None]
     if missing:
         items.append("**Measure the missing load levels** (" + ", ".join(missing) + "): e.g. "
-                     "`ecom-ingest generate --events 50 --batches 10` then `ecom-ingest ingest --max-files-per-trigger 1`.")
+                     f"`ecom-ingest generate{cli} --events 50 --batches 10` then"
+                     f" `ecom-ingest ingest{cli} --max-files-per-trigger 1`.")
     if not items:
         items.append("**No bottleneck stands out** in this window: keep collecting at higher loads.")
     return items

@@ -131,8 +131,8 @@ def _stages(data: ReportData):
 
 def _rejections(data: ReportData):
     s = data.summary
-    reasons, caption = plotted_reasons(s)
-    fig, ax = _figure(4 if len(reasons) > len(c.REJECTION_REASONS) else 3.4)
+    reasons, caption = plotted_reasons(s, data.feed.reasons)
+    fig, ax = _figure(4 if len(reasons) > len(data.feed.reasons) else 3.4)
     if reasons:
         values = [int(s["reason_counts"].get(r, 0)) for r in reasons]
         ax.barh(reasons[::-1], values[::-1], color="tab:red")
@@ -218,7 +218,7 @@ def plotted_stages(summary: Mapping) -> tuple[list[tuple[str, float, float]], li
 
 
 
-def plotted_reasons(summary: Mapping) -> tuple[list[str], str | None]:
+def plotted_reasons(summary: Mapping, row_reasons: Sequence[str] = c.REJECTION_REASONS) -> tuple[list[str], str | None]:
     """The reasons the rejections plot draws a bar for, and its caption (None: no caption).
 
     Every row reason is drawn, 0 included (each is a real count, and a fixed axis keeps
@@ -232,6 +232,6 @@ def plotted_reasons(summary: Mapping) -> tuple[list[str], str | None]:
     if not summary["rejected_records"]:
         return [], f"none of the {summary['total_records']:,} rows was rejected"
     if summary["files_rejected"] or file_rows:
-        return [*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS], None
-    return list(c.REJECTION_REASONS), "files rejected whole: none"
+        return [*row_reasons, *c.FILE_REJECTION_REASONS], None
+    return list(row_reasons), "files rejected whole: none"
 

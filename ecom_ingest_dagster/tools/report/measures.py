@@ -153,7 +153,7 @@ def optimizations(data: ReportData) -> list[str]:
         "**Batch Processing:** micro-batches of the landing directory (Spark's `foreachBatch`)"
         + (": " + "; ".join(where) if where else " (none in this window)"),
         "**Schema Validation:** a Pandera schema over Arrow-backed columns, every reason of every row",
-        "**Bulk Loading:** binary `COPY` straight into `user_events`, one transaction per file (a batch's small files "
+        f"**Bulk Loading:** binary `COPY` straight into `{data.feed.table}`, one transaction per file (a batch's small files "
         "together, one per group); a file with ids already loaded goes through a staging table and `INSERT ... ON "
         f"CONFLICT DO NOTHING` ({staged:,} file(s) in this window)",
         "**Checkpointing:** Spark checkpoints plus file and batch ledgers for an exactly-once effect",
