@@ -58,7 +58,7 @@ class PipelineResource(dg.ConfigurableResource):
     # The test suite shares one Spark session across runs; a deployment stops its own.
     stop_spark_after_run: bool = True
 
-    _pipeline = PrivateAttr(default=None)
+    _pipelines = PrivateAttr(default_factory=dict)  # feed -> the run's Pipeline of that feed
 
     def settings(self, **overrides) -> Settings:
         """The environment's settings with this resource's fields (and ``overrides``) on top."""
@@ -66,22 +66,24 @@ class PipelineResource(dg.ConfigurableResource):
         return Settings.from_env(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})
 
     def pipeline(self, on_spark_ready=None, feed: Optional[str] = None):
-        """The run's pipeline, opened once and shared by its steps (one process per run);
-        ``on_spark_ready(seconds)`` is told when it has started Spark (the first caller's wins).
-        ``feed``: the feed the run's step ingests (a run's job belongs to one feed)."""
-        if self._pipeline is None:
+        """The run's pipeline of ``feed`` (None: the resource's, user_events by default), opened
+        once per feed and shared by the run's steps (one process per run); ``on_spark_ready(seconds)``
+        is told when it has started Spark (the first caller's wins). Keyed by feed: a run the UI
+        launches over two feeds' assets gives each step its own feed's ledger and tables."""
+        settings = self.settings(feed=feed)
+        if settings.feed not in self._pipelines:
             from ecom_ingest_dagster.pipeline.run import Pipeline
 
-            settings = self.settings(feed=feed)
             # Spark's console output goes to its log file, as with the CLI: the code server's
             # and `dagster dev`'s terminal is for lines a user should read.
-            self._pipeline = Pipeline(settings, on_spark_ready=on_spark_ready, jvm_log=settings.spark_log)
-        return self._pipeline
+            self._pipelines[settings.feed] = Pipeline(settings, on_spark_ready=on_spark_ready, jvm_log=settings.spark_log)
+        return self._pipelines[settings.feed]
 
     def teardown_after_execution(self, context) -> None:
-        if self._pipeline is not None and self.stop_spark_after_run:
-            self._pipeline.close()
-        self._pipeline = None
+        if self.stop_spark_after_run:
+            for pipeline in self._pipelines.values():
+                pipeline.close()
+        self._pipelines = {}
 
 
 def build_resources(settings: Optional[Settings] = None, **fields) -> dict[str, dg.ConfigurableResource]:

@@ -1,5 +1,7 @@
-"""Every feed besides user_events, from its contract file: its tables as assets (keys
-prefixed by the feed), its ingest job and its landing sensor, in a landing pool of its own.
+"""Every feed besides user_events, from its contract file: its tables, its metric assets with
+their checks and its performance report (keys prefixed by the feed), its ingest and stream
+jobs and its landing sensor (warm runs, or always on as the deployment says), in a landing
+pool of its own.
 
 Adding a feed to a deployment is one file, no Python: ``ecom-ingest feed new NAME`` writes
 ``$ECOM_INGEST_FEEDS_DIR/NAME.yaml``; on its next load the code location has the feed's
@@ -7,9 +9,6 @@ definitions, its sensor on. The feeds shipped as examples (``orders``) are there
 their sensors off until switched on in the UI. A contract file with a mistake is left out
 and said in the code location's log (``ecom-ingest feed list`` says what is wrong), so one
 bad file does not take every feed's definitions down with it.
-
-Not yet per feed: the metric assets and checks, always-on runs and the stream job
-(user_events' alone); the README says so.
 """
 
 from __future__ import annotations
@@ -19,9 +18,11 @@ import logging
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.assets import LANDING_POOL, build_ingest_asset
-from ecom_ingest_dagster.defs.ingest.jobs import LANDING_TAG, landing_tag_value
+from ecom_ingest_dagster.defs.ingest.jobs import LANDING_TAG, build_stream_job, landing_tag_value
 from ecom_ingest_dagster.defs.ingest.sensors import build_landing_sensor
-from ecom_ingest_dagster.feeds import SHIPPED_DIR, FeedError, find_feed
+from ecom_ingest_dagster.defs.metrics.assets import build_metric_assets
+from ecom_ingest_dagster.defs.reporting.assets import build_report_asset
+from ecom_ingest_dagster.feeds import FeedError, find_feed, known_feeds
 from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings
 
 log = logging.getLogger(__name__)
@@ -30,25 +31,28 @@ log = logging.getLogger(__name__)
 def feed_names(settings: Settings) -> dict[str, bool]:
     """Every feed but user_events, and whether it is the user's own (a file in feeds_dir)
     rather than a shipped example."""
-    shipped = {p.stem for p in SHIPPED_DIR.glob("*.yaml")}
     own = {p.stem for p in settings.feeds_dir.glob("*.yaml")} if settings.feeds_dir.is_dir() else set()
-    return {name: name in own for name in sorted(shipped | own) if name != DEFAULT_FEED}
+    return {name: name in own for name in known_feeds(settings.feeds_dir) if name != DEFAULT_FEED}
 
 
 def feed_definitions(name: str, *, own: bool) -> dg.Definitions:
-    """One feed's asset, job and sensor."""
+    """One feed's assets, job and sensor."""
     settings = Settings.from_env().with_overrides(feed=name)
     feed = find_feed(name, settings.feeds_dir)
-    asset = build_ingest_asset(feed, name=f"{name}_ingest", group=name, pool=f"{LANDING_POOL}_{name}")
+    pool = f"{LANDING_POOL}_{name}"
+    asset = build_ingest_asset(feed, name=f"{name}_ingest", group=name, pool=pool)
+    assets = [asset, *build_metric_assets(feed, group=name), build_report_asset(feed, group=name)]
     job = dg.define_asset_job(
-        f"{name}_ingest_job", selection=[asset], description=f"Ingest every pending {name} drop once.",
+        f"{name}_ingest_job", selection=assets,
+        description=f"Ingest every pending {name} drop once, then refresh its metric assets and its report.",
         tags={LANDING_TAG: landing_tag_value(str(settings.landing_dir))}, executor_def=dg.in_process_executor,
     )
+    stream = build_stream_job(feed, name=f"{name}_stream_job", op_name=f"{name}_stream_landing", pool=pool)
     sensor = build_landing_sensor(
-        job, name=f"{name}_landing_sensor", asset_name=f"{name}_ingest", feed=name, always_on=False,
+        job, name=f"{name}_landing_sensor", asset_name=f"{name}_ingest", feed=name, stream_job_name=stream.name,
         default_status=dg.DefaultSensorStatus.RUNNING if own else dg.DefaultSensorStatus.STOPPED,
     )
-    return dg.Definitions(assets=[asset], jobs=[job], sensors=[sensor])
+    return dg.Definitions(assets=assets, jobs=[job, stream], sensors=[sensor])
 
 
 @dg.definitions

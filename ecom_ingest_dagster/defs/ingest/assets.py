@@ -7,7 +7,7 @@ import dagster as dg
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.feeds import RESCUED, FeedContract
-from ecom_ingest_dagster.defs.keys import REJECTED_EVENTS, USER_EVENTS
+from ecom_ingest_dagster.defs.keys import feed_keys
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
@@ -15,21 +15,12 @@ from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy
 from ecom_ingest_dagster.pipeline.query import RunSummary
 from ecom_ingest_dagster.pipeline.spark import SPARK_READY_MESSAGE
 from ecom_ingest_dagster.pipeline.validate import build_schema
-from ecom_ingest_dagster.settings import DEFAULT_FEED
 
 INGEST_GROUP = "ingest"
 # The steps that work the landing directory share this pool (limit 1 in the instance's
 # dagster.yaml): the UI's Materialize buttons run no job tags, so the run queue's tag
 # limit alone would let one beside a sensor run.
 LANDING_POOL = "ecom_ingest_landing"
-
-
-def feed_keys(feed: FeedContract) -> tuple[dg.AssetKey, dg.AssetKey]:
-    """The asset keys of a feed's table and quarantine table: user_events' as they always were,
-    any other feed's prefixed by the feed (``orders/orders``, ``orders/orders_rejected``)."""
-    if feed.feed == DEFAULT_FEED:
-        return USER_EVENTS, REJECTED_EVENTS
-    return dg.AssetKey([feed.feed, feed.table]), dg.AssetKey([feed.feed, feed.rejected_table])
 
 
 def table_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
@@ -172,10 +163,10 @@ def _log_spark_ready(context: dg.AssetExecutionContext, run, seconds: float, spa
 PROGRESS_WINDOW = dt.timedelta(minutes=10)
 
 
-def _log_progress(context: dg.AssetExecutionContext, run) -> None:
-    """The metric assets and their checks as they stand, while a warm run goes on."""
+def _log_progress(context: dg.AssetExecutionContext, run, feed: FeedContract) -> None:
+    """The feed's metric assets and their checks as they stand, while a warm run goes on."""
     since = dt.datetime.now(dt.timezone.utc) - PROGRESS_WINDOW
-    for event in metric_events(run.evaluate(context.run_id, fallback=False, since=since), context.run_id):
+    for event in metric_events(run.evaluate(context.run_id, fallback=False, since=since), feed):
         context.log_event(event)
 
 
@@ -211,12 +202,10 @@ def _ingest(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: P
             f"warm: taking drops from {run.settings.landing_dir} as they land (every "
             f"{run.settings.warm_trigger_seconds:g} s) until none has come for {config.idle_seconds:g} s"
         )
-    # The metric assets are user_events' (other feeds' runs record their tables only).
-    progress = (lambda _: _log_progress(context, run)) if feed.feed == DEFAULT_FEED else None
     try:
         summary = run.ingest(
             run_id=context.run_id, on_batch=lambda m: context.log.info(format_batch(m)),
-            idle_seconds=idle_seconds, on_progress=progress,
+            idle_seconds=idle_seconds, on_progress=lambda _: _log_progress(context, run, feed),
         )
     except IngestBusy as busy:
         # A stream, a warm run or a CLI ingest holds the landing directory and takes the

@@ -6,9 +6,11 @@ value, because both use the same streaming checkpoint.
 """
 
 import hashlib
+
 import dagster as dg
 from pydantic import Field
 
+from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.defs.ingest.assets import (
     INGEST_RETRY_POLICY,
     LANDING_POOL,
@@ -17,6 +19,7 @@ from ecom_ingest_dagster.defs.ingest.assets import (
     terminate_requested,
 )
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
 from ecom_ingest_dagster.settings import Settings
@@ -60,17 +63,37 @@ class StreamConfig(dg.Config):
     stop_after_seconds: float = Field(0.0, ge=0, description="end the stream after this long; 0: until the run is terminated")
 
 
-@dg.op(
-    description="Stream drops continuously until the run is terminated; stops between micro-batches.",
-    # A stream that lost its database past the retry window starts again; a terminated
-    # one returns normally and is not retried.
-    retry_policy=INGEST_RETRY_POLICY,
-    pool=LANDING_POOL,
-)
-def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipeline: PipelineResource):
+def build_stream_job(feed: FeedContract, *, name: str, op_name: str, pool: str) -> dg.JobDefinition:
+    """The feed's continuous mode: one op that streams its landing directory until terminated."""
+
+    @dg.op(
+        name=op_name,
+        description=f"Stream {feed.feed} drops continuously until the run is terminated; stops between micro-batches.",
+        # A stream that lost its database past the retry window starts again; a terminated
+        # one returns normally and is not retried.
+        retry_policy=INGEST_RETRY_POLICY,
+        pool=pool,
+    )
+    def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipeline: PipelineResource):
+        yield from _stream(context, config, pipeline, feed)
+
+    @dg.job(
+        name=name,
+        description=f"The original report's continuous mode for the {feed.feed} feed: trigger interval and"
+                    " maxFilesPerTrigger, until terminated.",
+        tags={LANDING_TAG: landing_tag_value(str(_IN_FORCE.with_overrides(feed=feed.feed).landing_dir))},
+        executor_def=dg.in_process_executor,
+    )
+    def stream():
+        stream_landing()
+
+    return stream
+
+
+def _stream(context: dg.OpExecutionContext, config: StreamConfig, pipeline: PipelineResource, feed: FeedContract):
     from ecom_ingest_dagster.pipeline.run import Pipeline
 
-    base = pipeline.pipeline()
+    base = pipeline.pipeline(feed=feed.feed)
     # A value left at its default is the deployment's: the resource's settings stay in force
     # (a resource configured in code keeps its own), a value changed in the launchpad wins.
     settings = base.settings.with_overrides(
@@ -94,8 +117,8 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
     except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as stopped:
         stopped_by_user(context, stopped)
         raise
-    yield from table_materializations(summary, run.table_rows(), result_type=dg.AssetMaterialization)
-    yield from metric_events(run.evaluate(context.run_id), context.run_id)
+    yield from table_materializations(summary, run.table_rows(), result_type=dg.AssetMaterialization, feed=feed)
+    yield from metric_events(run.evaluate(context.run_id), feed)
     if terminate_requested(context):
         # Terminate stops the stream between micro-batches, cleanly, and the run then ends
         # Canceled as the user asked (not Success, and not retried).
@@ -103,10 +126,4 @@ def stream_landing(context: dg.OpExecutionContext, config: StreamConfig, pipelin
     yield dg.Output(summary.totals["total_records"])
 
 
-@dg.job(
-    description="The original report's continuous mode: trigger interval and maxFilesPerTrigger, until terminated.",
-    tags=concurrency_tags(),
-    executor_def=dg.in_process_executor,
-)
-def stream_job():
-    stream_landing()
+stream_job = build_stream_job(c.FEED, name="stream_job", op_name="stream_landing", pool=LANDING_POOL)

@@ -13,10 +13,11 @@ _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterR
 ALWAYS_ON_RETRY_AFTER_S = 30.0
 
 
-def build_landing_sensor(job, *, name: str, asset_name: str, feed: str | None = None,
-                         default_status=dg.DefaultSensorStatus.RUNNING, always_on: bool = True):
+def build_landing_sensor(job, *, name: str, asset_name: str, stream_job_name: str, feed: str | None = None,
+                         default_status=dg.DefaultSensorStatus.RUNNING):
     """The sensor of one feed's landing directory (``feed``: None, the resource's, user_events
-    by default), launching ``job`` whose ingest step is ``asset_name``."""
+    by default), launching ``job`` whose ingest step is ``asset_name``; it stands aside while
+    the feed's stream job (``stream_job_name``) runs."""
 
     @dg.sensor(
         name=name,
@@ -28,22 +29,22 @@ def build_landing_sensor(job, *, name: str, asset_name: str, feed: str | None = 
                     f" {feed or 'user_events'} landing directory.",
     )
     def landing(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
-        return _evaluate(context, pipeline.settings(feed=feed), job, asset_name, always_on)
+        return _evaluate(context, pipeline.settings(feed=feed), job, asset_name, stream_job_name)
 
     return landing
 
 
-def _evaluate(context: dg.SensorEvaluationContext, settings: Settings, job, asset_name: str, always_on: bool):
+def _evaluate(context: dg.SensorEvaluationContext, settings: Settings, job, asset_name: str, stream_job_name: str):
     streaming = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=stream_job.name, statuses=_ACTIVE), limit=1
-    ) if job is ingest_job else []
+        filters=dg.RunsFilter(job_name=stream_job_name, statuses=_ACTIVE), limit=1
+    )
     if streaming:
         # The stream run owns the checkpoint and picks the drops up itself.
         return dg.SkipReason(f"stream run {streaming[0].dagster_run.run_id} is active")
     cursor = LandingCursor.from_json(context.cursor)
     new = scan_new_drops(settings.landing_dir, cursor, settle_ns=int(settings.settle_seconds * 1e9))
-    if settings.always_on and always_on:
-        return _always_on(context, settings, new)
+    if settings.always_on:
+        return _always_on(context, settings, new, job, asset_name)
     if not new.names:
         waiting = f", {new.settling} too recent: next tick" if new.settling else ""
         return dg.SkipReason(f"no new drops ({new.scanned} entries in {settings.landing_dir}{waiting})")
@@ -71,19 +72,20 @@ def _evaluate(context: dg.SensorEvaluationContext, settings: Settings, job, asse
     )
 
 
-landing_sensor = build_landing_sensor(ingest_job, name="landing_sensor", asset_name="ingest_landing")
+landing_sensor = build_landing_sensor(ingest_job, name="landing_sensor", asset_name="ingest_landing",
+                                      stream_job_name=stream_job.name)
 
 
-def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
-    """Keep one ingest run alive: start one when none is queued or running and nothing else
+def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new, job, asset_name: str):
+    """Keep one run of ``job`` alive: start one when none is queued or running and nothing else
     holds the landing directory (the deployment's start, a run that failed or was stopped)."""
     from ecom_ingest_dagster.pipeline.run import Pipeline
 
-    active = context.instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name, statuses=_ACTIVE), limit=1)
+    active = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job.name, statuses=_ACTIVE), limit=1)
     if active:
         context.update_cursor(new.cursor.to_json())  # the live run takes whatever lands
         return dg.SkipReason(f"always on: run {active[0].dagster_run.run_id} takes the drops as they land")
-    latest = context.instance.get_run_records(filters=dg.RunsFilter(job_name=ingest_job.name), limit=1)
+    latest = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job.name), limit=1)
     if latest and _failed_soon_after_start(latest[0]):
         # A run that keeps failing at once (a wrong master, a database refusing us) is not
         # relaunched every tick; one that ran a while before it died (killed, its server
@@ -98,7 +100,7 @@ def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new):
     context.update_cursor(new.cursor.to_json())
     return dg.RunRequest(
         run_key=f"always-on-{time.time_ns()}",
-        run_config={"ops": {"ingest_landing": {"config": {"always_on": True}}}},
+        run_config={"ops": {asset_name: {"config": {"always_on": True}}}},
         tags={"ecom_ingest/always_on": "true", "ecom_ingest/new_files": str(len(new.names))},
     )
 

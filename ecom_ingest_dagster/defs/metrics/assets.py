@@ -1,9 +1,11 @@
 """Metric assets for throughput, latency and data quality, with the service targets as checks.
 
-Each asset describes the batches of its own run (or, materialized alone, of the latest
-run that had any), as judged by ``Pipeline.evaluate``: the same summary the CLI prints
-and the JSON logs hold, and the same verdicts the report states. ``metric_events``
-gives the stream job the same materializations and check evaluations.
+Each feed has the three (``build_metric_assets``): user_events' keyed as they always were,
+another feed's prefixed by it (``orders/ingestion_throughput``). Each asset describes the
+batches of its own run (or, materialized alone, of the latest run of the feed that had
+any), as judged by ``Pipeline.evaluate``: the same summary the CLI prints and the JSON logs
+hold, and the same verdicts the report states. ``metric_events`` gives the stream job and
+a warm run's progress the same materializations and check evaluations.
 """
 
 from typing import Iterator
@@ -11,9 +13,11 @@ from typing import Iterator
 import dagster as dg
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.defs.keys import REJECTED_EVENTS, USER_EVENTS
+from ecom_ingest_dagster.defs.keys import METRIC_ASSETS, feed_key, feed_keys, feed_node_name
 from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
+from ecom_ingest_dagster.settings import DEFAULT_FEED
 
 METRICS_GROUP = "metrics"
 
@@ -24,8 +28,8 @@ def _count(value) -> dg.IntMetadataValue:
     return dg.MetadataValue.int(int(value))
 
 
-def reason_metadata(counts: dict[str, int]) -> dict[str, dg.IntMetadataValue]:
-    reasons = [*c.REJECTION_REASONS, *c.FILE_REJECTION_REASONS]
+def reason_metadata(counts: dict[str, int], feed: FeedContract = c.FEED) -> dict[str, dg.IntMetadataValue]:
+    reasons = [*feed.reasons, *c.FILE_REJECTION_REASONS]
     return {f"reason/{reason}": _count(counts.get(reason, 0)) for reason in [*reasons, *sorted(set(counts) - set(reasons))]}
 
 
@@ -77,7 +81,7 @@ def accounting_text(evaluation: Evaluation) -> str:
             f"({evaluation.loss_pct:.4f}% of rows without an outcome; see the zero_data_loss check)")
 
 
-def quality_metadata(evaluation: Evaluation) -> dict:
+def quality_metadata(evaluation: Evaluation, feed: FeedContract = c.FEED) -> dict:
     summary = evaluation.summary
     return {
         **_figures({"validation_success_rate_pct": summary["validation_success_rate"]}),
@@ -87,7 +91,7 @@ def quality_metadata(evaluation: Evaluation) -> dict:
         "rows_rejected": _count(summary["rejected_records"]),
         "files_rejected_whole": _count(summary["files_rejected"]),
         # Every reason, 0 included: a real count that was 0 this run, a point on its plot.
-        **reason_metadata(summary["reason_counts"]),
+        **reason_metadata(summary["reason_counts"], feed),
         "accounting": accounting_text(evaluation),
     }
 
@@ -99,8 +103,8 @@ def _run_reference(run_id: str | None):
     return run_id if run_id.startswith("cli-") else dg.MetadataValue.dagster_run(run_id)
 
 
-def asset_metadata(evaluation: Evaluation) -> dict[str, dict]:
-    """Each metric asset's metadata for an evaluated run.
+def asset_metadata(evaluation: Evaluation, feed: FeedContract = c.FEED) -> dict[str, dict]:
+    """Each metric asset's metadata (by its name, unprefixed) for an evaluated run of ``feed``.
 
     A run without batches records no figures at all, so the UI's plots show a gap where
     nothing was ingested rather than an earlier run's figures again.
@@ -108,11 +112,11 @@ def asset_metadata(evaluation: Evaluation) -> dict[str, dict]:
     has_batches = bool(evaluation.summary["total_batches"])
     described = {"described_run_id": _run_reference(evaluation.run_id), "has_batches": has_batches}
     if not has_batches:
-        return {asset: dict(described) for asset in ("ingestion_throughput", "ingestion_latency", "data_quality")}
+        return {asset: dict(described) for asset in METRIC_ASSETS}
     return {
         "ingestion_throughput": {**throughput_metadata(evaluation.summary), **described},
         "ingestion_latency": {**latency_metadata(evaluation.summary), **described},
-        "data_quality": {**quality_metadata(evaluation), **described},
+        "data_quality": {**quality_metadata(evaluation, feed), **described},
     }
 
 
@@ -150,22 +154,23 @@ def _check_metadata(outcome: CheckOutcome) -> dict:
     return metadata
 
 
-def check_results(evaluation: Evaluation, asset: str) -> list[dg.AssetCheckResult]:
+def check_results(evaluation: Evaluation, asset: str, feed: str = DEFAULT_FEED) -> list[dg.AssetCheckResult]:
     # A check with nothing to judge (no batch) yields no result: Dagster shows it skipped,
     # not a green "passed" on nothing.
     return [
-        dg.AssetCheckResult(check_name=o.spec.name, passed=o.passed, severity=_severity(o), metadata=_check_metadata(o))
+        dg.AssetCheckResult(asset_key=feed_key(feed, asset), check_name=o.spec.name, passed=o.passed,
+                            severity=_severity(o), metadata=_check_metadata(o))
         for o in evaluation.checks.values() if o.spec.asset == asset and o.judged
     ]
 
 
-def metric_events(evaluation: Evaluation, run_id: str) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """The metric assets' materializations and check evaluations, for a job made of ops."""
-    for asset, metadata in asset_metadata(evaluation).items():
-        yield dg.AssetMaterialization(asset_key=asset, metadata=metadata)
+def metric_events(evaluation: Evaluation, feed: FeedContract = c.FEED) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """The feed's metric assets' materializations and check evaluations, for a job made of ops."""
+    for asset, metadata in asset_metadata(evaluation, feed).items():
+        yield dg.AssetMaterialization(asset_key=feed_key(feed.feed, asset), metadata=metadata)
     for outcome in (o for o in evaluation.checks.values() if o.judged):
         yield dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey(outcome.spec.asset), check_name=outcome.spec.name, passed=outcome.passed,
+            asset_key=feed_key(feed.feed, outcome.spec.asset), check_name=outcome.spec.name, passed=outcome.passed,
             severity=_severity(outcome), metadata=_check_metadata(outcome), blocking=outcome.spec.blocking,
         )
 
@@ -173,46 +178,53 @@ def metric_events(evaluation: Evaluation, run_id: str) -> Iterator[dg.AssetMater
 INGESTED_TAG = "ecom_ingest/files_loaded"  # set by ingest_landing: this run ingested (maybe nothing)
 
 
-def _evaluate(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Evaluation:
+def _evaluate(context: dg.AssetExecutionContext, pipeline: PipelineResource, feed: str) -> Evaluation:
     run = context.instance.get_run_by_id(context.run_id)
     ingested_here = run is not None and INGESTED_TAG in run.tags
     # In a run that ingested, describe exactly that run (no batches: no figures); materialized
-    # alone, describe the latest run that had batches.
-    evaluation = pipeline.pipeline().evaluate(context.run_id, fallback=not ingested_here)
+    # alone, describe the feed's latest run that had batches.
+    evaluation = pipeline.pipeline(feed=feed).evaluate(context.run_id, fallback=not ingested_here)
     if evaluation.run_id != context.run_id:
         context.log.info(f"no batches in this run; {'no figures recorded' if ingested_here else f'describing run {evaluation.run_id}'}")
     return evaluation
 
 
-def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(s.name, asset=asset, description=s.description, blocking=s.blocking)
+def _check_specs(key: dg.AssetKey, asset: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(s.name, asset=key, description=s.description, blocking=s.blocking)
             for s in CHECKS if s.asset == asset]
 
 
-def _metric_asset(name: str, description: str):
+DESCRIPTIONS = {
+    "ingestion_throughput": "Records per second over the run's micro-batches: average (over processing time) and peak.",
+    "ingestion_latency": "Batch latency percentiles, end-to-end latency (landed to committed), stage breakdown.",
+    "data_quality": "Validation success rate, rejections by reason, and the accounting identity of the run's files.",
+}
+
+
+def _metric_asset(feed: FeedContract, name: str, group: str) -> dg.AssetsDefinition:
+    key = feed_key(feed.feed, name)
+    about = "" if feed.feed == DEFAULT_FEED else f"The {feed.feed} feed: "
+
     # A multi-asset of one that can be subset: its checks' results are then optional, and
     # a check with nothing to judge (no batch) is left out: Dagster shows it skipped,
     # not a green "passed" on nothing.
     @dg.multi_asset(
-        name=name,
-        specs=[dg.AssetSpec(name, deps=[USER_EVENTS, REJECTED_EVENTS], group_name=METRICS_GROUP, kinds={"postgres"},
-                            description=description)],
-        check_specs=_check_specs(name), can_subset=True,
+        name=feed_node_name(feed.feed, name),
+        specs=[dg.AssetSpec(key, deps=list(feed_keys(feed)), group_name=group, kinds={"postgres"},
+                            description=about + DESCRIPTIONS[name])],
+        check_specs=_check_specs(key, name), can_subset=True,
     )
     def metric(context: dg.AssetExecutionContext, pipeline: PipelineResource):
-        evaluation = _evaluate(context, pipeline)
-        yield dg.MaterializeResult(asset_key=name, metadata=asset_metadata(evaluation)[name])
-        yield from check_results(evaluation, name)
+        evaluation = _evaluate(context, pipeline, feed.feed)
+        yield dg.MaterializeResult(asset_key=key, metadata=asset_metadata(evaluation, feed)[name])
+        yield from check_results(evaluation, name, feed.feed)
 
     return metric
 
 
-ingestion_throughput = _metric_asset(
-    "ingestion_throughput", "Records per second over the run's micro-batches: average (over processing time) and peak."
-)
-ingestion_latency = _metric_asset(
-    "ingestion_latency", "Batch latency percentiles, end-to-end latency (landed to committed), stage breakdown."
-)
-data_quality = _metric_asset(
-    "data_quality", "Validation success rate, rejections by reason, and the accounting identity of the run's files."
-)
+def build_metric_assets(feed: FeedContract, group: str) -> list[dg.AssetsDefinition]:
+    """The feed's three metric assets (throughput, latency, quality) with the service targets as their checks."""
+    return [_metric_asset(feed, name, group) for name in METRIC_ASSETS]
+
+
+ingestion_throughput, ingestion_latency, data_quality = build_metric_assets(c.FEED, METRICS_GROUP)

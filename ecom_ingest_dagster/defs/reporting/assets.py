@@ -4,7 +4,10 @@ import datetime as dt
 
 import dagster as dg
 
+from ecom_ingest_dagster import contract as c
+from ecom_ingest_dagster.defs.keys import METRIC_ASSETS, REPORT_ASSET, feed_key
 from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.tools import report
 
 
@@ -12,14 +15,24 @@ class ReportConfig(dg.Config):
     since_hours: float = 24.0  # the window: batches committed in the last N hours
 
 
-@dg.asset(
-    deps=["ingestion_throughput", "ingestion_latency", "data_quality"],
-    group_name="reporting",
-    kinds={"markdown"},
-)
-def performance_report(context: dg.AssetExecutionContext, config: ReportConfig, pipeline: PipelineResource):
-    """The original performance report with measured values and computed statuses, plus plots."""
-    run = pipeline.pipeline()
+def build_report_asset(feed: FeedContract, group: str) -> dg.AssetsDefinition:
+    """The feed's performance report, after its metric assets."""
+
+    @dg.asset(
+        key=feed_key(feed.feed, REPORT_ASSET),
+        deps=[feed_key(feed.feed, name) for name in METRIC_ASSETS],
+        group_name=group,
+        kinds={"markdown"},
+        description=f"The original performance report of the {feed.feed} feed, with measured values and computed"
+                    " statuses, plus plots.",
+    )
+    def performance_report(context: dg.AssetExecutionContext, config: ReportConfig, pipeline: PipelineResource):
+        return _report(context, config, pipeline.pipeline(feed=feed.feed))
+
+    return performance_report
+
+
+def _report(context: dg.AssetExecutionContext, config: ReportConfig, run) -> dg.MaterializeResult:
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=config.since_hours)
     outcome = report.write_report(run, since=since)
     context.log.info(f"report written to {outcome.path}")
@@ -51,3 +64,6 @@ def performance_report(context: dg.AssetExecutionContext, config: ReportConfig, 
             **{f"requirement/{r['name']}": r["passed"] for r in outcome.requirements},
         }
     )
+
+
+performance_report = build_report_asset(c.FEED, group="reporting")
