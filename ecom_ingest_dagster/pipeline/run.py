@@ -319,6 +319,33 @@ class Pipeline:
         }
 
 
+def feeds_in_use(settings: Settings, *, interactive: bool = True) -> tuple[list[Settings], list[str]]:
+    """The settings of every feed in use (user_events, and each feed whose schema the database
+    has), and a line for each feed that is not (never ingested, or a contract that cannot be
+    used). A feed never ingested is left alone: looking at it would create its schema."""
+    from ecom_ingest_dagster.feeds import FeedError, known_feeds
+    from ecom_ingest_dagster.settings import DEFAULT_FEED
+
+    default = settings.with_overrides(feed=DEFAULT_FEED)
+    with Pipeline(default, interactive=interactive) as pipeline, pipeline.connect() as conn:
+        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+    in_use, others = [default], []
+    for name in known_feeds(settings.feeds_dir):
+        if name == DEFAULT_FEED:
+            continue
+        feed_settings = settings.with_overrides(feed=name)
+        try:
+            feed_settings.contract  # noqa: B018
+        except FeedError as exc:
+            others.append(f"{name}: cannot be used: {' '.join(str(exc).split())}")
+            continue
+        if feed_settings.db_schema in schemas:
+            in_use.append(feed_settings)
+        else:
+            others.append(f"{name}: nothing ingested yet (no schema {feed_settings.db_schema})")
+    return in_use, others
+
+
 class _SparkStart:
     """A Spark session started on a thread of its own, while the caller goes on."""
 

@@ -339,36 +339,13 @@ def _print_status(values: dict) -> None:
 EVERY_FEED_COMMANDS = ("status", "report")
 
 
-def _feeds_in_use(settings: Settings) -> tuple[list[Settings], list[str]]:
-    """The settings of every feed in use (user_events, and each feed whose schema the database has),
-    and a line for each feed that is not (never ingested, or a contract that cannot be used)."""
-    from ecom_ingest_dagster.feeds import known_feeds
-
-    default = settings.with_overrides(feed=DEFAULT_FEED)
-    with _pipeline(default) as pipeline, pipeline.connect() as conn:
-        schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
-    in_use, others = [default], []
-    for name in known_feeds(settings.feeds_dir):
-        if name == DEFAULT_FEED:
-            continue
-        feed_settings = settings.with_overrides(feed=name)
-        try:
-            feed_settings.contract  # noqa: B018
-        except FeedError as exc:
-            others.append(f"{name}: cannot be used: {' '.join(str(exc).split())}")
-            continue
-        if feed_settings.db_schema in schemas:
-            in_use.append(feed_settings)
-        else:
-            others.append(f"{name}: nothing ingested yet (no schema {feed_settings.db_schema})")
-    return in_use, others
-
-
 def _every_feed(settings: Settings, args) -> int:
     """``status`` or ``report`` of every feed in use, one after another (``--feed all``)."""
     import json
 
-    in_use, others = _feeds_in_use(settings)
+    from ecom_ingest_dagster.pipeline.run import feeds_in_use
+
+    in_use, others = feeds_in_use(settings)
     if args.command == "status" and args.json:
         print(json.dumps({"feeds": {s.feed: _status_values(s) for s in in_use}, "not_in_use": others}, indent=2))
         return 0

@@ -33,7 +33,11 @@ def test_every_feed_is_an_asset_job_and_sensor_of_its_own_and_a_broken_contract_
     # the user's own feed is on; the shipped example waits to be switched on
     assert sensors == {"orders_landing_sensor": dg.DefaultSensorStatus.STOPPED,
                        "refunds_landing_sensor": dg.DefaultSensorStatus.RUNNING}
-    assert {j.name for j in defs.jobs} == {f"{feed}_{kind}_job" for feed in ("orders", "refunds") for kind in ("ingest", "stream")}
+    assert {j.name for j in defs.jobs} == {f"{feed}_{kind}_job" for feed in ("orders", "refunds")
+                                          for kind in ("ingest", "stream", "report")}
+    schedules = {s.name: s.default_status for s in defs.schedules}
+    assert schedules == {"orders_daily_performance_report": dg.DefaultScheduleStatus.STOPPED,
+                         "refunds_daily_performance_report": dg.DefaultScheduleStatus.RUNNING}
 
 
 def test_a_feeds_sensor_sees_its_own_landing_directory_and_its_job_loads_its_tables(settings, spark, instance):

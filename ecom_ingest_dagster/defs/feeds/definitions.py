@@ -1,14 +1,14 @@
 """Every feed besides user_events, from its contract file: its tables, its metric assets with
-their checks and its performance report (keys prefixed by the feed), its ingest and stream
-jobs and its landing sensor (warm runs, or always on as the deployment says), in a landing
-pool of its own.
+their checks and its performance report (keys prefixed by the feed), its ingest, stream and
+report jobs, its landing sensor (warm runs, or always on as the deployment says) and daily
+report schedule, in a landing pool of its own.
 
 Adding a feed to a deployment is one file, no Python: ``ecom-ingest feed new NAME`` writes
 ``$ECOM_INGEST_FEEDS_DIR/NAME.yaml``; on its next load the code location has the feed's
-definitions, its sensor on. The feeds shipped as examples (``orders``) are there too,
-their sensors off until switched on in the UI. A contract file with a mistake is left out
-and said in the code location's log (``ecom-ingest feed list`` says what is wrong), so one
-bad file does not take every feed's definitions down with it.
+definitions, its sensor and schedule on. The feeds shipped as examples (``orders``) are
+there too, their sensors and schedules off until switched on in the UI. A contract file
+with a mistake is left out and said in the code location's log (``ecom-ingest feed list``
+says what is wrong), so one bad file does not take every feed's definitions down with it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import dagster as dg
 from ecom_ingest_dagster.defs.ingest.assets import LANDING_POOL, build_ingest_asset
 from ecom_ingest_dagster.defs.ingest.jobs import LANDING_TAG, build_stream_job, landing_tag_value
 from ecom_ingest_dagster.defs.ingest.sensors import build_landing_sensor
+from ecom_ingest_dagster.defs.maintenance.schedules import build_report_schedule
 from ecom_ingest_dagster.defs.metrics.assets import build_metric_assets
 from ecom_ingest_dagster.defs.reporting.assets import build_report_asset
 from ecom_ingest_dagster.feeds import FeedError, find_feed, known_feeds
@@ -41,7 +42,8 @@ def feed_definitions(name: str, *, own: bool) -> dg.Definitions:
     feed = find_feed(name, settings.feeds_dir)
     pool = f"{LANDING_POOL}_{name}"
     asset = build_ingest_asset(feed, name=f"{name}_ingest", group=name, pool=pool)
-    assets = [asset, *build_metric_assets(feed, group=name), build_report_asset(feed, group=name)]
+    report = build_report_asset(feed, group=name)
+    assets = [asset, *build_metric_assets(feed, group=name), report]
     job = dg.define_asset_job(
         f"{name}_ingest_job", selection=assets,
         description=f"Ingest every pending {name} drop once, then refresh its metric assets and its report.",
@@ -52,7 +54,13 @@ def feed_definitions(name: str, *, own: bool) -> dg.Definitions:
         job, name=f"{name}_landing_sensor", asset_name=f"{name}_ingest", feed=name, stream_job_name=stream.name,
         default_status=dg.DefaultSensorStatus.RUNNING if own else dg.DefaultSensorStatus.STOPPED,
     )
-    return dg.Definitions(assets=assets, jobs=[job, stream], sensors=[sensor])
+    report_job = dg.define_asset_job(f"{name}_report_job", selection=[report], executor_def=dg.in_process_executor,
+                                     description=f"Render the {name} performance report (its daily schedule's job).")
+    schedule = build_report_schedule(
+        report_job, name=f"{name}_daily_performance_report", op_name=report.op.name, feed=name,
+        default_status=dg.DefaultScheduleStatus.RUNNING if own else dg.DefaultScheduleStatus.STOPPED,
+    )
+    return dg.Definitions(assets=assets, jobs=[job, stream, report_job], sensors=[sensor], schedules=[schedule])
 
 
 @dg.definitions
