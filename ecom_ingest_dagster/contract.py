@@ -150,9 +150,9 @@ FILE_REJECTION_REASONS: tuple[str, ...] = (
     FILE_EXTRA_COLUMNS,
 )
 
-_DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv(?:\.gz)?$")
+_DROP_NAME = re.compile(r"^[^._][^/\\]*\.csv(?:\.gz|\.zst)?$")
 
 
 def is_drop_name(name: str) -> bool:
-    """True for a file name the landing directory treats as a drop (``*.csv`` or ``*.csv.gz``, not hidden)."""
+    """True for a file name the landing directory treats as a drop (``*.csv``, ``*.csv.gz`` or ``*.csv.zst``, not hidden)."""
     return bool(_DROP_NAME.match(name))

@@ -70,7 +70,7 @@ SETTLE_NS = 2_000_000_000
 def scan_new_drops(
     landing: Path, cursor: LandingCursor, *, limit: int = 5000, settle_ns: int = SETTLE_NS, now_ns: int | None = None
 ) -> NewDrops:
-    """The drops that arrived after ``cursor``: ``*.csv`` / ``*.csv.gz`` files not starting with . or _.
+    """The drops that arrived after ``cursor``: ``*.csv`` / ``*.csv.gz`` / ``*.csv.zst`` files not starting with . or _.
 
     A missing landing directory has no drops (it may be created later). The directory is
     read with one ``scandir`` pass (one ``stat`` per candidate): 10,000 entries take

@@ -143,9 +143,9 @@ class IngestQuery:
 
     def _source(self):
         reader = self.spark.readStream.format("binaryFile").schema(_SOURCE_SCHEMA)
-        # Drops are *.csv or *.csv.gz (contract.is_drop_name); Spark itself already skips names
-        # starting with "." or "_", which is where atomic writers keep their half-written files.
-        reader = reader.option("pathGlobFilter", "*.{csv,csv.gz}")
+        # Drops are *.csv, *.csv.gz or *.csv.zst (contract.is_drop_name); Spark itself already skips
+        # names starting with "." or "_", which is where atomic writers keep their half-written files.
+        reader = reader.option("pathGlobFilter", "*.{csv,csv.gz,csv.zst}")
         # By default Spark ignores files whose mtime is a week older than the newest it
         # has seen: a drop moved in with an old mtime would be lost. Keep them all.
         reader = reader.option("maxFileAge", "36500d")

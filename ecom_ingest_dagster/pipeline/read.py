@@ -5,8 +5,8 @@ size is read in constant memory. Columns are matched by *name* (the contract let
 producer order them freely and add extras), every value stays text so validation sees
 what was sent, quoted fields may hold newlines (RFC 4180), a UTF-8 BOM is skipped, and
 a record whose width differs from the header's is kept, with its line, as malformed.
-A drop compressed with gzip (``*.csv.gz``) is read as a stream, decompressed on the way; a
-damaged one is rejected whole, as any file that cannot be read as CSV.
+A drop compressed with gzip (``*.csv.gz``) or Zstandard (``*.csv.zst``) is read as a stream,
+decompressed on the way; a damaged one is rejected whole, as any file that cannot be read as CSV.
 """
 
 from __future__ import annotations
@@ -242,33 +242,47 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+# A compressed drop's suffix and its codec (Arrow's name); Arrow ships both codecs, so
+# Zstandard costs no dependency of ours.
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+
+
+def compression(path: Path) -> str | None:
+    """The codec of a drop sent compressed (``*.csv.gz``, ``*.csv.zst``), None for a plain one."""
+    return COMPRESSIONS.get(path.suffix)
+
+
 def is_compressed(path: Path) -> bool:
-    """A drop sent compressed (``*.csv.gz``): read through gzip, archived as it came."""
-    return path.name.endswith(".gz")
+    """A drop sent compressed: read through its codec, archived as it came."""
+    return compression(path) is not None
 
 
 def _csv_source(path: Path):
-    """What Arrow's CSV reader reads: the file itself, or its gzip stream decompressed."""
-    return pa.input_stream(str(path), compression="gzip") if is_compressed(path) else path
+    """What Arrow's CSV reader reads: the file itself, or its stream decompressed."""
+    return pa.input_stream(str(path), compression=compression(path)) if is_compressed(path) else path
 
 
 def open_drop(path: Path):
     """The drop's bytes as a binary file, decompressed if it came compressed."""
-    return gzip.open(path, "rb") if is_compressed(path) else open(path, "rb")
+    codec = compression(path)
+    if codec == "gzip":
+        return gzip.open(path, "rb")
+    return pa.input_stream(str(path), compression=codec) if codec else open(path, "rb")
 
 
 def _damaged(exc: BaseException, path: Path) -> FileRejected | None:
-    """A compressed drop whose stream is damaged (truncated, not gzip) is not CSV: rejected
-    whole. Any other OSError (unreadable, vanished) is the loader's to judge: None."""
+    """A compressed drop whose stream is damaged (truncated, not of its codec) is not CSV:
+    rejected whole. Any other OSError (unreadable, vanished) is the loader's to judge: None."""
     if not is_compressed(path) or not path.is_file():
         return None
-    return FileRejected(c.FILE_UNPARSEABLE, f"the gzip stream is damaged: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return FileRejected(c.FILE_UNPARSEABLE, f"the {compression(path)} stream is damaged: "
+                                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
 def _file_fault(exc: Exception, path: Path) -> FileRejected:
     try:
         return _classify_fault(exc, path)
-    except (OSError, EOFError) as damage:  # re-reading a .gz found its stream damaged further on
+    except (OSError, EOFError) as damage:  # re-reading a compressed drop found its stream damaged further on
         if (rejected := _damaged(damage, path)) is None:
             raise
         return rejected
@@ -316,7 +330,7 @@ def is_utf8(path: Path) -> bool:
 
 
 def _lines_until_damage(handle, compressed: bool) -> Iterator[str]:
-    """A text file's lines; for a damaged gzip stream, the lines before the damage (any
+    """A text file's lines; for a damaged compressed stream, the lines before the damage (any
     other read error is the caller's, as for a plain file)."""
     try:
         yield from handle

@@ -118,7 +118,11 @@ def _add_data_commands(commands) -> None:
     gen.add_argument("--invalid-rate", type=_rate, default=0.0, help="share of invalid rows, 0..1 (default 0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible drop")
     gen.add_argument("--prefix", default="events", help="file name prefix (default 'events')")
-    gen.add_argument("--gzip", action="store_true", help="write gzip-compressed drops (*.csv.gz)")
+    packing = gen.add_mutually_exclusive_group()
+    packing.add_argument("--gzip", dest="compress", action="store_const", const="gz",
+                         help="write gzip-compressed drops (*.csv.gz)")
+    packing.add_argument("--zstd", dest="compress", action="store_const", const="zst",
+                         help="write Zstandard-compressed drops (*.csv.zst)")
 
     ing = commands.add_parser("ingest", help="process every pending drop once, then stop")
     ing.add_argument("--landing", type=Path, help="landing directory (default: ECOM_INGEST_LANDING_DIR)")
@@ -234,7 +238,7 @@ def _generate(settings: Settings, args) -> int:
             seed=args.seed,
             prefix=args.prefix,
             progress=sys.stderr.isatty() or args.batches > 1,
-            compress=args.gzip,
+            compress=args.compress,
             feed=settings.contract,
         )
     except (ValueError, OSError) as exc:

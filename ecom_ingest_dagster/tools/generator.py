@@ -335,7 +335,8 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str,
     renamed, so a watcher never sees a half-written drop. Contract columns absent from
     ``frame`` are left out (handy for building whole-file rejections); other columns,
     such as ``expected_reason``, are never written. All values must be strings; every
-    field is quoted (RFC 4180). A name ending in ``.gz`` is written gzip-compressed.
+    field is quoted (RFC 4180). A name ending in ``.gz`` or ``.zst`` is written compressed
+    (gzip, Zstandard).
     Returns the final path.
     """
     _check_file_name(name, "name")
@@ -356,6 +357,11 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str,
         with os.fdopen(fd, "wb") as fh:
             if name.endswith(".gz"):
                 with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as packed:
+                    pacsv.write_csv(table, packed, write_options=pacsv.WriteOptions(include_header=True))
+            elif name.endswith(".zst"):
+                # Arrow's stream closes what it writes to: give it a duplicate of the file
+                # descriptor, so ours stays open for the fsync below.
+                with pa.CompressedOutputStream(pa.PythonFile(os.fdopen(os.dup(fh.fileno()), "wb"), mode="w"), "zstd") as packed:
                     pacsv.write_csv(table, packed, write_options=pacsv.WriteOptions(include_header=True))
             else:
                 pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(include_header=True))
@@ -404,7 +410,7 @@ def generate_drops(
     prefix: str = "events",
     progress: bool = True,
     now: dt.datetime | None = None,
-    compress: bool = False,
+    compress: str | None = None,
     feed: FeedContract | None = None,
 ) -> list[DropSummary]:
     """Write ``batches`` drops of ``events`` rows each into ``landing``.
@@ -415,8 +421,8 @@ def generate_drops(
     has seen), the zero-padded index keeps one invocation's files in order. ``seed``
     makes the contents reproducible (so re-running with the same seed re-sends the same
     event_ids: duplicates on purpose); the names stay unique regardless. ``now=None``
-    stamps each file's events relative to the moment it is generated. ``compress`` writes
-    ``*.csv.gz`` drops. ``feed``: drops of another feed than user_events, made from its
+    stamps each file's events relative to the moment it is generated. ``compress``
+    (``gz``, ``zst``) writes ``*.csv.gz`` or ``*.csv.zst`` drops. ``feed``: drops of another feed than user_events, made from its
     contract alone (``feed_generator``).
     """
     events = _check_count(events, "events", 0)
@@ -424,6 +430,8 @@ def generate_drops(
     interval = _check_interval(interval)
     rate = _check_rate(invalid_rate)
     _check_prefix(prefix)
+    if compress not in (None, "gz", "zst"):
+        raise ValueError(f"compress: gz or zst (or none), got {compress!r}")
 
     rng = np.random.default_rng(seed)
     # One pool for the whole invocation: built (and cached) once, not once per file.
@@ -438,7 +446,7 @@ def generate_drops(
         for i in range(batches):
             if i and interval:
                 time.sleep(interval)
-            name = f"{run}_{i:0{width}d}.csv" + (".gz" if compress else "")
+            name = f"{run}_{i:0{width}d}.csv" + (f".{compress}" if compress else "")
             if feed is not None and feed.feed != contract.FEED.feed:
                 frame = generate_rows(feed, events, rng=rng, invalid_rate=rate, now=now)
                 path = write_drop(frame, landing, name, feed.column_names)

@@ -116,24 +116,26 @@ def test_replayed_batch_commits_nothing_twice(ingest, settings, db, spark):
 
 
 @pytest.mark.parametrize("loaded_in", ["driver", "executors"])
-def test_gzip_drops_are_listed_loaded_and_archived_as_they_came(ingest, settings, db, loaded_in):
+def test_compressed_drops_are_listed_loaded_and_archived_as_they_came(ingest, settings, db, loaded_in):
     settings = settings.with_overrides(driver_batch_max_bytes=0) if loaded_in == "executors" else settings
     frame = generate_events(120, rng=np.random.default_rng(12), invalid_rate=0.1)
     write_drop(frame.iloc[:60], settings.landing_dir, "packed_1.csv.gz")
-    write_drop(frame.iloc[60:], settings.landing_dir, "packed_2.csv.gz")
+    write_drop(frame.iloc[60:], settings.landing_dir, "packed_2.csv.zst")
     drop(settings.landing_dir, "broken.csv.gz", b"\x1f\x8b but not really gzip")
+    drop(settings.landing_dir, "broken.csv.zst", b"\x28\xb5\x2f\xfd but not really zstd")
 
     summary = ingest(settings)
 
     assert {b["loaded_in"] for b in summary.batches} == {loaded_in}
     files = ledger(db)
-    assert set(files) == {"packed_1.csv.gz", "packed_2.csv.gz", "broken.csv.gz"}
-    assert files["broken.csv.gz"]["status"] == "rejected" and files["broken.csv.gz"]["reason"] == c.FILE_UNPARSEABLE
+    assert set(files) == {"packed_1.csv.gz", "packed_2.csv.zst", "broken.csv.gz", "broken.csv.zst"}
+    for broken in ("broken.csv.gz", "broken.csv.zst"):
+        assert files[broken]["status"] == "rejected" and files[broken]["reason"] == c.FILE_UNPARSEABLE
+        assert (settings.rejected_dir / broken).exists()
     ids = {r[0] for r in db.execute("SELECT event_id::text FROM user_events")}
     assert ids == set(frame.loc[frame["expected_reason"] == "", "event_id"])
     archived = sorted(p.name for p in settings.archive_dir.rglob("*") if p.is_file())
-    assert archived == ["packed_1.csv.gz", "packed_2.csv.gz"]  # byte for byte, still compressed
-    assert (settings.rejected_dir / "broken.csv.gz").exists()
+    assert archived == ["packed_1.csv.gz", "packed_2.csv.zst"]  # byte for byte, still compressed
     assert_accounting(db)
 
 

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ecom_ingest_dagster import contract as c
@@ -410,36 +411,50 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data)
 
 
+def _zstd(data: bytes) -> bytes:
+    return pa.compress(data, codec="zstd", asbytes=True)
+
+
+# A compressed drop's suffix, how it is made, and the codec its rejection names.
+PACKINGS = {"gz": (_gzip, "gzip"), "zst": (_zstd, "zstd")}
+
+
+@pytest.mark.parametrize("suffix", PACKINGS)
 @pytest.mark.parametrize("block_bytes", [TINY_BLOCK, 1 << 20])
-def test_a_gzip_drop_reads_exactly_as_the_plain_file(tmp_path, block_bytes):
+def test_a_compressed_drop_reads_exactly_as_the_plain_file(tmp_path, block_bytes, suffix):
     text = HEADER + "\n" + "\n".join(line(i) for i in range(200)) + "\nonly,two\n" + line(200) + "\n"
     plain = read(write(tmp_path, text), block_bytes)
-    packed = read(write(tmp_path, _gzip(text.encode()), "drop.csv.gz"), block_bytes)
+    packed = read(write(tmp_path, PACKINGS[suffix][0](text.encode()), f"drop.csv.{suffix}"), block_bytes)
     pd.testing.assert_frame_equal(packed[1], plain[1])
     assert packed[2] == plain[2] and packed[0].records == plain[0].records == 202
 
 
-@pytest.mark.parametrize("damage", ["not gzip", "truncated"])
-def test_a_damaged_gzip_drop_is_rejected_whole_saying_so(tmp_path, damage):
+@pytest.mark.parametrize("suffix", PACKINGS)
+@pytest.mark.parametrize("damage", ["not compressed", "truncated"])
+def test_a_damaged_compressed_drop_is_rejected_whole_saying_so(tmp_path, damage, suffix):
+    pack, codec = PACKINGS[suffix]
     text = (HEADER + "\n" + "\n".join(line(i) for i in range(20000)) + "\n").encode()
-    data = b"plain text, not gzip\n" if damage == "not gzip" else _gzip(text)[:40_000]
-    rejected = rejection(write(tmp_path, data, "drop.csv.gz"), TINY_BLOCK * 64)
-    assert rejected.reason == c.FILE_UNPARSEABLE and "the gzip stream is damaged" in rejected.message
+    data = b"plain text, not compressed\n" if damage == "not compressed" else pack(text)[:40_000]
+    name = f"drop.csv.{suffix}"
+    rejected = rejection(write(tmp_path, data, name), TINY_BLOCK * 64)
+    assert rejected.reason == c.FILE_UNPARSEABLE and f"the {codec} stream is damaged" in rejected.message
     # The lines it did hold are kept with the rejection (as for any file rejected whole).
-    lines = count_lines(tmp_path / "drop.csv.gz", skip_header=True)
-    assert (lines == []) if damage == "not gzip" else (0 < len(lines) < 20000)
+    lines = count_lines(tmp_path / name, skip_header=True)
+    assert (lines == []) if damage == "not compressed" else (0 < len(lines) < 20000)
 
 
-def test_a_gzip_drop_of_latin1_is_not_utf8_and_its_lines_are_counted(tmp_path):
-    path = write(tmp_path, _gzip(HEADER.encode() + b"\n" + line(1).encode().replace(b"name 1", b"caf\xe9") + b"\n"),
-                 "drop.csv.gz")
+@pytest.mark.parametrize("suffix", PACKINGS)
+def test_a_compressed_drop_of_latin1_is_not_utf8_and_its_lines_are_counted(tmp_path, suffix):
+    data = HEADER.encode() + b"\n" + line(1).encode().replace(b"name 1", b"caf\xe9") + b"\n"
+    path = write(tmp_path, PACKINGS[suffix][0](data), f"drop.csv.{suffix}")
     assert rejection(path).reason == c.FILE_NOT_UTF8 and not is_utf8(path)
     assert [n for n, _ in count_lines(path, skip_header=True)] == [1]
 
 
-def test_drop_names_are_csv_or_csv_gz():
-    assert c.is_drop_name("a.csv") and c.is_drop_name("a.csv.gz")
-    assert not any(c.is_drop_name(n) for n in ("a.gz", "a.csv.gz.tmp", ".a.csv.gz", "_a.csv.gz", "a.tsv.gz"))
+def test_drop_names_are_csv_csv_gz_or_csv_zst():
+    assert c.is_drop_name("a.csv") and c.is_drop_name("a.csv.gz") and c.is_drop_name("a.csv.zst")
+    assert not any(c.is_drop_name(n) for n in ("a.gz", "a.zst", "a.csv.gz.tmp", ".a.csv.gz", "_a.csv.zst", "a.tsv.gz",
+                                               "a.csv.bz2"))
 
 
 def test_a_gzip_drop_damaged_past_a_bad_first_block_is_still_rejected_whole(tmp_path):

@@ -18,10 +18,11 @@ def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(t
     try:
         for args in (["generate", "--feed", "orders", "--batches", "3", "--events", "40", "--invalid-rate", "0.2", "--seed", "4"],
                      ["generate", "--feed", "orders", "--batches", "1", "--events", "30", "--gzip", "--seed", "5"],
+                     ["generate", "--feed", "orders", "--batches", "1", "--events", "20", "--zstd", "--seed", "7"],
                      ["generate", "--batches", "1", "--events", "25", "--seed", "6"]):
             made = run(args, env, tmp_path)
             assert made.returncode == 0, made.stderr
-        assert len(list((home / "orders" / "landing").iterdir())) == 4 and len(list((home / "landing").iterdir())) == 1
+        assert len(list((home / "orders" / "landing").iterdir())) == 5 and len(list((home / "landing").iterdir())) == 1
 
         for _ in range(2):  # the second time: nothing new, nothing twice
             for args in (["ingest", "--feed", "orders"], ["ingest"]):
@@ -31,14 +32,14 @@ def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(t
         with psycopg.connect(database_url) as conn:
             files = conn.execute(f'SELECT count(*), sum(rows_total), sum(rows_loaded), sum(rows_rejected),'
                                  f' min(contract_version) FROM "{orders_schema}".ingest_files').fetchone()
-            assert files[:2] == (4, 150) and files[2] + files[3] == 150 and 10 < files[3] < 50 and files[4] == 1
+            assert files[:2] == (5, 170) and files[2] + files[3] == 170 and 10 < files[3] < 50 and files[4] == 1
             loaded = conn.execute(f'SELECT count(*), count(DISTINCT order_id) FROM "{orders_schema}".orders').fetchone()
             assert loaded == (files[2], files[2])
             assert conn.execute(f'SELECT count(*) FROM "{orders_schema}".orders_rejected').fetchone()[0] == files[3]
             assert conn.execute(f'SELECT count(*) FROM "{db_schema}".user_events').fetchone()[0] > 0
             assert conn.execute(f'SELECT count(*) FROM "{db_schema}".ingest_files').fetchone()[0] == 1
         archived = sorted(p.name for p in (home / "orders" / "archive").rglob("*") if p.is_file())
-        assert len(archived) == 4 and sum(name.endswith(".csv.gz") for name in archived) == 1
+        assert len(archived) == 5 and [sum(name.endswith(f".csv.{s}") for name in archived) for s in ("gz", "zst")] == [1, 1]
 
         status = run(["status", "--feed", "orders", "--json"], env, tmp_path)
         assert status.returncode == 0, status.stderr

@@ -25,7 +25,7 @@ def build_landing_sensor(job, *, name: str, asset_name: str, stream_job_name: st
         # Read when the code location loads: Dagster fixes the interval with the definition.
         minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
         default_status=default_status,
-        description=f"Launches {job.name} when new *.csv or *.csv.gz drops appear in the"
+        description=f"Launches {job.name} when new *.csv, *.csv.gz or *.csv.zst drops appear in the"
                     f" {feed or 'user_events'} landing directory.",
     )
     def landing(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
