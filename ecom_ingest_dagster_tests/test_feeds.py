@@ -81,6 +81,7 @@ def test_a_contract_of_another_shape_loads(tmp_path):
     (("  - name: amount", "  - name: order_id"), "column(s) listed twice: order_id"),
     (("version: 1", "version: 1\n    owner: me"), "orders.yaml: owner: Extra inputs are not permitted"),
     (("feed: orders", "feed: Orders!"), "orders.yaml: feed: String should match pattern"),
+    (("feed: orders", "feed: all"), "'all' means every feed to `status --feed`"),
 ])
 def test_a_contract_with_a_mistake_is_refused_naming_the_file_and_the_field(tmp_path, change, message):
     old, new = change

@@ -27,9 +27,9 @@ SHIPPED_DIR = Path(__file__).parent
 # its contract does not name, as one JSON object (Auto Loader's rescued data column).
 RESCUED = "rescued"
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
-# Columns the platform adds to a feed's table: a contract may not name them.
 # ``--feed all`` (status, report): every feed; no feed may be called so.
 ALL_FEEDS = "all"
+# Columns the platform adds to a feed's table: a contract may not name them.
 RESERVED_COLUMNS = ("source_file", "batch_id", "created_at", "rescued", "raw_line", "record_number", "reasons",
                     "details", "rejected_at", "replayed_at", "replay_outcome", "id")
 
@@ -139,6 +139,8 @@ class FeedContract(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedContract:
+        if self.feed == ALL_FEEDS:
+            raise ValueError(f"feed: {ALL_FEEDS!r} means every feed to `status --feed` and `report --feed`: choose another name")
         names = [c.name for c in self.columns]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:

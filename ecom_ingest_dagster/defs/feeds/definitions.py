@@ -18,7 +18,7 @@ import logging
 import dagster as dg
 
 from ecom_ingest_dagster.defs.ingest.assets import LANDING_POOL, build_ingest_asset
-from ecom_ingest_dagster.defs.ingest.jobs import LANDING_TAG, build_stream_job, landing_tag_value
+from ecom_ingest_dagster.defs.ingest.jobs import build_stream_job, concurrency_tags
 from ecom_ingest_dagster.defs.ingest.sensors import build_landing_sensor
 from ecom_ingest_dagster.defs.maintenance.schedules import build_report_schedule
 from ecom_ingest_dagster.defs.metrics.assets import build_metric_assets
@@ -47,7 +47,7 @@ def feed_definitions(name: str, *, own: bool) -> dg.Definitions:
     job = dg.define_asset_job(
         f"{name}_ingest_job", selection=assets,
         description=f"Ingest every pending {name} drop once, then refresh its metric assets and its report.",
-        tags={LANDING_TAG: landing_tag_value(str(settings.landing_dir))}, executor_def=dg.in_process_executor,
+        tags=concurrency_tags(name), executor_def=dg.in_process_executor,
     )
     stream = build_stream_job(feed, name=f"{name}_stream_job", op_name=f"{name}_stream_landing", pool=pool)
     sensor = build_landing_sensor(

@@ -19,10 +19,10 @@ from ecom_ingest_dagster.defs.ingest.assets import (
     terminate_requested,
 )
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
-from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.defs.resources import PipelineResource
+from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.measure import format_batch
-from ecom_ingest_dagster.settings import Settings
+from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings
 
 LANDING_TAG = "ecom_ingest/landing"
 
@@ -32,8 +32,9 @@ def landing_tag_value(landing_dir: str) -> str:
     return "landing-" + hashlib.sha1(landing_dir.encode()).hexdigest()[:12]
 
 
-def concurrency_tags() -> dict[str, str]:
-    return {LANDING_TAG: landing_tag_value(str(Settings.from_env().landing_dir))}
+def concurrency_tags(feed: str = DEFAULT_FEED) -> dict[str, str]:
+    """The run tag of the feed's landing directory, as the code location's settings place it."""
+    return {LANDING_TAG: landing_tag_value(str(Settings.from_env().with_overrides(feed=feed).landing_dir))}
 
 
 ingest_job = dg.define_asset_job(
@@ -81,7 +82,7 @@ def build_stream_job(feed: FeedContract, *, name: str, op_name: str, pool: str) 
         name=name,
         description=f"The original report's continuous mode for the {feed.feed} feed: trigger interval and"
                     " maxFilesPerTrigger, until terminated.",
-        tags={LANDING_TAG: landing_tag_value(str(_IN_FORCE.with_overrides(feed=feed.feed).landing_dir))},
+        tags=concurrency_tags(feed.feed),
         executor_def=dg.in_process_executor,
     )
     def stream():
