@@ -12,10 +12,9 @@ from typing import Mapping, Sequence
 import jinja2
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.pipeline.measure import unaccounted_rows
-from ecom_ingest_dagster.settings import Settings, Targets
 from ecom_ingest_dagster.feeds import FeedContract
-from ecom_ingest_dagster.settings import DEFAULT_FEED
+from ecom_ingest_dagster.pipeline.measure import unaccounted_rows
+from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings, Targets
 from ecom_ingest_dagster.tools.report.data import ReportData, category_column
 from ecom_ingest_dagster.tools.report.figures import PLOTS, draw_plots
 from ecom_ingest_dagster.tools.report.measures import (
@@ -169,7 +168,7 @@ def _validation(f: _Facts) -> dict:
     """Section 5."""
     total = f.summary["total_records"]
     return {
-        "rejection_reasons": [{"reason": reason, "label": REASON_LABELS.get(reason, reason), "count": n,
+        "rejection_reasons": [{"reason": reason, "label": REASON_LABELS.get(reason, reason.replace("_", " ").capitalize()), "count": n,
                                "pct": 100.0 * n / total if total else 0.0} for reason, n in f.reasons.items()],
         "validation_analysis": _validation_analysis(f.summary, f.reasons, f.targets, f.data.paths, f.data.feed),
     }
