@@ -81,7 +81,9 @@ def test_a_contract_of_another_shape_loads(tmp_path):
     (("  - name: amount", "  - name: order_id"), "column(s) listed twice: order_id"),
     (("version: 1", "version: 1\n    owner: me"), "orders.yaml: owner: Extra inputs are not permitted"),
     (("feed: orders", "feed: Orders!"), "orders.yaml: feed: String should match pattern"),
-    (("feed: orders", "feed: all"), "'all' means every feed to `status --feed`"),
+    (("feed: orders", "feed: all"), "'all' is a name of the platform's"),
+    (("feed: orders", "feed: metrics"), "'metrics' is a name of the platform's"),
+    (("table: orders", "table: data_quality"), "table name(s) data_quality are the feed's metric and report assets"),
 ])
 def test_a_contract_with_a_mistake_is_refused_naming_the_file_and_the_field(tmp_path, change, message):
     old, new = change

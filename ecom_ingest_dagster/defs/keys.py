@@ -7,10 +7,10 @@ assets of the same kind never collide and the UI lists each feed's under its nam
 
 import dagster as dg
 
+from ecom_ingest_dagster.feeds import METRIC_ASSETS, REPORT_ASSET
 from ecom_ingest_dagster.settings import DEFAULT_FEED
 
-METRIC_ASSETS = ("ingestion_throughput", "ingestion_latency", "data_quality")
-REPORT_ASSET = "performance_report"
+__all__ = ["METRIC_ASSETS", "REPORT_ASSET", "feed_key", "feed_keys", "feed_node_name", "ingested_tag"]
 
 
 def feed_key(feed: str, name: str) -> dg.AssetKey:
@@ -21,6 +21,17 @@ def feed_key(feed: str, name: str) -> dg.AssetKey:
 def feed_node_name(feed: str, name: str) -> str:
     """An op's name for the feed's asset ``name``: op names are one flat namespace."""
     return name if feed == DEFAULT_FEED else f"{feed}_{name}"
+
+
+# Set by a feed's ingest step: this run ingested the feed (maybe nothing), so its metric
+# assets describe exactly this run. Per feed: one UI run may hold one feed's ingest and
+# another's metric assets.
+INGESTED_TAG = "ecom_ingest/files_loaded"
+
+
+def ingested_tag(feed: str, name: str = INGESTED_TAG) -> str:
+    """A run tag of the feed (``ecom_ingest/files_loaded``, ``ecom_ingest/files_loaded_orders``)."""
+    return name if feed == DEFAULT_FEED else f"{name}_{feed}"
 
 
 def feed_keys(feed) -> tuple[dg.AssetKey, dg.AssetKey]:

@@ -6,6 +6,7 @@ The database URL can carry a password, so it is handed to Dagster as an ``EnvVar
 UI and run config show the variable's name, never its value.
 """
 
+import contextlib
 import os
 from typing import Optional
 
@@ -80,10 +81,12 @@ class PipelineResource(dg.ConfigurableResource):
         return self._pipelines[settings.feed]
 
     def teardown_after_execution(self, context) -> None:
+        pipelines, self._pipelines = self._pipelines, {}
         if self.stop_spark_after_run:
-            for pipeline in self._pipelines.values():
-                pipeline.close()
-        self._pipelines = {}
+            # Each is closed even when one before it fails to close.
+            with contextlib.ExitStack() as closing:
+                for pipeline in pipelines.values():
+                    closing.callback(pipeline.close)
 
 
 def build_resources(settings: Optional[Settings] = None, **fields) -> dict[str, dg.ConfigurableResource]:

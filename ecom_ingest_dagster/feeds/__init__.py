@@ -29,6 +29,13 @@ RESCUED = "rescued"
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # ``--feed all`` (status, report): every feed; no feed may be called so.
 ALL_FEEDS = "all"
+# Names no feed may take: ``all``, and the groups user_events' assets are in (its job
+# selects them by group, and a feed's assets are grouped under the feed's name).
+RESERVED_FEEDS = (ALL_FEEDS, "ingest", "metrics", "reporting")
+# What the platform makes for every feed beside its two tables: its metric assets and its
+# report, keyed beside the tables (``orders/data_quality``): no table may take these names.
+METRIC_ASSETS = ("ingestion_throughput", "ingestion_latency", "data_quality")
+REPORT_ASSET = "performance_report"
 # Columns the platform adds to a feed's table: a contract may not name them.
 RESERVED_COLUMNS = ("source_file", "batch_id", "created_at", "rescued", "raw_line", "record_number", "reasons",
                     "details", "rejected_at", "replayed_at", "replay_outcome", "id")
@@ -139,8 +146,12 @@ class FeedContract(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedContract:
-        if self.feed == ALL_FEEDS:
-            raise ValueError(f"feed: {ALL_FEEDS!r} means every feed to `status --feed` and `report --feed`: choose another name")
+        if self.feed in RESERVED_FEEDS:
+            raise ValueError(f"feed: {self.feed!r} is a name of the platform's ({', '.join(RESERVED_FEEDS)};"
+                             f" {ALL_FEEDS!r} means every feed to `status --feed`): choose another name")
+        taken = sorted({self.table, self.rejected_table} & {*METRIC_ASSETS, REPORT_ASSET})
+        if taken:
+            raise ValueError(f"table name(s) {', '.join(taken)} are the feed's metric and report assets: choose another")
         names = [c.name for c in self.columns]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
@@ -253,8 +264,8 @@ def new_contract(name: str, feeds_dir: Path) -> Path:
     """Write ``<feeds_dir>/<name>.yaml`` from the template: a contract to edit (it loads as it is)."""
     if not re.match(_IDENTIFIER, name):
         raise ValueError(f"feed name {name!r}: lower case letters, digits and _, not starting with a digit")
-    if name == ALL_FEEDS:
-        raise ValueError(f"{ALL_FEEDS!r} means every feed to `status --feed` and `report --feed`: choose another name")
+    if name in RESERVED_FEEDS:
+        raise ValueError(f"{name!r} is a name of the platform's ({', '.join(RESERVED_FEEDS)}): choose another name")
     if (SHIPPED_DIR / f"{name}.yaml").exists():
         raise ValueError(f"{name} is a shipped feed: choose another name")
     path = feeds_dir / f"{name}.yaml"

@@ -350,18 +350,28 @@ def _every_feed(settings: Settings, args) -> int:
     from ecom_ingest_dagster.pipeline.run import feeds_in_use
 
     in_use, others = feeds_in_use(settings)
-    if args.command == "status" and args.json:
-        print(json.dumps({"feeds": {s.feed: _status_values(s) for s in in_use}, "not_in_use": others}, indent=2))
-        return 0
+    shown, failed = {}, {}
     for feed_settings in in_use:
-        print(f"== {feed_settings.feed}")
-        if args.command == "status":
-            _print_status(_status_values(feed_settings))
-        else:
-            _report(feed_settings, args, out=args.out / feed_settings.feed if args.out else None)
-    for line in others:
-        print(f"== {line}")
-    return 0
+        # One feed that cannot be shown (its contract now breaks its table, say) is told, and
+        # the others are still shown; the exit code says that one failed.
+        try:
+            if args.command == "status":
+                shown[feed_settings.feed] = values = _status_values(feed_settings)
+                if not args.json:
+                    print(f"== {feed_settings.feed}")
+                    _print_status(values)
+            else:
+                print(f"== {feed_settings.feed}")
+                _report(feed_settings, args, out=args.out / feed_settings.feed if args.out else None)
+        except (CliError, ContractBreaksTable, DatabaseUnavailable) as exc:
+            failed[feed_settings.feed] = str(exc)
+            print(f"ecom-ingest: error: {feed_settings.feed}: {exc}", file=sys.stderr)
+    if args.command == "status" and args.json:
+        print(json.dumps({"feeds": shown, "failed": failed, "not_in_use": others}, indent=2))
+    else:
+        for line in others:
+            print(f"== {line}")
+    return EXIT_FAILURE if failed else 0
 
 
 def _report(settings: Settings, args, out: Path | None = None) -> int:

@@ -361,7 +361,8 @@ def write_drop(frame: pd.DataFrame, landing: pathlib.Path, name: str,
             elif name.endswith(".zst"):
                 # Arrow's stream closes what it writes to: give it a duplicate of the file
                 # descriptor, so ours stays open for the fsync below.
-                with pa.CompressedOutputStream(pa.PythonFile(os.fdopen(os.dup(fh.fileno()), "wb"), mode="w"), "zstd") as packed:
+                with (os.fdopen(os.dup(fh.fileno()), "wb") as raw,
+                      pa.CompressedOutputStream(pa.PythonFile(raw, mode="w"), "zstd") as packed):
                     pacsv.write_csv(table, packed, write_options=pacsv.WriteOptions(include_header=True))
             else:
                 pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(include_header=True))

@@ -64,6 +64,8 @@ def test_a_feeds_sensor_sees_its_own_landing_directory_and_its_job_loads_its_tab
         mats = materializations(result)
         bad = int((frame["expected_reason"] != "").sum())
         assert mats["orders/orders"]["rows_loaded"] == 60 - bad and mats["orders/orders_rejected"]["rows_rejected"] == bad
+        # The run says what it loaded of its feed (a tag per feed: one UI run may hold two feeds' steps).
+        assert instance.get_run_by_id(result.run_id).tags["ecom_ingest/files_loaded_orders"] == "1"
         # The feed's own metric assets, judged on its own ledger, its own reasons counted.
         quality = mats["orders/data_quality"]
         assert quality["rows_in"] == 60 and quality["rows_rejected"] == bad

@@ -226,3 +226,24 @@ def test_one_batch_of_one_file_reads_right_axes_duration_and_prose(ingest, setti
     assert "1 loaded by the driver itself" in text and "on the executors" not in text.split("### 10.2")[0]
     assert "loaded one after another by the driver" in text
     assert "(0 file(s) in this window)" in text  # no staging table: the load went straight in
+
+
+def test_the_report_names_each_feed_in_its_own_terms(tmp_path):
+    from ecom_ingest_dagster.feeds import load_feed, shipped_feed
+    from ecom_ingest_dagster.tools.report.document import feed_wording
+
+    events, orders = feed_wording(shipped_feed("user_events")), feed_wording(shipped_feed("orders"))
+    # user_events' reads as the original report did
+    assert (events["title"], events["category_title"], events["rows"], events["cli"]) == (
+        "E-Commerce Events", "Event Types", "events", "")
+    assert (orders["table"], orders["rejected_table"], orders["category"], orders["category_title"], orders["cli"]) == (
+        "orders", "orders_rejected", "currency", "Currencies", " --feed orders")
+    path = tmp_path / "shifts.yaml"
+    path.write_text("feed: shifts\nversion: 1\ntable: shifts\nunique_key: shift_id\nmissing_reason: missing\n"
+                    "malformed_reason: malformed\nreasons: [missing, bad_day, malformed]\n"
+                    "description: |\n  rota exports,\n  one per shift\ncolumns:\n"
+                    "  - {name: shift_id, type: text, required: true}\n"
+                    "  - name: weekday\n    type: text\n    rules: [{one_of: [mon, tue], reason: bad_day}]\n")
+    shifts = feed_wording(load_feed(path))
+    # a heading is one line; "weekday" is not pluralised as "currency" is
+    assert shifts["title"] == "Feed shifts: rota exports, one per shift" and shifts["category_title"] == "Weekdays"

@@ -57,7 +57,7 @@ def feed_definitions(name: str, *, own: bool) -> dg.Definitions:
     report_job = dg.define_asset_job(f"{name}_report_job", selection=[report], executor_def=dg.in_process_executor,
                                      description=f"Render the {name} performance report (its daily schedule's job).")
     schedule = build_report_schedule(
-        report_job, name=f"{name}_daily_performance_report", op_name=report.op.name, feed=name,
+        report_job, name=f"{name}_daily_performance_report", op_name=report.node_def.name, feed=name,
         default_status=dg.DefaultScheduleStatus.RUNNING if own else dg.DefaultScheduleStatus.STOPPED,
     )
     return dg.Definitions(assets=assets, jobs=[job, stream, report_job], sensors=[sensor], schedules=[schedule])
@@ -69,6 +69,6 @@ def feeds() -> dg.Definitions:
     for name, own in feed_names(Settings.from_env()).items():
         try:
             parts.append(feed_definitions(name, own=own))
-        except FeedError as exc:
+        except (FeedError, dg.DagsterError) as exc:
             log.error("feed %s left out of the code location: %s", name, exc)
     return dg.Definitions.merge(*parts) if parts else dg.Definitions()

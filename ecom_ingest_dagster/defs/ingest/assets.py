@@ -7,7 +7,7 @@ import dagster as dg
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.feeds import RESCUED, FeedContract
-from ecom_ingest_dagster.defs.keys import feed_keys
+from ecom_ingest_dagster.defs.keys import feed_keys, ingested_tag
 from ecom_ingest_dagster.defs.metrics.assets import metric_events
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
@@ -225,8 +225,8 @@ def _ingest(context: dg.AssetExecutionContext, config: IngestConfig, pipeline: P
     )
     # What the run did, where the run list shows it (the sensor's tags say what it saw).
     context.instance.add_run_tags(context.run_id, {
-        "ecom_ingest/files_loaded": str(totals["total_files"]),
-        "ecom_ingest/rows_loaded": str(totals["loaded_records"]),
+        ingested_tag(feed.feed): str(totals["total_files"]),
+        ingested_tag(feed.feed, "ecom_ingest/rows_loaded"): str(totals["loaded_records"]),
     })
     yield from table_materializations(summary, run.table_rows(), feed=feed)
 

@@ -7,17 +7,16 @@ import dagster as dg
 from ecom_ingest_dagster.defs.ingest.jobs import ingest_job, stream_job
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.landing import LandingCursor, scan_new_drops
-from ecom_ingest_dagster.settings import Settings
+from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings
 
 _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 ALWAYS_ON_RETRY_AFTER_S = 30.0
 
 
-def build_landing_sensor(job, *, name: str, asset_name: str, stream_job_name: str, feed: str | None = None,
+def build_landing_sensor(job, *, name: str, asset_name: str, stream_job_name: str, feed: str,
                          default_status=dg.DefaultSensorStatus.RUNNING):
-    """The sensor of one feed's landing directory (``feed``: None, the resource's, user_events
-    by default), launching ``job`` whose ingest step is ``asset_name``; it stands aside while
-    the feed's stream job (``stream_job_name``) runs."""
+    """The sensor of ``feed``'s landing directory, launching ``job`` whose ingest step is
+    ``asset_name``; it stands aside while the feed's stream job (``stream_job_name``) runs."""
 
     @dg.sensor(
         name=name,
@@ -26,7 +25,7 @@ def build_landing_sensor(job, *, name: str, asset_name: str, stream_job_name: st
         minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
         default_status=default_status,
         description=f"Launches {job.name} when new *.csv, *.csv.gz or *.csv.zst drops appear in the"
-                    f" {feed or 'user_events'} landing directory.",
+                    f" {feed} landing directory.",
     )
     def landing(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
         return _evaluate(context, pipeline.settings(feed=feed), job, asset_name, stream_job_name)
@@ -73,7 +72,7 @@ def _evaluate(context: dg.SensorEvaluationContext, settings: Settings, job, asse
 
 
 landing_sensor = build_landing_sensor(ingest_job, name="landing_sensor", asset_name="ingest_landing",
-                                      stream_job_name=stream_job.name)
+                                      stream_job_name=stream_job.name, feed=DEFAULT_FEED)
 
 
 def _always_on(context: dg.SensorEvaluationContext, settings: Settings, new, job, asset_name: str):

@@ -22,7 +22,9 @@ def apply_retention(context: dg.OpExecutionContext, pipeline: PipelineResource) 
 
     totals = {"samples_deleted": 0, "log_lines_deleted": 0, "archived_drops_deleted": 0}
     # Every feed's archive and samples grow alike; a feed never ingested has nothing to delete.
-    in_use, _ = feeds_in_use(pipeline.settings(), interactive=False)
+    in_use, others = feeds_in_use(pipeline.settings(), interactive=False)
+    for line in others:
+        context.log.info(f"left alone: {line}")
     for feed in (s.feed for s in in_use):
         outcome = pipeline.pipeline(feed=feed).retain()
         context.log.info(

@@ -13,7 +13,7 @@ from typing import Iterator
 import dagster as dg
 
 from ecom_ingest_dagster import contract as c
-from ecom_ingest_dagster.defs.keys import METRIC_ASSETS, feed_key, feed_keys, feed_node_name
+from ecom_ingest_dagster.defs.keys import METRIC_ASSETS, feed_key, feed_keys, feed_node_name, ingested_tag
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.feeds import FeedContract
 from ecom_ingest_dagster.pipeline.checks import CHECKS, CheckOutcome, Evaluation
@@ -175,12 +175,9 @@ def metric_events(evaluation: Evaluation, feed: FeedContract = c.FEED) -> Iterat
         )
 
 
-INGESTED_TAG = "ecom_ingest/files_loaded"  # set by ingest_landing: this run ingested (maybe nothing)
-
-
 def _evaluate(context: dg.AssetExecutionContext, pipeline: PipelineResource, feed: str) -> Evaluation:
     run = context.instance.get_run_by_id(context.run_id)
-    ingested_here = run is not None and INGESTED_TAG in run.tags
+    ingested_here = run is not None and ingested_tag(feed) in run.tags
     # In a run that ingested, describe exactly that run (no batches: no figures); materialized
     # alone, describe the feed's latest run that had batches.
     evaluation = pipeline.pipeline(feed=feed).evaluate(context.run_id, fallback=not ingested_here)

@@ -80,7 +80,9 @@ def collect(conn, schema: str, *, since: dt.datetime | None = None, until: dt.da
                             "ingest_files", "committed_at")
         samples = window.rows(cur, "SELECT * FROM {table} WHERE {window} ORDER BY sampled_at", "resource_samples", "sampled_at")
         categories = [(r["value"], r["n"]) for r in window.rows(
-            cur, "SELECT {category} AS value, count(*) AS n FROM {table} WHERE {window} GROUP BY 1 ORDER BY 2 DESC",
+            # As text: the contract's one_of values are text whatever the column's type.
+            cur, "SELECT coalesce({category}::text, '(none)') AS value, count(*) AS n FROM {table} WHERE {window}"
+                 " GROUP BY 1 ORDER BY 2 DESC",
             feed.table, "created_at", category=category)] if category else []
         per_minute = [(r["minute"], r["n"]) for r in window.rows(
             cur, "SELECT date_trunc('minute', created_at) AS minute, count(*) AS n FROM {table} WHERE {window}"

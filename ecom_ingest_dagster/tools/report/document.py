@@ -109,7 +109,9 @@ class _Facts:
 
 
 def _plural(words: str) -> str:
-    return words[:-1] + "ies" if words.endswith("y") else words + ("es" if words.endswith("s") else "s")
+    if words.endswith("y") and words[-2:-1] not in tuple("aeiou"):
+        return words[:-1] + "ies"  # currency -> currencies, but weekday -> weekdays
+    return words + ("es" if words.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def feed_wording(feed: FeedContract) -> dict:
@@ -124,7 +126,7 @@ def feed_wording(feed: FeedContract) -> dict:
     }
     if feed.feed == DEFAULT_FEED:
         return {**own, "title": "E-Commerce Events", "subject": "e-commerce user events", "rows": "events"}
-    about = f": {feed.description}" if feed.description else ""
+    about = f": {' '.join(feed.description.split())}" if feed.description else ""  # one line: it is a heading
     return {**own, "title": f"Feed {feed.feed}{about}", "subject": f"rows of the {feed.feed} feed", "rows": "rows"}
 
 
