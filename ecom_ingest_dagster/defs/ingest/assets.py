@@ -8,7 +8,7 @@ import dagster as dg
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.feeds import RESCUED, FeedContract
 from ecom_ingest_dagster.defs.keys import feed_keys, ingested_tag
-from ecom_ingest_dagster.defs.metrics.assets import metric_events
+from ecom_ingest_dagster.defs.metrics.assets import metric_events, reason_metadata
 from ecom_ingest_dagster.defs.resources import PipelineResource
 from ecom_ingest_dagster.pipeline.measure import format_batch
 from ecom_ingest_dagster.pipeline.checkpoint import IngestBusy
@@ -21,6 +21,10 @@ INGEST_GROUP = "ingest"
 # dagster.yaml): the UI's Materialize buttons run no job tags, so the run queue's tag
 # limit alone would let one beside a sensor run.
 LANDING_POOL = "ecom_ingest_landing"
+
+
+# On the table and the quarantine table of a feed that keeps a drop's other columns.
+_RESCUED_COLUMN = dg.TableColumn(RESCUED, "jsonb", description="the drop's columns the contract does not name")
 
 
 def table_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
@@ -40,7 +44,7 @@ def table_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
         for col in feed.columns
     ]
     if feed.rescues:
-        columns.append(dg.TableColumn(RESCUED, "jsonb", description="the drop's columns the contract does not name"))
+        columns.append(_RESCUED_COLUMN)
     columns += [
         dg.TableColumn("source_file", "text", description="base name of the drop"),
         dg.TableColumn("batch_id", "bigint", description="Spark micro-batch id"),
@@ -52,7 +56,7 @@ def table_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
 def quarantine_schema(feed: FeedContract = c.FEED) -> dg.TableSchema:
     columns = [dg.TableColumn(name, "text", description="raw value as sent") for name in feed.column_names]
     if feed.rescues:
-        columns.append(dg.TableColumn(RESCUED, "jsonb", description="the drop's columns the contract does not name"))
+        columns.append(_RESCUED_COLUMN)
     columns += [
         dg.TableColumn("raw_line", "text", description="the line, for malformed rows and files rejected whole"),
         dg.TableColumn("record_number", "bigint"),
@@ -121,8 +125,7 @@ def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, r
             **common,
             "rows_rejected": totals["rejected_records"],
             "dagster/row_count": table_rows[feed.rejected_table],
-            **{f"reason/{reason}": totals["reason_counts"].get(reason, 0)
-               for reason in sorted({*feed.reasons, *c.FILE_REJECTION_REASONS, *totals["reason_counts"]})},
+            **reason_metadata(totals["reason_counts"], feed),
         },
     )
 
