@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import psycopg
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .helpers import assert_accounting
+from .helpers import assert_accounting, kill_tree
 from ecom_ingest_dagster.tools.bench.private_postgres import PrivatePostgres
 
 
@@ -49,19 +48,6 @@ class Round:
     rows_loaded_after: int
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.Error:
-        tree = []
-    for proc in tree:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    process.wait(30)
-
-
 def _stop(process: subprocess.Popen, timeout: float) -> int | None:
     """Let a run finish (ingest) or ask it to stop (stream); kill it if it will not."""
     if process.poll() is None and process.args[-1] == "stream":
@@ -69,7 +55,7 @@ def _stop(process: subprocess.Popen, timeout: float) -> int | None:
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
-        _kill_tree(process)
+        kill_tree(process)
         return None
 
 
@@ -162,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             if action == "kill":
                 exit_code = process.poll()
                 if exit_code is None:
-                    _kill_tree(process)
+                    kill_tree(process)
             else:
                 server.stop()
                 time.sleep(outage_s)

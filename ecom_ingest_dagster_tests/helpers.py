@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from ecom_ingest_dagster import contract as c
 
@@ -108,3 +111,19 @@ def copy_in_flight(conn, schema: str) -> bool:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
     ).fetchone()[0] > 0
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process and everything it started (the JVM, the Python workers): nothing
+    gets to clean up, as in a power cut."""
+    try:
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:  # already gone
+        tree = []
+    for proc in tree:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    process.wait(30)

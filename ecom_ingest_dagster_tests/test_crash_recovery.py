@@ -7,8 +7,8 @@ lock the pipeline needs next, waits until the pipeline is blocked on it, and kil
 from __future__ import annotations
 
 import os
+import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import psycopg
 import pytest
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .helpers import assert_accounting, copy_in_flight
+from .helpers import assert_accounting, copy_in_flight, kill_tree
 
 FILES = 3
 
@@ -45,16 +44,6 @@ def _drops(landing: Path, prefix: str, count: int, *, rows: int, invalid_rate: f
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"{prefix}_{i:03d}.csv")
     return {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
-
-
-def _kill_tree(process: subprocess.Popen) -> None:
-    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    for proc in tree:  # the JVM and the Python workers too: nothing gets to clean up
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    process.wait(30)
 
 
 def _waiting_on_lock(db, table_name: str) -> bool:
@@ -118,7 +107,7 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
                     break
             time.sleep(0.02)
         assert first.poll() is None, "the run finished before it could be killed"
-        _kill_tree(first)
+        kill_tree(first)
     finally:
         locker.close()  # releases the lock
 
@@ -154,10 +143,12 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
     """A kill -9 between a file's commit and the end of its move.
 
     The archive is put on another file system (tmpfs), so the move is a copy followed by
-    a delete: the test kills the whole process tree while the copy is half written. The
-    file is then committed and still in the landing directory, with a partial copy in
-    the archive; the next ingest finishes the move, loads nothing again, and leaves the
-    archive holding the file byte for byte.
+    a delete. The run may write no file larger than half the drop (``RLIMIT_FSIZE``), so
+    its copy stops half written and stays so: the kill lands in that state every time,
+    not only when a poll happens to catch a copy of a few milliseconds. The file is then
+    committed and still in the landing directory, with a partial copy in the archive; the
+    next ingest finishes the move, loads nothing again, and leaves the archive holding the
+    file byte for byte.
     """
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
@@ -168,15 +159,18 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
     write_drop(frame, landing, "big.csv")
     original = (landing / "big.csv").read_bytes()
     env = _cli_env(tmp_path, landing, database_url, db_schema, ECOM_INGEST_ARCHIVE_DIR=str(archive))
+    half = len(original) // 2
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     try:
         first = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (half, hard)))
         deadline = time.monotonic() + 240
-        copying = lambda: any(p.stat().st_size < len(original) for p in archive.glob("*/big.csv"))  # noqa: E731
+        copying = lambda: any(0 < p.stat().st_size < len(original) for p in archive.glob("*/big.csv"))  # noqa: E731
         while time.monotonic() < deadline and first.poll() is None and not copying():
-            time.sleep(0.001)
-        assert first.poll() is None, "the run finished before it could be killed"
-        _kill_tree(first)
+            time.sleep(0.01)
+        assert copying(), "the run never started to archive the drop"
+        kill_tree(first)
         assert _files_committed(db) == 1 and (landing / "big.csv").exists()  # committed, not yet moved
 
         second = subprocess.run([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
@@ -214,7 +208,7 @@ def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_load
             time.sleep(0.02)
         assert first.poll() is None, "the run finished before it could be killed"
         assert copy_in_flight(db, db_schema) or _waiting_on_lock(db, "rejected_events")
-        _kill_tree(first)
+        kill_tree(first)
     finally:
         locker.close()
     assert _files_committed(db) == 0
