@@ -47,9 +47,11 @@ def _drops(landing: Path, prefix: str, count: int, *, rows: int, invalid_rate: f
 
 
 def _waiting_on_lock(db, table_name: str) -> bool:
+    """True while a session waits for a lock on ``table_name`` in the test's schema (the
+    other test worker's schema has a table of that name too)."""
     return db.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-        " WHERE NOT l.granted AND c.relname = %s",
+        " WHERE NOT l.granted AND c.relname = %s AND c.relnamespace = current_schema()::regnamespace",
         (table_name,),
     ).fetchone()[0] > 0
 
@@ -67,7 +69,7 @@ SCENARIOS = {
     # One file committed, the next ones not (one file per micro-batch).
     "between_files": ("ingest", {"ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1"}, "one_file"),
     # Every file of the (single) batch committed, the batch not yet in the ledger nor in Spark's commit log.
-    "after_commit_before_batch_recorded": ("ingest", {}, "lock_batches_after_first_file"),
+    "after_commit_before_batch_recorded": ("ingest", {}, "lock_batches_for_writes"),
     # The continuous mode, mid-COPY of a micro-batch.
     "stream_during_copy": ("stream", {"ECOM_INGEST_MAX_FILES_PER_TRIGGER": "1", "ECOM_INGEST_TRIGGER_SECONDS": "0.5"}, "copying"),
 }
@@ -85,13 +87,14 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
     locker.execute(f'SET search_path TO "{db_schema}"')
     if trigger == "lock_batches_now":
         locker.execute("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE")
+    if trigger == "lock_batches_for_writes":  # reads pass, the batch's record waits
+        locker.execute("LOCK TABLE ingest_batches IN EXCLUSIVE MODE")
     first = subprocess.Popen(
         [sys.executable, "-m", "ecom_ingest_dagster.tools.cli", command],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 180
-        locked_after_first = False
         while time.monotonic() < deadline and first.poll() is None:
             if trigger == "lock_batches_now" and _waiting_on_lock(db, "ingest_batches"):
                 break
@@ -99,12 +102,9 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
                 break
             if trigger == "one_file" and _files_committed(db) >= 1:
                 break
-            if trigger == "lock_batches_after_first_file":
-                if not locked_after_first and _files_committed(db) >= 1:
-                    locker.execute("LOCK TABLE ingest_batches IN ACCESS EXCLUSIVE MODE")
-                    locked_after_first = True
-                if locked_after_first and _files_committed(db) == FILES and _waiting_on_lock(db, "ingest_batches"):
-                    break
+            if trigger == "lock_batches_for_writes" and _files_committed(db) == FILES \
+                    and _waiting_on_lock(db, "ingest_batches"):
+                break
             time.sleep(0.02)
         assert first.poll() is None, "the run finished before it could be killed"
         kill_tree(first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
-from ecom_ingest_dagster.pipeline import query as query_module
+from ecom_ingest_dagster.pipeline import query as query_module, run_loop
 from ecom_ingest_dagster.pipeline.query import IngestQuery
 
 from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row
@@ -173,29 +174,43 @@ def test_continuous_mode_picks_up_new_drops_and_stops_between_batches(spark, set
     assert_accounting(db)
 
 
-def test_a_run_starts_on_a_fresh_checkpoint_and_a_long_query_is_replaced_by_a_fresh_one(spark, settings, db, monkeypatch):
+def test_a_run_starts_on_a_fresh_checkpoint_and_a_long_query_is_replaced_by_a_fresh_one(
+        spark, settings, db, monkeypatch, caplog):
     # What Spark's file source remembers grows with every file it lists; the file ledger
     # keeps each file once, so a query that has taken its share gives way to a fresh one.
     monkeypatch.setattr(query_module, "QUERY_MAX_FILES", 2)
+    caplog.set_level(logging.INFO, logger=run_loop.__name__)
     drop(settings.landing_dir, "before.csv", csv_text([row(200)]))
     IngestQuery(spark, settings, settings.database_url).run_available_now()
     query = IngestQuery(spark, settings.with_overrides(max_files_per_trigger=1), settings.database_url)
     stop = threading.Event()
     thread = threading.Thread(target=lambda: query.run_continuous(trigger_seconds=0.5, stop_event=stop))
     thread.start()
-    try:
-        for i in range(5):
-            drop(settings.landing_dir, f"long{i}.csv", csv_text([row(210 + i), row(200)]))  # row 200: loaded already
+
+    def wait_until(done, what: str) -> None:
         deadline = time.monotonic() + 120
-        while db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] < 6 and time.monotonic() < deadline:
+        while not done():
+            assert time.monotonic() < deadline and thread.is_alive(), f"{what}: not in time"
             time.sleep(0.2)
+
+    def files() -> int:
+        return db.execute("SELECT count(*) FROM ingest_files").fetchone()[0]
+
+    try:
+        # The query takes its share (two files); idle after them, it is between batches for
+        # as long as nothing lands, so it gives way however slow the machine is.
+        for i in range(2):
+            drop(settings.landing_dir, f"long{i}.csv", csv_text([row(210 + i), row(200)]))  # row 200: loaded already
+        wait_until(lambda: files() == 3 and "a fresh one takes over" in caplog.text, "the query giving way")
+        for i in range(2, 5):
+            drop(settings.landing_dir, f"long{i}.csv", csv_text([row(210 + i), row(200)]))
+        wait_until(lambda: files() == 6, "the fresh query's files")
     finally:
         stop.set()
         thread.join(120)
     assert not thread.is_alive()
     streams = [r[0] for r in db.execute("SELECT stream_id FROM ingest_batches ORDER BY committed_at")]
-    # the first run's stream, then this run's on a fresh checkpoint, then (its share taken, between batches:
-    # a batch may start meanwhile) at least one more
+    # the first run's stream, then this run's on a fresh checkpoint, then the fresh query's
     assert len(set(streams)) >= 3 and streams[0] not in streams[1:], streams
     assert db.execute("SELECT count(*), count(DISTINCT event_id) FROM user_events").fetchone() == (6, 6)
     assert db.execute("SELECT sum(rows_duplicate) FROM ingest_files").fetchone()[0] == 5
