@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import psycopg
 
 from ecom_ingest_dagster import contract as c
 
@@ -111,6 +113,28 @@ def copy_in_flight(conn, schema: str) -> bool:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
     ).fetchone()[0] > 0
+
+
+def waiting_on_lock(conn, schema: str, table_name: str) -> bool:
+    """True while some session waits for a lock on ``schema.table_name`` (the other test
+    worker's schema has a table of that name too)."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " WHERE NOT l.granted AND c.relname = %s AND c.relnamespace = %s::regnamespace",
+        (table_name, f'"{schema}"'),
+    ).fetchone()[0] > 0
+
+
+@contextlib.contextmanager
+def files_held_at_commit(database_url: str, schema: str):
+    """Until the block ends, each drop's rows stay in its open transaction: the file ledger
+    is locked against writes (reads pass), so a load COPYs its rows and then waits to
+    record the file. Yields a callable: True once some load waits there. A kill or a stop
+    at that point is a state that lasts, not a COPY of a few milliseconds a poll may miss."""
+    with psycopg.connect(database_url) as locker:
+        locker.execute(f'LOCK TABLE "{schema}".ingest_files IN EXCLUSIVE MODE')
+        yield lambda: waiting_on_lock(locker, schema, "ingest_files")
+        locker.rollback()
 
 
 def kill_tree(process: subprocess.Popen) -> None:

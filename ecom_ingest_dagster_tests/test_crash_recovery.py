@@ -21,7 +21,7 @@ import pytest
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .helpers import assert_accounting, copy_in_flight, kill_tree
+from .helpers import assert_accounting, copy_in_flight, kill_tree, waiting_on_lock
 
 FILES = 3
 
@@ -44,16 +44,6 @@ def _drops(landing: Path, prefix: str, count: int, *, rows: int, invalid_rate: f
     for i, frame in enumerate(frames):
         write_drop(frame, landing, f"{prefix}_{i:03d}.csv")
     return {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
-
-
-def _waiting_on_lock(db, table_name: str) -> bool:
-    """True while a session waits for a lock on ``table_name`` in the test's schema (the
-    other test worker's schema has a table of that name too)."""
-    return db.execute(
-        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-        " WHERE NOT l.granted AND c.relname = %s AND c.relnamespace = current_schema()::regnamespace",
-        (table_name,),
-    ).fetchone()[0] > 0
 
 
 def _files_committed(db) -> int:
@@ -96,14 +86,14 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and first.poll() is None:
-            if trigger == "lock_batches_now" and _waiting_on_lock(db, "ingest_batches"):
+            if trigger == "lock_batches_now" and waiting_on_lock(db, db_schema, "ingest_batches"):
                 break
             if trigger == "copying" and copy_in_flight(db, db_schema):
                 break
             if trigger == "one_file" and _files_committed(db) >= 1:
                 break
             if trigger == "lock_batches_for_writes" and _files_committed(db) == FILES \
-                    and _waiting_on_lock(db, "ingest_batches"):
+                    and waiting_on_lock(db, db_schema, "ingest_batches"):
                 break
             time.sleep(0.02)
         assert first.poll() is None, "the run finished before it could be killed"
@@ -204,10 +194,10 @@ def test_sigkill_mid_group_of_small_files_commits_none_of_them_then_restart_load
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and first.poll() is None and not _waiting_on_lock(db, "rejected_events"):
+        while time.monotonic() < deadline and first.poll() is None and not waiting_on_lock(db, db_schema, "rejected_events"):
             time.sleep(0.02)
         assert first.poll() is None, "the run finished before it could be killed"
-        assert copy_in_flight(db, db_schema) or _waiting_on_lock(db, "rejected_events")
+        assert copy_in_flight(db, db_schema) or waiting_on_lock(db, db_schema, "rejected_events")
         kill_tree(first)
     finally:
         locker.close()

@@ -52,7 +52,7 @@ def _java() -> str | None:
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(300),  # the cluster's start (up to 2 x STARTUP_TIMEOUT_S) and a driver (DRIVER_TIMEOUT_S)
     pytest.mark.skipif(_java() is None, reason="a Spark standalone cluster needs Java: no java on PATH and no JAVA_HOME"),
 ]
 

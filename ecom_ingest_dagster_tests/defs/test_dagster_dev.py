@@ -117,13 +117,8 @@ def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_onc
     import psycopg
     from dagster_graphql import DagsterGraphQLClient
 
-    from ..helpers import assert_accounting, copy_in_flight
+    from ..helpers import assert_accounting, files_held_at_commit
 
-    rng = np.random.default_rng(13)
-    frames = [generate_events(80_000, rng=rng, invalid_rate=0.02) for _ in range(3)]
-    for i, frame in enumerate(frames):
-        write_drop(frame, dagster_dev["landing"], f"terminated_{i}.csv")
-    valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
     port = int(dagster_dev["url"].rsplit(":", 1)[1])
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
     schema = dagster_dev["schema"]
@@ -137,10 +132,18 @@ def test_ingest_run_terminated_mid_load_then_relaunched_loads_every_valid_id_onc
             )
             return records[0].dagster_run.run_id if records else None
 
-        run_id = wait_for(started_run, 180, "a sensor-launched run of the new drops", interval=0.5)
-        wait_for(lambda: copy_in_flight(db, schema), 180, "the run's first COPY", interval=0.05)
-        client.terminate_run(run_id)
-        run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to stop")
+        # Terminated while drops' rows wait in their open transactions (however long the
+        # termination takes to reach the run), the run commits none of them.
+        with files_held_at_commit(database_url, schema) as held:
+            rng = np.random.default_rng(13)
+            frames = [generate_events(80_000, rng=rng, invalid_rate=0.02) for _ in range(3)]
+            for i, frame in enumerate(frames):
+                write_drop(frame, dagster_dev["landing"], f"terminated_{i}.csv")
+            valid_ids = {eid for f in frames for eid in f.loc[f["expected_reason"] == "", "event_id"]}
+            run_id = wait_for(started_run, 180, "a sensor-launched run of the new drops", interval=0.5)
+            wait_for(held, 180, "a drop's rows copied, its transaction open", interval=0.1)
+            client.terminate_run(run_id)
+            run = wait_for(lambda: (r := instance.get_run_by_id(run_id)).is_finished and r, 120, "the run to stop")
         assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
         files = lambda: db.execute(  # noqa: E731
             f'SELECT count(*) FROM "{schema}".ingest_files WHERE file_name LIKE %s', ("terminated_%",)

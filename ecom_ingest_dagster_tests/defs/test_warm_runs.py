@@ -25,7 +25,7 @@ from ecom_ingest_dagster.pipeline.run import Pipeline
 from ecom_ingest_dagster.settings import Settings
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from ..helpers import assert_accounting, copy_in_flight, start_cli
+from ..helpers import assert_accounting, copy_in_flight, files_held_at_commit, start_cli
 from .conftest import ROOT, WARM_IDLE_SECONDS, wait_for
 
 # The daemon's sensor loop runs at most every 5 s (dagster/_daemon/sensor.py); two loops
@@ -167,16 +167,19 @@ def _run_worker_pid(instance, run_id: str) -> int:
     return 0
 
 
-def test_a_warm_run_killed_mid_copy_loses_nothing_and_leaves_nothing_running(world, dagster_dev):
+def test_a_warm_run_killed_mid_load_loses_nothing_and_leaves_nothing_running(world, dagster_dev, database_url):
     instance, db, schema, landing = world
-    # Big enough for the executors (not the driver's small-batch path) and for a COPY to be caught.
-    frames = [_drop(landing, f"killed_{i}.csv", 80_000, 40 + i) for i in range(3)]
-    run_id = wait_for(lambda: next((r.run_id for r in _ingest_runs(instance, 0) if r.status == dg.DagsterRunStatus.STARTED),
-                                   None), 180, "the sensor run", interval=0.2)
-    wait_for(lambda: copy_in_flight(db, schema), 180, "the run's first COPY", interval=0.05)
-    worker = psutil.Process(wait_for(lambda: _run_worker_pid(instance, run_id), 30, "the run worker's pid", interval=0.2))
-    tree = worker.children(recursive=True)  # its Spark JVM and the JVM's Python workers
-    worker.send_signal(signal.SIGKILL)
+    with files_held_at_commit(database_url, schema) as held:
+        # Big enough for the executors (not the driver's small-batch path).
+        frames = [_drop(landing, f"killed_{i}.csv", 80_000, 40 + i) for i in range(3)]
+        run_id = wait_for(lambda: next((r.run_id for r in _ingest_runs(instance, 0)
+                                        if r.status == dg.DagsterRunStatus.STARTED), None),
+                          180, "the sensor run", interval=0.2)
+        wait_for(held, 180, "a drop's rows copied, its transaction open", interval=0.1)
+        worker = psutil.Process(wait_for(lambda: _run_worker_pid(instance, run_id), 30, "the run worker's pid",
+                                         interval=0.2))
+        tree = worker.children(recursive=True)  # its Spark JVM and the JVM's Python workers
+        worker.send_signal(signal.SIGKILL)
 
     # The JVM notices its parent's end (its stdin closes) and takes its Python workers along.
     _, alive = psutil.wait_procs(tree, timeout=60)

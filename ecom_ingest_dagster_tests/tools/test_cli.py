@@ -123,28 +123,31 @@ def test_sigterm_stops_ingest_cleanly_with_exit_130(tmp_path, database_url, db_s
 
     from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-    from ecom_ingest_dagster_tests.helpers import assert_accounting, copy_in_flight, start_cli
+    from ecom_ingest_dagster_tests.helpers import assert_accounting, files_held_at_commit, start_cli
 
     landing = tmp_path / "landing"
     for i in range(2):
         write_drop(generate_events(80_000, rng=np.random.default_rng(i)), landing, f"big_{i}.csv")
-    process = start_cli(
-        ["ingest", "--landing", str(landing)],
-        {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
-         "ECOM_INGEST_DB_SCHEMA": db_schema, "ECOM_INGEST_SPARK_MASTER": "local[2]"},
-        tmp_path,
-    )
+    # While loading: the drops' rows wait in their open transactions until the run has
+    # ended, so the stop lands mid-load however slowly the signal is noticed.
+    with files_held_at_commit(database_url, db_schema) as held:
+        process = start_cli(
+            ["ingest", "--landing", str(landing)],
+            {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
+             "ECOM_INGEST_DB_SCHEMA": db_schema, "ECOM_INGEST_SPARK_MASTER": "local[2]"},
+            tmp_path,
+        )
 
-    def moment_reached() -> bool:
-        if when == "starting":  # the Spark JVM is being launched: main() is running
-            return bool(psutil.Process(process.pid).children())
-        return copy_in_flight(db, db_schema)
+        def moment_reached() -> bool:
+            if when == "starting":  # the Spark JVM is being launched: main() is running
+                return bool(psutil.Process(process.pid).children())
+            return held()
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not moment_reached():
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not moment_reached():
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("ecom-ingest: error: interrupted")
     assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] < 2  # it really stopped early
