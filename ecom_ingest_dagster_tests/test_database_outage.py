@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -120,8 +121,22 @@ def test_a_run_started_while_postgres_is_down_waits_for_it(tmp_path, private_pos
     valid_ids = _drops(tmp_path / "landing", files=2, rows=10_000)
     private_postgres.stop()
     run = _ingest(tmp_path, private_postgres.url, retry_seconds=60)
-    time.sleep(3)
+    err_lines: list[str] = []
+
+    def read_stderr() -> None:
+        for line in run.stderr:
+            err_lines.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    # The server comes back only once the run has found it down (not before its first try).
+    deadline = time.monotonic() + 120
+    while not any("PostgreSQL unavailable" in line for line in err_lines):
+        assert time.monotonic() < deadline and run.poll() is None, "".join(err_lines)[-3000:]
+        time.sleep(0.1)
     private_postgres.start()
-    out, err = run.communicate(timeout=300)
-    assert run.returncode == 0, err[-3000:]
+    run.wait(300)
+    reader.join(30)
+    run.stdout.close()
+    assert run.returncode == 0, "".join(err_lines)[-3000:]
     _assert_exactly_once(private_postgres, valid_ids, files=2)
