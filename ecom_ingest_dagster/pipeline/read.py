@@ -16,6 +16,7 @@ import dataclasses
 import gzip
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,25 @@ from ecom_ingest_dagster import contract as c
 from ecom_ingest_dagster.feeds import RESCUED, FeedContract
 
 _TEXT = pd.ArrowDtype(pa.string())
+
+
+def _quiet_undecodable_malformed_row(unraisable, previous=sys.unraisablehook) -> None:
+    """Leave out the traceback Arrow prints when a malformed row is not UTF-8.
+
+    Arrow decodes a malformed row's text before it calls our ``invalid_row_handler``; bytes
+    that are not UTF-8 fail that decoding inside Arrow, which cannot raise it through its C++
+    reader, so Python prints it as "Exception ignored in ...", then the read fails. That
+    failure is ours to report (``file_not_utf8``, every line counted, see ``_classify_fault``):
+    the printed traceback only made a handled bad file look like a crash in a user's terminal
+    and a run's log. Any other unraisable exception goes to the hook that was there before.
+    """
+    if isinstance(unraisable.exc_value, UnicodeDecodeError) and \
+            getattr(unraisable.object, "__qualname__", "") == "CsvDrop.blocks.<locals>.on_invalid_row":
+        return
+    previous(unraisable)
+
+
+sys.unraisablehook = _quiet_undecodable_malformed_row
 
 
 class FileRejected(Exception):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -312,6 +314,22 @@ def test_invalid_bytes_deep_in_the_file_after_valid_blocks(tmp_path, bad_values,
             seen += len(chunk.rows)
     assert info.value.reason == c.FILE_NOT_UTF8
     assert seen > 0  # several blocks went through before the bad bytes were met
+
+
+def test_a_malformed_row_that_is_not_utf8_prints_no_traceback(tmp_path):
+    # Outside pytest (which installs its own hook for such errors): what a user's terminal shows.
+    path = write(tmp_path, (HEADER + "\n" + line(1) + "\n").encode() + "caf\xe9,x\n".encode("latin-1"))
+    script = (
+        "import sys\n"
+        "from ecom_ingest_dagster.pipeline.read import CsvDrop, FileRejected\n"
+        "try:\n"
+        "    list(CsvDrop(sys.argv[1]))\n"
+        "except FileRejected as exc:\n"
+        "    print(exc.reason)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == c.FILE_NOT_UTF8, done.stderr
+    assert done.stderr == ""
 
 
 def test_first_line_with_no_contract_column_is_data(tmp_path):
