@@ -20,7 +20,7 @@ def _rule(column: str, kind: str):
     return rule
 
 
-EVENT_TYPE_MIX: dict[str, float] = dict(FEED.column("event_type").generate["weights"])
+EVENT_TYPE_MIX: dict[str, float] = dict(FEED.column("event_type").generate.weights)
 EVENT_TYPES: tuple[str, ...] = _rule("event_type", "one_of").one_of
 
 # Column order is the canonical one used when we write files and tables; input files

@@ -84,6 +84,15 @@ def test_a_contract_of_another_shape_loads(tmp_path):
     (("feed: orders", "feed: all"), "'all' is a name of the platform's"),
     (("feed: orders", "feed: metrics"), "'metrics' is a name of the platform's"),
     (("table: orders", "table: data_quality"), "table name(s) data_quality are the feed's metric and report assets"),
+    # the generator's hints are checked with the rest, not found wrong when generating
+    (("rules: [{min: 0, reason: invalid_amount}]", "rules: [{min: 0, reason: invalid_amount}]\n        generate: {weights: {a: 1}}"),
+     "columns[amount]: generate.weights weigh the values of a one_of rule: this column has none"),
+    (("rules: [{min: 0, reason: invalid_amount}]", "rules: [{one_of: [a, b], reason: invalid_amount}]\n"
+      "        generate: {weights: {a: 1, c: 2}}"), "columns[amount]: generate.weights: 'c' not among the one_of values (a, b)"),
+    (("rules: [{min: 0, reason: invalid_amount}]", "rules: [{min: 0, reason: invalid_amount}]\n        generate: {weights: [4, 3]}"),
+     "columns[amount].generate.weights: weights map each one_of value to its share"),
+    (("rules: [{min: 0, reason: invalid_amount}]", "rules: [{min: 0, reason: invalid_amount}]\n        generate: {fakr: email}"),
+     "columns[amount].generate.fakr: Extra inputs are not permitted"),
 ])
 def test_a_contract_with_a_mistake_is_refused_naming_the_file_and_the_field(tmp_path, change, message):
     old, new = change
@@ -96,6 +105,12 @@ def test_a_contract_with_a_mistake_is_refused_naming_the_file_and_the_field(tmp_
 def test_a_file_that_is_not_a_contract_says_so(tmp_path):
     with pytest.raises(FeedError, match="not YAML"):
         load_feed(_contract(tmp_path, "feed: [unclosed\n"))
+    # A line indented off its block: one line, at the line and column, saying what to look at.
+    with pytest.raises(FeedError) as misindented:
+        load_feed(_contract(tmp_path, BASE.replace("        required: true\n        invalid_reason: invalid_amount",
+                                                   "        required: true\n       invalid_reason: invalid_amount")))
+    assert str(misindented.value).startswith(f"{tmp_path / 'orders.yaml'}: not YAML: line 17, column 4: ")
+    assert "indented as the lines it belongs with" in str(misindented.value) and "\n" not in str(misindented.value)
     with pytest.raises(FeedError, match="a contract file is a mapping"):
         load_feed(_contract(tmp_path, "- just\n- a list\n"))
     with pytest.raises(FeedError, match="cannot read the contract file"):

@@ -16,7 +16,7 @@ import functools
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,13 +76,37 @@ class Rule(_Strict):
         return self
 
 
+class GenerateHints(_Strict):
+    """How ``ecom-ingest generate`` makes a column's values (it reads nothing else of them)."""
+
+    # How often each of the column's one_of values comes up (relative; a value not named: never).
+    weights: Optional[dict[str, float]] = None
+    # A Faker provider (``email``, ``name``, ``country_code``, ...): checked when generating,
+    # so that loading a contract does not import Faker.
+    faker: Optional[str] = Field(None, pattern=r"^[a-z_][a-z0-9_]*$")
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_are_a_mapping(cls, value: object) -> object:
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("weights map each one_of value to its share, e.g. {ups: 3, fedex: 1}")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_are_shares(cls, value: Optional[dict[str, float]]) -> Optional[dict[str, float]]:
+        if value is not None and (any(w < 0 for w in value.values()) or sum(value.values()) <= 0):
+            raise ValueError("weights are shares: none negative, not all 0")
+        return value
+
+
 class Column(_Strict):
     name: str = Field(pattern=_IDENTIFIER)
     type: str
     required: bool = False
     invalid_reason: Optional[str] = None  # a value that is not of the column's type
     rules: tuple[Rule, ...] = ()
-    generate: Optional[dict[str, Any]] = None  # hints for the generator (e.g. value weights)
+    generate: Optional[GenerateHints] = None
 
     @field_validator("type")
     @classmethod
@@ -104,6 +128,13 @@ class Column(_Strict):
                 raise ValueError(f"min/max compare numbers: integer, bigint or numeric columns, not {self.type}")
             if rule.not_after_now_seconds is not None and self.type not in types.TIME_TYPES:
                 raise ValueError(f"not_after_now_seconds applies to timestamptz or date columns, not {self.type}")
+        if self.generate is not None and self.generate.weights is not None:
+            one_of = self.rule("one_of")
+            if one_of is None:
+                raise ValueError("generate.weights weigh the values of a one_of rule: this column has none")
+            if unknown := sorted(set(self.generate.weights) - set(one_of.one_of)):
+                raise ValueError(f"generate.weights: {', '.join(map(repr, unknown))} not among the one_of values"
+                                 f" ({', '.join(one_of.one_of)})")
         return self
 
     @property
@@ -203,7 +234,7 @@ def load_feed(path: Path) -> FeedContract:
     except OSError as exc:
         raise FeedError(f"{path}: cannot read the contract file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise FeedError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+        raise FeedError(f"{path}: not YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise FeedError(f"{path}: a contract file is a mapping (feed:, table:, columns:, ...)")
     try:
@@ -211,6 +242,20 @@ def load_feed(path: Path) -> FeedContract:
     except ValidationError as exc:
         lines = [f"{path}: {_where(e['loc'], data)}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise FeedError("\n".join(lines)) from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line, at the line and column where it was found (PyYAML's own text
+    spans several lines, with carets under the offending text and no file name)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+    if "block" in problem or "indent" in problem:  # what such a message nearly always means
+        text += "; is this line indented as the lines it belongs with?"
+    return text
 
 
 def _where(loc: tuple, data: dict) -> str:

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ecom_ingest_dagster.feeds import Column, FeedContract, Rule, types
+from ecom_ingest_dagster.feeds import Column, FeedContract, FeedError, GenerateHints, Rule, types
 
 _OPTIONAL_BLANK_SHARE = 0.1
 _NO_PATTERN = "\u00a7?"  # what few patterns accept: a pattern rule is broken with it, unless it accepts it
@@ -42,14 +42,14 @@ class _Values:
         self.rstr = rstr.Rstr(random.Random(seed))
 
     def of(self, column: Column, n: int) -> np.ndarray:
-        hints = column.generate or {}
+        hints = column.generate or GenerateHints()
         one_of = column.rule("one_of")
         if one_of is not None:
-            weights = hints.get("weights")
+            weights = hints.weights
             p = np.array([weights.get(v, 0.0) for v in one_of.one_of]) if weights else None
             return self.rng.choice(np.array(one_of.one_of, dtype=object), size=n, p=None if p is None else p / p.sum())
-        if "faker" in hints:
-            provider: Callable[[], object] = getattr(self.faker, hints["faker"])
+        if hints.faker is not None:
+            provider: Callable[[], object] = getattr(self.faker, hints.faker)
             values = np.array([str(provider()) for _ in range(n)], dtype=object)
         elif column.rule("pattern") is not None:
             values = np.array([self.rstr.xeger(column.rule("pattern").pattern) for _ in range(n)], dtype=object)
@@ -125,6 +125,12 @@ def generate_rows(feed: FeedContract, n: int, *, rng: np.random.Generator, inval
     """``n`` rows of ``feed`` as text, in its column order, with ``expected_reason`` ("" when valid)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     values = _Values(rng, now)
+    for column in feed.columns:
+        if column.generate is not None and column.generate.faker is not None \
+                and not callable(getattr(values.faker, column.generate.faker, None)):
+            raise FeedError(f"{feed.feed}: columns[{column.name}].generate.faker: Faker has no provider"
+                            f" {column.generate.faker!r} (email, name, country_code, ...:"
+                            " https://faker.readthedocs.io/en/master/providers.html)")
     frame = pd.DataFrame({column.name: values.of(column, n) for column in feed.columns})
     for column in feed.columns:
         if not column.required:

@@ -39,3 +39,14 @@ def test_values_follow_the_generator_hints_and_the_rules():
     lines = frame["line_count"].astype(int)
     assert lines.between(1, 500).all()
     assert (frame["gift"].isin(["true", "false", ""])).all()
+
+
+def test_a_faker_provider_that_does_not_exist_is_named_before_anything_is_generated(tmp_path):
+    from ecom_ingest_dagster.feeds import FeedError, SHIPPED_DIR
+
+    path = tmp_path / "orders.yaml"
+    path.write_text((SHIPPED_DIR / "orders.yaml").read_text().replace("generate: {faker: email}",
+                                                                      "generate: {faker: shipment_code}"))
+    with pytest.raises(FeedError, match=r"orders: columns\[customer_email\]\.generate\.faker: Faker has no provider"
+                                        r" 'shipment_code'"):
+        generate_rows(load_feed(path), 10, rng=np.random.default_rng(1), now=NOW)
