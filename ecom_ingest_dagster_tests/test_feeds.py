@@ -154,6 +154,14 @@ def test_the_shipped_orders_feed_and_a_new_feeds_template_load(tmp_path):
         new_contract("orders", tmp_path)
     with pytest.raises(FeedError, match="no feed 'nosuch'.*ecom-ingest feed new nosuch"):
         find_feed("nosuch", tmp_path)
+    # a near miss is a typo, not a new feed; a name no feed can have is not offered to `feed new`
+    with pytest.raises(FeedError, match=r"no feed 'refund'.*known: orders, refunds, user_events\); did you mean 'refunds'\?"):
+        find_feed("refund", tmp_path)
+    with pytest.raises(FeedError, match="did you mean 'orders'"):
+        find_feed("Orders", tmp_path)
+    with pytest.raises(FeedError, match="a feed's name is lower case letters") as refused:
+        find_feed("Zz-top", tmp_path)
+    assert "feed new" not in str(refused.value)
     (tmp_path / "misnamed.yaml").write_text(path.read_text())
     with pytest.raises(FeedError, match="differs from the file's name"):
         find_feed("misnamed", tmp_path)

@@ -12,6 +12,7 @@ anything uses it; a mistake is one line naming the file and the field.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from decimal import Decimal
@@ -291,8 +292,16 @@ def find_feed(name: str, feeds_dir: Path | None) -> FeedContract:
     elif (SHIPPED_DIR / f"{name}.yaml").is_file():
         path = SHIPPED_DIR / f"{name}.yaml"
     else:
-        raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped (known: {', '.join(known_feeds(feeds_dir))});"
-                        f" `ecom-ingest feed new {name}` writes one to start from")
+        known = known_feeds(feeds_dir)
+        close = difflib.get_close_matches(name.lower(), known, n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif re.match(_IDENTIFIER, name) and name not in RESERVED_FEEDS:
+            hint = f"`ecom-ingest feed new {name}` writes one to start from"
+        else:
+            hint = "a feed's name is lower case letters, digits and _"
+        raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped"
+                        f" (known: {', '.join(known)}); {hint}")
     feed = _load_unchanged(path, path.stat().st_mtime_ns)
     if feed.feed != name:
         raise FeedError(f"{path}: feed: {feed.feed!r} differs from the file's name ({name!r})")

@@ -191,7 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise CliError(f"--feed all is for {' and '.join(EVERY_FEED_COMMANDS)}: name one feed", EXIT_USAGE)
             return _every_feed(settings, args)
         if getattr(args, "feed", None) is not None:
-            settings = settings.with_overrides(feed=args.feed)
+            try:
+                settings = settings.with_overrides(feed=args.feed)
+            except SettingsError:  # the setting's own message names its variable, not the flag
+                raise CliError(f"--feed {args.feed!r}: a feed's name is lower case letters, digits and _",
+                               EXIT_USAGE) from None
         if args.command not in ("feed", "bench"):
             settings.contract  # a missing or mistaken contract file is told now, before any work  # noqa: B018
         if getattr(args, "landing", None) is not None:

@@ -162,6 +162,8 @@ def test_version_and_clear_messages_for_bad_values(tmp_path):
     window = run(["report", "--since", "2h", "--until", "3h"], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
     assert window.returncode == 2 and "must be before --until" in window.stderr
     assert not (tmp_path / "home" / "reports").exists()  # nothing overwritten with an empty report
+    path = run(["status", "--feed", "../x"], {"ECOM_INGEST_HOME": str(tmp_path / "home")}, tmp_path)
+    assert path.returncode == 2 and "--feed '../x': a feed's name is" in path.stderr and "ECOM_INGEST_FEED" not in path.stderr
 
 
 def test_a_regular_file_as_landing_directory_is_named_as_such(tmp_path):
