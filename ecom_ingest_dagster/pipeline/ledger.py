@@ -186,7 +186,7 @@ def batch_files(conn, schema: str, stream_id: str, batch_id: int) -> list[dict]:
     """The ledger rows of the files a micro-batch committed: what its metrics are made of."""
     return conn.cursor(row_factory=dict_row).execute(
         sql.SQL(
-            "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason_counts,"
+            "SELECT status, rows_total, rows_loaded, rows_duplicate, rows_rejected, reason, reason_counts,"
             " read_ms, validate_ms, frame_ms, write_ms, landed_at, committed_at"
             " FROM {} WHERE stream_id = %s AND batch_id = %s"
         ).format(table(schema, "ingest_files")),
@@ -301,6 +301,9 @@ class Status:
     rows_duplicate: int
     rows_rejected: int
     reasons: list[tuple[str, int]]  # rejected rows by reason, most frequent first (rows replayed since left out)
+    # files rejected whole by their reason, most frequent first: a file of no rows (a damaged
+    # .gz) has a reason but no rejected row to show it
+    files_rejected_by_reason: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
 
 def status(conn, schema: str, feed: FeedContract | None = None) -> Status:
@@ -313,9 +316,13 @@ def status(conn, schema: str, feed: FeedContract | None = None) -> Status:
         sql.SQL("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM {} WHERE replayed_at IS NULL) r"
                 " GROUP BY 1 ORDER BY 2 DESC, 1").format(table(schema, (feed or c.FEED).rejected_table))
     ).fetchall()
+    files_by_reason = conn.execute(
+        sql.SQL("SELECT coalesce(reason, '?'), count(*) FROM {} WHERE status = 'rejected' GROUP BY 1 ORDER BY 2 DESC, 1")
+        .format(table(schema, "ingest_files"))
+    ).fetchall()
     # sum(bigint) is numeric in PostgreSQL: counts are ints here.
     return Status(files.get("ingested", 0), files.get("rejected", 0), int(total), int(loaded), int(duplicate),
-                  int(rejected), [(r, n) for r, n in reasons])
+                  int(rejected), [(r, n) for r, n in reasons], [(r, n) for r, n in files_by_reason])
 
 
 def table_rows(conn, schema: str, feed: FeedContract | None = None) -> dict[str, int]:

@@ -9,6 +9,7 @@ and the report show.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -88,6 +89,8 @@ def batch_metrics(
         "timestamp": finished_at.isoformat(),
         "files": len(files),
         "files_rejected": sum(1 for f in files if f["status"] == "rejected"),
+        "files_rejected_by_reason": dict(collections.Counter(
+            f.get("reason") or "?" for f in files if f["status"] == "rejected")),
         "total_records": total,
         "valid_records": valid,
         "invalid_records": rejected,
@@ -141,6 +144,9 @@ def summarize(batches: Iterable[Mapping]) -> dict:
         "total_batches": len(batches),
         "total_files": sum(int(b["files"]) for b in batches),
         "files_rejected": sum(int(b["files_rejected"]) for b in batches),
+        "files_rejected_by_reason": dict(sorted(sum(
+            (collections.Counter(b.get("files_rejected_by_reason") or {}) for b in batches), collections.Counter()
+        ).items())),
         "total_records": total,
         "valid_records": valid,
         "invalid_records": sum(int(b["invalid_records"]) for b in batches),

@@ -331,16 +331,21 @@ def _status_values(settings: Settings) -> dict:
         url = pipeline.database_url
     values = dataclasses.asdict(status)
     values["reasons"] = dict(status.reasons)
+    values["files_rejected_by_reason"] = dict(status.files_rejected_by_reason)
     return {"feed": settings.feed, "database": redact_url(url), "schema": settings.db_schema, **values}
 
 
 def _print_status(values: dict) -> None:
     print(f"database: {values['database']} (schema {values['schema']})")
     print(f"files: {values['files_ingested']} ingested, {values['files_rejected']} rejected whole")
+    for reason, count in values["files_rejected_by_reason"].items():
+        print(f"  {reason}: {count} file(s)")
     print(f"rows: {values['rows_total']} in = {values['rows_loaded']} loaded + {values['rows_duplicate']} duplicate"
           f" + {values['rows_rejected']} rejected")
+    if values["reasons"]:
+        print("  rejected rows by reason (a row may have several; rows replayed since not counted):")
     for reason, count in values["reasons"].items():
-        print(f"  {reason}: {count}")
+        print(f"    {reason}: {count}")
 
 
 # The commands ``--feed all`` is for: what is there, feed by feed.
@@ -481,6 +486,9 @@ def format_summary(summary, settings: Settings) -> str:
         if totals["reason_counts"]:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(totals["reason_counts"].items()))
             lines.append(f"rejections by reason: {reasons}")
+    if totals["files_rejected"]:
+        why = ", ".join(f"{k}={v}" for k, v in totals["files_rejected_by_reason"].items())
+        lines.append(f"files rejected whole: {why} (each file's reason: {settings.rejected_dir}/<file>.reason.json)")
     if summary.files_replaced:
         lines.append(
             f"warning: {len(summary.files_replaced)} drop(s) changed after they were ingested and were not read "

@@ -45,6 +45,7 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
     rows = [row(i) for i in range(1, 40)] + [row(100, price="-1"), row(101, event_type="nope")]
     drop(settings.landing_dir, "a.csv", csv_text(rows))
     drop(settings.landing_dir, "b.csv", csv_text([row(1), row(200)]))
+    drop(settings.landing_dir, "c.csv.gz", b"not a gzip stream")  # rejected whole, no row to show why
     # More than the driver loads before Spark: the run goes through the streaming query.
     dagster_resources = build_resources(settings.with_overrides(driver_batch_max_bytes=1024), stop_spark_after_run=False)
 
@@ -73,6 +74,7 @@ def test_ingest_job_materializes_tables_and_metrics_with_passing_checks(definiti
     assert mats["user_events"]["dagster/row_count"] == 40
     assert mats["rejected_events"]["rows_rejected"] == 2
     assert mats["rejected_events"]["reason/negative_price"] == 1
+    assert mats["rejected_events"]["files_rejected_by_reason"] == {"file_unparseable_csv": 1}
     assert mats["ingestion_throughput"]["total_records"] == 43
     assert mats["ingestion_throughput"]["avg_records_per_second"] > 0
     assert mats["ingestion_latency"]["batch_latency_ms_p95"] > 0

@@ -82,14 +82,17 @@ def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
     assert "batch 0:" in first.stderr  # progress per micro-batch
 
     drop(landing, "late.csv", csv_text([row(1), row(2, price="-2")]))
+    drop(landing, "damaged.csv.gz", b"not a gzip stream")  # rejected whole, with no row to carry its reason
     second = run(["ingest"], env, tmp_path)
     assert second.returncode == 0, second.stderr
     assert "rows: 2 in = 1 loaded + 0 duplicate + 1 rejected" in second.stdout
+    assert "files rejected whole: file_unparseable_csv=1 (each file's reason: " in second.stdout
 
     status = run(["status"], env, tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "files: 4 ingested, 0 rejected whole" in status.stdout
+    assert "files: 4 ingested, 1 rejected whole\n  file_unparseable_csv: 1 file(s)\n" in status.stdout
     assert "rows: 152 in = 136 loaded + 0 duplicate + 16 rejected" in status.stdout
+    assert "  rejected rows by reason (a row may have several" in status.stdout and "    negative_price: " in status.stdout
 
 
 def test_a_busy_landing_directory_is_refused_before_spark_starts(tmp_path, database_url, db_schema):

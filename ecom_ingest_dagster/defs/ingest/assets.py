@@ -126,6 +126,8 @@ def table_materializations(summary: RunSummary, table_rows: dict[str, int], *, r
             "rows_rejected": totals["rejected_records"],
             "dagster/row_count": table_rows[feed.rejected_table],
             **reason_metadata(totals["reason_counts"], feed),
+            # a file rejected whole with no row (a damaged .gz) shows its reason only here
+            "files_rejected_by_reason": dg.MetadataValue.json(totals["files_rejected_by_reason"]),
         },
     )
 
