@@ -202,6 +202,14 @@ class CsvDrop:
         known = self.feed.column_names
         self.columns = [n for n in names if n in known]
         self.extra_columns = [n for n in names if n not in known]
+        # A header of the contract's names in another case (or padded) is a header, not
+        # data: the file is refused for its names, with the names it has.
+        by_name = {n.strip().lower(): n for n in names}
+        near = {name: by_name[name] for name in known if name not in self.columns and name in by_name}
+        case_hint = (f" (the header has {', '.join(near.values())}: names are matched exactly, in lower case)"
+                     if near else "")
+        if not self.columns and near:
+            raise FileRejected(c.FILE_MISSING_COLUMNS, f"the header names none of the contract's columns{case_hint}")
         if not self.columns:
             raise FileRejected(
                 c.FILE_NO_HEADER,
@@ -216,7 +224,7 @@ class CsvDrop:
                                f" (feed {self.feed.feed} rejects them: extra_columns: reject)")
         missing = [n for n in self.feed.required_columns if n not in self.columns]
         if missing:
-            raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}")
+            raise FileRejected(c.FILE_MISSING_COLUMNS, f"required columns missing: {', '.join(missing)}{case_hint}")
 
 
 def _record_numbers(start: int, good_rows: int, malformed: set[int]) -> tuple[np.ndarray, int]:

@@ -362,6 +362,18 @@ def test_missing_optional_and_required_names_only_required(tmp_path):
     assert "product_name" not in error.message and "session_id" not in error.message
 
 
+def test_a_header_in_another_case_is_refused_naming_the_names_it_has(tmp_path):
+    # Names are matched exactly (the contract: lower case); a header of them in capitals is
+    # still a header, not a first row of data, and the reason says what differs.
+    some = rejection(write(tmp_path, HEADER.replace("event_id", "Event_ID").replace("price", " PRICE") + "\n" + line(1) + "\n"))
+    assert some.reason == c.FILE_MISSING_COLUMNS and not some.header_is_data
+    assert some.message == ("required columns missing: event_id, price"
+                            " (the header has Event_ID,  PRICE: names are matched exactly, in lower case)")
+    every = rejection(write(tmp_path, HEADER.upper() + "\n" + line(1) + "\n", name="upper.csv"))
+    assert every.reason == c.FILE_MISSING_COLUMNS and not every.header_is_data
+    assert every.message.startswith("the header names none of the contract's columns (the header has EVENT_ID, USER_ID")
+
+
 def test_duplicate_contract_columns(tmp_path):
     error = rejection(write(tmp_path, HEADER + ",user_id\n" + line(1) + ",user_9\n"))
     assert error.reason == c.FILE_DUPLICATE_COLUMNS
