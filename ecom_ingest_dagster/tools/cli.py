@@ -142,6 +142,10 @@ def _add_data_commands(commands) -> None:
     replay.add_argument("--file", help="only rows of this source file (base name)")
     replay.add_argument("--reason", help="only rows rejected for this reason")
 
+    psql = commands.add_parser("psql", help="psql on the feed's database (the embedded one by default), its schema first"
+                               " on the search path; arguments after -- go to psql (e.g. -- -c 'SELECT 1')")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
     report = commands.add_parser("report", help="render the performance report (Markdown + PNG plots)")
     report.add_argument("--out", type=Path, help="output directory (default: $ECOM_INGEST_HOME/reports, another"
                         " feed's $ECOM_INGEST_HOME/<feed>/reports; with --feed all, a directory per feed in it)")
@@ -326,17 +330,33 @@ def _status_values(settings: Settings) -> dict:
 
     from ecom_ingest_dagster.settings import redact_url
 
-    with _pipeline(settings) as pipeline:
-        status = pipeline.status()
-        url = pipeline.database_url
+    problem = None
+    try:
+        with _pipeline(settings) as pipeline:
+            status = pipeline.status()
+            url = pipeline.database_url
+    except ContractBreaksTable as exc:
+        # What is loaded is still shown while the user mends the contract or the table:
+        # the ledgers it reads do not depend on the feed's columns.
+        import psycopg
+
+        from ecom_ingest_dagster.pipeline import ledger
+        from ecom_ingest_dagster.pipeline.database import resolve_database_url
+
+        problem, url = str(exc), resolve_database_url(settings)
+        with psycopg.connect(url) as conn:
+            status = ledger.status(conn, settings.db_schema, settings.contract)
     values = dataclasses.asdict(status)
     values["reasons"] = dict(status.reasons)
     values["files_rejected_by_reason"] = dict(status.files_rejected_by_reason)
-    return {"feed": settings.feed, "database": redact_url(url), "schema": settings.db_schema, **values}
+    return {"feed": settings.feed, "database": redact_url(url), "schema": settings.db_schema, **values,
+            "contract_problem": problem}
 
 
 def _print_status(values: dict) -> None:
     print(f"database: {values['database']} (schema {values['schema']})")
+    if values["contract_problem"]:
+        print(f"contract: {values['contract_problem']} Nothing is ingested until then.")
     print(f"files: {values['files_ingested']} ingested, {values['files_rejected']} rejected whole")
     for reason, count in values["files_rejected_by_reason"].items():
         print(f"  {reason}: {count} file(s)")
@@ -447,6 +467,25 @@ def _bench(settings: Settings, args) -> int:
     return 0
 
 
+def _psql(settings: Settings, args) -> int:
+    """psql where the feed's tables are: a contract that no longer fits its table asks the
+    user to change the table, and the embedded server has no other way in. The embedded
+    server stays up while psql runs (this process asked for it)."""
+    import os
+    import subprocess
+
+    from ecom_ingest_dagster.pipeline.database import psql_invocation, resolve_database_url
+
+    command, env = psql_invocation(resolve_database_url(settings), settings.db_schema)
+    extra = list(args.psql_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    try:
+        return subprocess.call([*command, *extra], env={**os.environ, **env})
+    except KeyboardInterrupt:  # psql handles Ctrl+C itself; this process only waits for it
+        return 130
+
+
 def _settings(settings: Settings, args) -> int:
     import json
 
@@ -523,7 +562,7 @@ def _feed(settings: Settings, args) -> int:
 
 COMMANDS = {
     "generate": _generate, "ingest": _ingest, "stream": _stream, "status": _status, "settings": _settings,
-    "report": _report, "bench": _bench, "replay-rejected": _replay, "feed": _feed,
+    "report": _report, "bench": _bench, "replay-rejected": _replay, "feed": _feed, "psql": _psql,
 }
 
 

@@ -56,6 +56,23 @@ def test_a_new_optional_column_is_added_and_a_column_made_optional_loses_not_nul
     assert existing_columns(conn, db_schema, "orders_rejected")["coupon"].type == "text"
 
 
+def test_a_change_under_the_version_files_were_loaded_with_is_refused(conn, db_schema):
+    # Each file records the contract version it was held to: the version must move with the columns.
+    orders = shipped_feed("orders")
+    database.migrate(conn, db_schema, orders)
+    conn.execute(f'INSERT INTO "{db_schema}".ingest_files (file_name, status, rows_total, rows_loaded, rows_duplicate,'
+                 " rows_rejected, stream_id, batch_id, started_at, contract_version)"
+                 " VALUES ('old.csv', 'ingested', 0, 0, 0, 0, 's', 0, now(), 1)")
+    coupon = _columns(orders, lambda columns: columns.append({"name": "coupon", "type": "text"}))
+    with pytest.raises(ContractBreaksTable) as refused:
+        database.migrate(conn, db_schema, _with(orders, columns=coupon))
+    assert ("its columns changed (coupon added) but its version is 1, and files were already loaded under"
+            " version 1: bump version to 2") in str(refused.value)
+    assert "coupon" not in existing_columns(conn, db_schema, "orders")
+    database.migrate(conn, db_schema, _with(orders, version=2, columns=coupon))  # bumped: applied
+    assert "coupon" in existing_columns(conn, db_schema, "orders")
+
+
 def _drop_column(name):
     return lambda columns: columns.remove(next(c for c in columns if c["name"] == name))
 

@@ -186,3 +186,18 @@ def test_status_json_and_replay_of_nothing_exits_non_zero(tmp_path, database_url
     assert shown["schema"] == db_schema and shown["files_ingested"] == 0 and shown["reasons"] == {}
     replay = run(["replay-rejected", "--file", "nonexistent.csv"], env, tmp_path)
     assert replay.returncode == 1 and "no quarantined rows match --file nonexistent.csv" in replay.stderr
+
+
+def test_psql_opens_the_feeds_database_in_its_schema(tmp_path, database_url, db_schema, db):
+    # What a contract that no longer fits its table asks of a user ("drop it from the table
+    # yourself"), possible on the embedded server too: its tables by their bare names.
+    db.execute("INSERT INTO ingest_files (file_name, status, rows_total, rows_loaded, rows_duplicate, rows_rejected,"
+               " stream_id, batch_id, started_at) VALUES ('seen.csv', 'ingested', 0, 0, 0, 0, 's', 0, now())")
+    env = {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_DATABASE_URL": database_url,
+           "ECOM_INGEST_DB_SCHEMA": db_schema}
+    shown = run(["psql", "--", "-tAc", "SELECT file_name FROM ingest_files; SELECT count(*) FROM user_events"],
+                env, tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == ["seen.csv", "0"]
+    failed = run(["psql", "--", "-v", "ON_ERROR_STOP=1", "-c", "SELECT * FROM no_such_table"], env, tmp_path)
+    assert failed.returncode != 0 and "no_such_table" in failed.stderr  # psql's own exit code and message

@@ -107,10 +107,16 @@ def test_a_contract_change_that_breaks_is_refused_before_any_file_is_touched(tmp
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert "column amount is numeric(12,2)" in refused.stderr and "load into a new table" in refused.stderr
         assert len(list((home / "refunds" / "landing").iterdir())) == 1
-        # every feed's status: the one that cannot be shown is told, the others still shown
-        every = run(["status", "--feed", "all"], env, tmp_path)
-        assert every.returncode == 1 and "== user_events" in every.stdout and "== refunds" not in every.stdout
+        # its status still shows what is loaded, and why nothing more is
+        status = run(["status", "--feed", "refunds"], env, tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert "files: 2 ingested" in status.stdout and "contract: " in status.stdout
+        assert "column amount is numeric(12,2)" in status.stdout
+        # every feed's report: the one that cannot be made is told, the others still made
+        every = run(["report", "--feed", "all", "--out", str(tmp_path / "every")], env, tmp_path)
+        assert every.returncode == 1 and "== user_events" in every.stdout
         assert "error: refunds: " in every.stderr and "column amount is numeric(12,2)" in every.stderr
+        assert (tmp_path / "every" / "user_events").is_dir() and not (tmp_path / "every" / "refunds").exists()
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
