@@ -549,6 +549,7 @@ def _feed(settings: Settings, args) -> int:
         print(f"wrote {path}: edit its columns and rules, then `ecom-ingest ingest --feed {args.name}`"
               f" (drops go to {settings.with_overrides(feed=args.name).landing_dir})")
         return 0
+    unusable = 0
     for name in known_feeds(settings.feeds_dir):
         try:
             contract = find_feed(name, settings.feeds_dir)
@@ -557,7 +558,9 @@ def _feed(settings: Settings, args) -> int:
                   f"{where.db_schema}.{contract.table} (landing {where.landing_dir})")
         except FeedError as exc:
             print(f"{name}: cannot be used: {exc}")
-    return 0
+            unusable += 1
+    # A check a script or CI can rely on: Dagster leaves such a feed out and loads the rest.
+    return EXIT_USAGE if unusable else 0
 
 
 COMMANDS = {

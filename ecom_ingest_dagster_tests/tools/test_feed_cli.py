@@ -120,3 +120,17 @@ def test_a_contract_change_that_breaks_is_refused_before_any_file_is_touched(tmp
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_feed_list_names_each_feed_and_fails_when_one_cannot_be_used(tmp_path):
+    feeds = tmp_path / "feeds"
+    env = {"ECOM_INGEST_HOME": str(tmp_path / "home"), "ECOM_INGEST_FEEDS_DIR": str(feeds)}
+    assert run(["feed", "new", "refunds"], env, tmp_path).returncode == 0
+    listed = run(["feed", "list"], env, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split(":")[0] for line in listed.stdout.splitlines()] == ["orders", "refunds", "user_events"]
+    (feeds / "refunds.yaml").write_text((feeds / "refunds.yaml").read_text().replace("type: text", "type: txt", 1))
+    broken = run(["feed", "list"], env, tmp_path)
+    assert broken.returncode == 2  # the code location leaves it out and loads; a script learns it here
+    assert "refunds: cannot be used: " in broken.stdout and "unknown type 'txt'" in broken.stdout
+    assert "orders: version 1" in broken.stdout and "user_events: version 1" in broken.stdout
