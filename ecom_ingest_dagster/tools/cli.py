@@ -117,7 +117,7 @@ def _add_data_commands(commands) -> None:
     gen.add_argument("--interval", type=_nonnegative_float, default=0.0, help="seconds between files (default 0)")
     gen.add_argument("--invalid-rate", type=_rate, default=0.0, help="share of invalid rows, 0..1 (default 0)")
     gen.add_argument("--seed", type=int, help="random seed for a reproducible drop")
-    gen.add_argument("--prefix", default="events", help="file name prefix (default 'events')")
+    gen.add_argument("--prefix", help="file name prefix (default: 'events' for user_events, else the feed's name)")
     packing = gen.add_mutually_exclusive_group()
     packing.add_argument("--gzip", dest="compress", action="store_const", const="gz",
                          help="write gzip-compressed drops (*.csv.gz)")
@@ -244,7 +244,7 @@ def _generate(settings: Settings, args) -> int:
             interval=args.interval,
             invalid_rate=args.invalid_rate,
             seed=args.seed,
-            prefix=args.prefix,
+            prefix=args.prefix or ("events" if settings.feed == DEFAULT_FEED else settings.feed),
             progress=sys.stderr.isatty() or args.batches > 1,
             compress=args.compress,
             feed=settings.contract,

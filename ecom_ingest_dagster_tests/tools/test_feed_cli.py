@@ -23,6 +23,9 @@ def test_orders_and_user_events_each_ingest_into_their_own_tables_exactly_once(t
             made = run(args, env, tmp_path)
             assert made.returncode == 0, made.stderr
         assert len(list((home / "orders" / "landing").iterdir())) == 5 and len(list((home / "landing").iterdir())) == 1
+        # each feed's drops named after it (user_events' as always)
+        assert all(p.name.startswith("orders_") for p in (home / "orders" / "landing").iterdir())
+        assert all(p.name.startswith("events_") for p in (home / "landing").iterdir())
 
         for _ in range(2):  # the second time: nothing new, nothing twice
             for args in (["ingest", "--feed", "orders"], ["ingest"]):
