@@ -110,6 +110,7 @@ def test_a_failing_requirement_is_reported_as_failing(recorded, db, db_schema, t
     assert re.search(r"\| Max Latency \| 5,000 ms \| [\d,.]+ ms \(slowest batch\) \| ✅ Pass \|", text)
     assert "The pipeline misses 2 of 4 requirements" in text
     assert "meets all performance requirements" not in text
+    assert re.search(r"The validation success rate of [\d.]+% falls short of the requirement of more than 99\.99%", text)
     lenient = report.markdown(data, dataclasses.replace(report.default_targets(), min_throughput_rps=0.001,
                                                            min_validation_rate_pct=1))
     assert "meets all performance requirements" in lenient and "❌" not in lenient
@@ -226,6 +227,9 @@ def test_one_batch_of_one_file_reads_right_axes_duration_and_prose(ingest, setti
     assert "1 loaded by the driver itself" in text and "on the executors" not in text.split("### 10.2")[0]
     assert "loaded one after another by the driver" in text
     assert "(0 file(s) in this window)" in text  # no staging table: the load went straight in
+    # loaded before Spark started: nothing sampled, and the report says why rather than n/a
+    assert not data.samples and "No resource samples in the window: a run is sampled while its Spark query" in text
+    assert "loaded, 0 duplicates skipped)" in text
 
 
 def test_the_report_names_each_feed_in_its_own_terms(tmp_path):

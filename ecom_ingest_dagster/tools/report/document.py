@@ -257,9 +257,9 @@ def _validation_analysis(s: Mapping, reasons: Mapping[str, int], targets: Target
         return "No records were validated in the window."
     top = sorted(((n, r) for r, n in reasons.items() if n), reverse=True)[:3]
     rate = s["validation_success_rate"]
-    text = (f"The validation success rate of {num(rate)}% is "
-            f"{'above' if rate > targets.min_validation_rate_pct else 'at or below'} "
-            f"the {num(targets.min_validation_rate_pct)}% requirement.")
+    verdict = "meets" if rate > targets.min_validation_rate_pct else "falls short of"
+    text = (f"The validation success rate of {num(rate)}% {verdict} "
+            f"the requirement of more than {num(targets.min_validation_rate_pct)}%.")
     if top:
         text += " The most frequent reasons were " + ", ".join(f"`{r}` ({n:,})" for n, r in top) + "."
     text += (f" Failed rows are kept in `{feed.rejected_table}` and logged to `{paths.get('errors_log', 'logs/validation_errors.log')}` "
