@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -113,6 +114,17 @@ def copy_in_flight(conn, schema: str) -> bool:
     return conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE %s", (f'COPY "{schema}".%user_events%',)
     ).fetchone()[0] > 0
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    """``predicate()``'s first true value, asked every ``interval`` seconds for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def waiting_on_lock(conn, schema: str, table_name: str) -> bool:

@@ -7,7 +7,6 @@ lock the pipeline needs next, waits until the pipeline is blocked on it, and kil
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import psycopg
 import pytest
 
@@ -96,6 +96,9 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
                     and waiting_on_lock(db, db_schema, "ingest_batches"):
                 break
             time.sleep(0.02)
+        else:
+            kill_tree(first)
+            pytest.fail(f"the kill point ({trigger}) was not reached")
         assert first.poll() is None, "the run finished before it could be killed"
         kill_tree(first)
     finally:
@@ -130,15 +133,16 @@ def test_sigkill_then_restart_loads_every_valid_id_once(tmp_path, database_url, 
 
 
 def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_once(tmp_path, database_url, db_schema, db):
-    """A kill -9 between a file's commit and the end of its move.
+    """What a kill -9 between a file's commit and the end of its move leaves, and the restart.
 
     The archive is put on another file system (tmpfs), so the move is a copy followed by
     a delete. The run may write no file larger than half the drop (``RLIMIT_FSIZE``), so
-    its copy stops half written and stays so: the kill lands in that state every time,
-    not only when a poll happens to catch a copy of a few milliseconds. The file is then
-    committed and still in the landing directory, with a partial copy in the archive; the
-    next ingest finishes the move, loads nothing again, and leaves the archive holding the
-    file byte for byte.
+    its copy fails half written ("file too large": Python ignores SIGXFSZ) and the file
+    stays where it was; the test then kills the run's tree. That is the state a kill
+    mid-copy leaves, reached every time rather than when a poll happens to catch a copy
+    of a few milliseconds: the file committed and still in the landing directory, a
+    partial copy in the archive. The next ingest finishes the move, loads nothing again,
+    and leaves the archive holding the file byte for byte.
     """
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
@@ -149,12 +153,13 @@ def test_sigkill_while_a_committed_drop_is_being_moved_then_restart_archives_it_
     write_drop(frame, landing, "big.csv")
     original = (landing / "big.csv").read_bytes()
     env = _cli_env(tmp_path, landing, database_url, db_schema, ECOM_INGEST_ARCHIVE_DIR=str(archive))
-    half = len(original) // 2
-    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    _, hard = psutil.Process().rlimit(psutil.RLIMIT_FSIZE)
     try:
         first = subprocess.Popen([sys.executable, "-m", "ecom_ingest_dagster.tools.cli", "ingest"],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (half, hard)))
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Set from here (no preexec_fn in a process with threads), long before the run starts
+        # its JVM, which, and whose Python workers, inherit it.
+        psutil.Process(first.pid).rlimit(psutil.RLIMIT_FSIZE, (len(original) // 2, hard))
         deadline = time.monotonic() + 240
         copying = lambda: any(0 < p.stat().st_size < len(original) for p in archive.glob("*/big.csv"))  # noqa: E731
         while time.monotonic() < deadline and first.poll() is None and not copying():

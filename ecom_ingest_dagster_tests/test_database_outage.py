@@ -22,7 +22,7 @@ import pytest
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .helpers import assert_accounting
+from .helpers import assert_accounting, kill_tree
 from ecom_ingest_dagster.tools.bench.private_postgres import PrivatePostgres
 
 
@@ -129,13 +129,16 @@ def test_a_run_started_while_postgres_is_down_waits_for_it(tmp_path, private_pos
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    # The server comes back only once the run has found it down (not before its first try).
-    deadline = time.monotonic() + 120
-    while not any("PostgreSQL unavailable" in line for line in err_lines):
-        assert time.monotonic() < deadline and run.poll() is None, "".join(err_lines)[-3000:]
-        time.sleep(0.1)
-    private_postgres.start()
-    run.wait(300)
+    try:
+        # The server comes back only once the run has found it down (not before its first try).
+        deadline = time.monotonic() + 120
+        while not any("PostgreSQL unavailable" in line for line in err_lines):
+            assert time.monotonic() < deadline and run.poll() is None, "".join(err_lines)[-3000:]
+            time.sleep(0.1)
+        private_postgres.start()
+        run.wait(300)
+    finally:
+        kill_tree(run)  # a no-op once it has ended
     reader.join(30)
     run.stdout.close()
     assert run.returncode == 0, "".join(err_lines)[-3000:]

@@ -23,7 +23,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ecom_ingest_dagster_tests.defs.conftest import free_port, wait_for
+from ecom_ingest_dagster_tests.defs.conftest import free_port
+from ecom_ingest_dagster_tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -28,6 +28,7 @@ SHIPPED_DIR = Path(__file__).parent
 # its contract does not name, as one JSON object (Auto Loader's rescued data column).
 RESCUED = "rescued"
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
+FEED_NAME_RULE = "lower case letters, digits and _, not starting with a digit, at most 63 of them"  # _IDENTIFIER
 # ``--feed all`` (status, report): every feed; no feed may be called so.
 ALL_FEEDS = "all"
 # Names no feed may take: ``all``, and the groups user_events' assets are in (its job
@@ -80,7 +81,8 @@ class Rule(_Strict):
 class GenerateHints(_Strict):
     """How ``ecom-ingest generate`` makes a column's values (it reads nothing else of them)."""
 
-    # How often each of the column's one_of values comes up (relative; a value not named: never).
+    # How often each of the column's one_of values comes up (relative; a value not named: never);
+    # a column without a one_of rule takes its values from these.
     weights: Optional[dict[str, float]] = None
     # A Faker provider (``email``, ``name``, ``country_code``, ...): checked when generating,
     # so that loading a contract does not import Faker.
@@ -129,10 +131,8 @@ class Column(_Strict):
                 raise ValueError(f"min/max compare numbers: integer, bigint or numeric columns, not {self.type}")
             if rule.not_after_now_seconds is not None and self.type not in types.TIME_TYPES:
                 raise ValueError(f"not_after_now_seconds applies to timestamptz or date columns, not {self.type}")
-        if self.generate is not None and self.generate.weights is not None:
-            one_of = self.rule("one_of")
-            if one_of is None:
-                raise ValueError("generate.weights weigh the values of a one_of rule: this column has none")
+        one_of = self.rule("one_of")
+        if self.generate is not None and self.generate.weights is not None and one_of is not None:
             if unknown := sorted(set(self.generate.weights) - set(one_of.one_of)):
                 raise ValueError(f"generate.weights: {', '.join(map(repr, unknown))} not among the one_of values"
                                  f" ({', '.join(one_of.one_of)})")
@@ -294,12 +294,14 @@ def find_feed(name: str, feeds_dir: Path | None) -> FeedContract:
     else:
         known = known_feeds(feeds_dir)
         close = difflib.get_close_matches(name.lower(), known, n=1)
-        if close:
-            hint = f"did you mean {close[0]!r}?"
-        elif re.match(_IDENTIFIER, name) and name not in RESERVED_FEEDS:
-            hint = f"`ecom-ingest feed new {name}` writes one to start from"
-        else:
-            hint = "a feed's name is lower case letters, digits and _"
+        hints = [f"did you mean {close[0]!r}?"] if close else []
+        if name in RESERVED_FEEDS:
+            hints.append(f"{name!r} is a name of the platform's ({', '.join(RESERVED_FEEDS)}), not a feed's")
+        elif re.match(_IDENTIFIER, name):
+            hints.append(f"`ecom-ingest feed new {name}` writes a new one to start from")
+        elif not close:
+            hints.append(f"a feed's name is {FEED_NAME_RULE}")
+        hint = "; ".join(hints)
         raise FeedError(f"no feed {name!r}: no {feeds_dir}/{name}.yaml and none shipped"
                         f" (known: {', '.join(known)}); {hint}")
     feed = _load_unchanged(path, path.stat().st_mtime_ns)
@@ -317,7 +319,7 @@ def _load_unchanged(path: Path, mtime_ns: int) -> FeedContract:
 def new_contract(name: str, feeds_dir: Path) -> Path:
     """Write ``<feeds_dir>/<name>.yaml`` from the template: a contract to edit (it loads as it is)."""
     if not re.match(_IDENTIFIER, name):
-        raise ValueError(f"feed name {name!r}: lower case letters, digits and _, not starting with a digit")
+        raise ValueError(f"feed name {name!r}: {FEED_NAME_RULE}")
     if name in RESERVED_FEEDS:
         raise ValueError(f"{name!r} is a name of the platform's ({', '.join(RESERVED_FEEDS)}): choose another name")
     if (SHIPPED_DIR / f"{name}.yaml").exists():

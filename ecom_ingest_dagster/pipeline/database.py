@@ -82,9 +82,10 @@ def psql_invocation(url: str, schema: str) -> tuple[list[str], dict[str, str]]:
     params = conninfo_to_dict(url)
     password = params.pop("password", None)
     path = f'"{schema}"' + (",public" if schema != "public" else "")  # a settings-checked identifier
-    env = {"PGOPTIONS": f"-c search_path={path}", "PGAPPNAME": "ecom-ingest psql"}
-    if password is not None:
-        env["PGPASSWORD"] = str(password)
+    # Beside the URL's own options (which would win over PGOPTIONS), last so that it holds.
+    params["options"] = " ".join(filter(None, [str(params.get("options") or ""), f"-c search_path={path}"]))
+    params.setdefault("application_name", "ecom-ingest psql")
+    env = {} if password is None else {"PGPASSWORD": str(password)}
     return [psql, make_conninfo(**params)], env
 
 

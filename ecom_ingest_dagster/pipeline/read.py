@@ -209,7 +209,7 @@ class CsvDrop:
         case_hint = (f" (the header has {', '.join(near.values())}: names are matched exactly, in lower case)"
                      if near else "")
         if not self.columns and near:
-            raise FileRejected(c.FILE_MISSING_COLUMNS, f"the header names none of the contract's columns{case_hint}")
+            raise FileRejected(c.FILE_NO_HEADER, f"the header names none of the contract's columns{case_hint}")
         if not self.columns:
             raise FileRejected(
                 c.FILE_NO_HEADER,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ecom_ingest_dagster.feeds import ALL_FEEDS, FeedError
+from ecom_ingest_dagster.feeds import ALL_FEEDS, FEED_NAME_RULE, FeedError
 from ecom_ingest_dagster.pipeline.database import DatabaseUnavailable
 from ecom_ingest_dagster.pipeline.feed_tables import ContractBreaksTable
 from ecom_ingest_dagster.settings import DEFAULT_FEED, Settings, SettingsError
@@ -198,9 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 settings = settings.with_overrides(feed=args.feed)
             except SettingsError:  # the setting's own message names its variable, not the flag
-                raise CliError(f"--feed {args.feed!r}: a feed's name is lower case letters, digits and _",
-                               EXIT_USAGE) from None
-        if args.command not in ("feed", "bench"):
+                raise CliError(f"--feed {args.feed!r}: a feed's name is {FEED_NAME_RULE}", EXIT_USAGE) from None
+        if args.command not in ("feed", "bench", "psql"):
             settings.contract  # a missing or mistaken contract file is told now, before any work  # noqa: B018
         if getattr(args, "landing", None) is not None:
             settings = settings.with_landing(args.landing.expanduser().absolute())
@@ -244,7 +243,7 @@ def _generate(settings: Settings, args) -> int:
             interval=args.interval,
             invalid_rate=args.invalid_rate,
             seed=args.seed,
-            prefix=args.prefix or ("events" if settings.feed == DEFAULT_FEED else settings.feed),
+            prefix=args.prefix,
             progress=sys.stderr.isatty() or args.batches > 1,
             compress=args.compress,
             feed=settings.contract,
@@ -338,13 +337,11 @@ def _status_values(settings: Settings) -> dict:
     except ContractBreaksTable as exc:
         # What is loaded is still shown while the user mends the contract or the table:
         # the ledgers it reads do not depend on the feed's columns.
-        import psycopg
-
         from ecom_ingest_dagster.pipeline import ledger
-        from ecom_ingest_dagster.pipeline.database import resolve_database_url
+        from ecom_ingest_dagster.pipeline.database import connection, resolve_database_url
 
         problem, url = str(exc), resolve_database_url(settings)
-        with psycopg.connect(url) as conn:
+        with connection(url) as conn:
             status = ledger.status(conn, settings.db_schema, settings.contract)
     values = dataclasses.asdict(status)
     values["reasons"] = dict(status.reasons)
@@ -356,7 +353,7 @@ def _status_values(settings: Settings) -> dict:
 def _print_status(values: dict) -> None:
     print(f"database: {values['database']} (schema {values['schema']})")
     if values["contract_problem"]:
-        print(f"contract: {values['contract_problem']} Nothing is ingested until then.")
+        print(f"contract: nothing is ingested until this is mended: {values['contract_problem']}")
     print(f"files: {values['files_ingested']} ingested, {values['files_rejected']} rejected whole")
     for reason, count in values["files_rejected_by_reason"].items():
         print(f"  {reason}: {count} file(s)")
@@ -480,10 +477,14 @@ def _psql(settings: Settings, args) -> int:
     extra = list(args.psql_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    psql = subprocess.Popen([*command, *extra], env={**os.environ, **env})
+    # Ctrl+C is psql's (it cancels a query, clears a line): the terminal sends it to this
+    # process too, which only waits, for as long as psql runs.
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.call([*command, *extra], env={**os.environ, **env})
-    except KeyboardInterrupt:  # psql handles Ctrl+C itself; this process only waits for it
-        return 130
+        return psql.wait()
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _settings(settings: Settings, args) -> int:

@@ -44,10 +44,10 @@ class _Values:
     def of(self, column: Column, n: int) -> np.ndarray:
         hints = column.generate or GenerateHints()
         one_of = column.rule("one_of")
-        if one_of is not None:
-            weights = hints.weights
-            p = np.array([weights.get(v, 0.0) for v in one_of.one_of]) if weights else None
-            return self.rng.choice(np.array(one_of.one_of, dtype=object), size=n, p=None if p is None else p / p.sum())
+        if one_of is not None or hints.weights:
+            choices = one_of.one_of if one_of is not None else tuple(hints.weights)
+            p = np.array([hints.weights.get(v, 0.0) for v in choices]) if hints.weights else None
+            return self.rng.choice(np.array(choices, dtype=object), size=n, p=None if p is None else p / p.sum())
         if hints.faker is not None:
             provider: Callable[[], object] = getattr(self.faker, hints.faker)
             values = np.array([str(provider()) for _ in range(n)], dtype=object)

@@ -408,7 +408,7 @@ def generate_drops(
     interval: float = 0.0,
     invalid_rate: float = 0.0,
     seed: int | None = None,
-    prefix: str = "events",
+    prefix: str | None = None,
     progress: bool = True,
     now: dt.datetime | None = None,
     compress: str | None = None,
@@ -417,7 +417,7 @@ def generate_drops(
     """Write ``batches`` drops of ``events`` rows each into ``landing``.
 
     Sleeps ``interval`` seconds between files (not after the last). Names look like
-    ``events_20261128T101530_1a2b3c4d_0000.csv``: the invocation's UTC time and a random
+    ``events_20261128T101530_1a2b3c4d_0000.csv`` (another feed's: ``<feed>_...``): the invocation's UTC time and a random
     token keep them unique across invocations (the streaming source ignores a name it
     has seen), the zero-padded index keeps one invocation's files in order. ``seed``
     makes the contents reproducible (so re-running with the same seed re-sends the same
@@ -430,6 +430,8 @@ def generate_drops(
     batches = _check_count(batches, "batches", 1)
     interval = _check_interval(interval)
     rate = _check_rate(invalid_rate)
+    if prefix is None:  # user_events' drops are events_..., another feed's are named after it
+        prefix = "events" if feed is None or feed.feed == contract.FEED.feed else feed.feed
     _check_prefix(prefix)
     if compress not in (None, "gz", "zst"):
         raise ValueError(f"compress: gz or zst (or none), got {compress!r}")

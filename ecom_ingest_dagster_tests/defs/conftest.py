@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,6 +22,8 @@ import pytest
 
 from ecom_ingest_dagster.defs.resources import build_resources
 from ecom_ingest_dagster.tools.bench.harness import stop
+
+from ..helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WARM_IDLE_SECONDS = 4
@@ -52,16 +53,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="package")

@@ -19,8 +19,8 @@ from ecom_ingest_dagster.pipeline.run import Pipeline
 from ecom_ingest_dagster.settings import Settings
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from ..helpers import assert_accounting
-from .conftest import running_dagster_dev, wait_for
+from ..helpers import assert_accounting, wait_for
+from .conftest import running_dagster_dev
 
 _LIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 

@@ -17,7 +17,7 @@ import pytest
 
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .conftest import wait_for
+from ..helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -16,7 +16,8 @@ from ecom_ingest_dagster.feeds import load_feed
 from ecom_ingest_dagster.tools.feed_generator import generate_rows
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from .conftest import running_dagster_dev, wait_for
+from ..helpers import wait_for
+from .conftest import running_dagster_dev
 
 # A product catalogue, written from docs/data-contract.md's tables (not from the code, not
 # from the template): every type but uuid, every kind of rule, a text unique key.

@@ -25,8 +25,8 @@ from ecom_ingest_dagster.pipeline.run import Pipeline
 from ecom_ingest_dagster.settings import Settings
 from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 
-from ..helpers import assert_accounting, copy_in_flight, files_held_at_commit, start_cli
-from .conftest import ROOT, WARM_IDLE_SECONDS, wait_for
+from ..helpers import assert_accounting, copy_in_flight, files_held_at_commit, start_cli, wait_for
+from .conftest import ROOT, WARM_IDLE_SECONDS
 
 # The daemon's sensor loop runs at most every 5 s (dagster/_daemon/sensor.py); two loops
 # are enough for a sensor that would launch a run to have done so.
@@ -180,10 +180,11 @@ def test_a_warm_run_killed_mid_load_loses_nothing_and_leaves_nothing_running(wor
                                          interval=0.2))
         tree = worker.children(recursive=True)  # its Spark JVM and the JVM's Python workers
         worker.send_signal(signal.SIGKILL)
+        # The JVM notices its parent's end (its stdin closes) and takes its Python workers
+        # along; until they are gone the lock stays, so none of their loads can commit.
+        _, alive = psutil.wait_procs(tree, timeout=60)
+        assert not alive, f"left running after the run worker was killed: {[p.pid for p in alive]}"
 
-    # The JVM notices its parent's end (its stdin closes) and takes its Python workers along.
-    _, alive = psutil.wait_procs(tree, timeout=60)
-    assert not alive, f"left running after the run worker was killed: {[p.pid for p in alive]}"
     wait_for(lambda: not copy_in_flight(db, schema), 60, "the open COPY to be rolled back")
     files = lambda: db.execute(  # noqa: E731
         f'SELECT count(*) FROM "{schema}".ingest_files WHERE file_name LIKE %s', ("killed_%",)

@@ -16,7 +16,7 @@ from ecom_ingest_dagster.tools.generator import generate_events, write_drop
 from ecom_ingest_dagster.pipeline import query as query_module, run_loop
 from ecom_ingest_dagster.pipeline.query import IngestQuery
 
-from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row
+from ecom_ingest_dagster_tests.helpers import assert_accounting, csv_text, drop, ledger, row, wait_for
 
 
 @pytest.mark.parametrize("loaded_in", ["driver", "executors"])
@@ -188,10 +188,10 @@ def test_a_run_starts_on_a_fresh_checkpoint_and_a_long_query_is_replaced_by_a_fr
     thread.start()
 
     def wait_until(done, what: str) -> None:
-        deadline = time.monotonic() + 120
-        while not done():
-            assert time.monotonic() < deadline and thread.is_alive(), f"{what}: not in time"
-            time.sleep(0.2)
+        def running_and(done=done):
+            assert thread.is_alive(), f"the run ended before {what}"
+            return done()
+        wait_for(running_and, 120, what, interval=0.2)
 
     def files() -> int:
         return db.execute("SELECT count(*) FROM ingest_files").fetchone()[0]

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from ecom_ingest_dagster.feeds import load_feed, new_contract, shipped_feed
+from ecom_ingest_dagster.feeds import FeedContract, load_feed, new_contract, shipped_feed
 from ecom_ingest_dagster.pipeline.validate import validate
 from ecom_ingest_dagster.tools.feed_generator import generate_rows
 
@@ -50,3 +50,13 @@ def test_a_faker_provider_that_does_not_exist_is_named_before_anything_is_genera
     with pytest.raises(FeedError, match=r"orders: columns\[customer_email\]\.generate\.faker: Faker has no provider"
                                         r" 'shipment_code'"):
         generate_rows(load_feed(path), 10, rng=np.random.default_rng(1), now=NOW)
+
+
+def test_weights_without_a_one_of_rule_are_the_values_to_make():
+    # A contract loosened (currency's one_of rule dropped) keeps generating the currencies it weighs.
+    orders = shipped_feed("orders")
+    columns = [c.model_dump() for c in orders.columns]
+    next(c for c in columns if c["name"] == "currency")["rules"] = ()
+    loose = FeedContract.model_validate({**orders.model_dump(), "version": 2, "columns": tuple(columns)})
+    frame = generate_rows(loose, 500, rng=np.random.default_rng(2), now=NOW)
+    assert set(frame["currency"]) <= {"EUR", "USD", "GBP", "CHF", "SEK"} and (frame["currency"] == "EUR").mean() > 0.4

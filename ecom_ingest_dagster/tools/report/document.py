@@ -34,7 +34,9 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-_TEMPLATES.filters.update(num=num, status=status, when=when, thousands="{:,}".format)
+_TEMPLATES.filters.update(num=num, status=status, when=when, thousands="{:,}".format,
+                          # "1 duplicate", "2 duplicates": {{ n|thousands }} {{ n|plural("duplicate") }}
+                          plural=lambda n, word: word if n == 1 else word + "s")
 TEMPLATE = _TEMPLATES.get_template("performance_report.md.j2")
 
 
@@ -185,7 +187,19 @@ def _database(f: _Facts) -> dict:
         "minutes_shown": d.per_minute[:15], "minutes_hidden": max(len(d.per_minute) - 15, 0),
         "database_analysis": _database_analysis(f.summary, f.writes, d.feed), "resources": d.resources,
         "sample_count": len(d.samples), "cores": f.cores, "cpu_capacity_pct": f.cores * 100,
+        "no_samples_because": None if d.samples else _why_no_samples(d.batches),
     }
+
+
+def _why_no_samples(batches: list[dict]) -> str:
+    """Section 7 without samples: why, rather than a table of n/a."""
+    if not batches:
+        return "No micro-batch was committed in the window, so no run was sampled."
+    if all(b.get("loaded_in") == "driver" for b in batches):
+        return ("A run is sampled while its Spark query runs, and these runs loaded their drops before Spark"
+                " started (a small trickle goes straight to PostgreSQL).")
+    return ("The window's samples are gone: they are kept ECOM_INGEST_SAMPLE_RETENTION_DAYS days (the ledgers for"
+            " good), or they could not be stored (the run's log says so).")
 
 
 def _reliability(f: _Facts) -> dict:
