@@ -444,7 +444,9 @@ def generate_drops(
     run = f"{prefix}_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}_{secrets.token_hex(4)}"
     width = max(4, len(str(batches - 1)))
     summaries: list[DropSummary] = []
-    bar = tqdm(total=batches, unit="file", desc="drops", file=sys.stderr, disable=not progress)
+    # A bar redraws itself with carriage returns: in a log (not a terminal) a line per file instead.
+    live = progress and sys.stderr.isatty()
+    bar = tqdm(total=batches, unit="file", desc="drops", file=sys.stderr, disable=not live)
     with bar:
         for i in range(batches):
             if i and interval:
@@ -466,4 +468,6 @@ def generate_drops(
             bar.set_postfix(rows=sum(d.rows for d in summaries), invalid=sum(d.invalid_rows for d in summaries),
                             refresh=False)
             bar.update(1)
+            if progress and not live:
+                print(f"drop {i + 1}/{batches}: {path.name} ({len(frame)} rows, {invalid} invalid)", file=sys.stderr)
     return summaries

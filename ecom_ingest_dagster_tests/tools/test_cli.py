@@ -74,6 +74,9 @@ def test_generate_ingest_status_round_trip(tmp_path, database_url, db_schema):
     generated = run(["generate", "--events", "50", "--batches", "3", "--invalid-rate", "0.1", "--seed", "5"], env, tmp_path)
     assert generated.returncode == 0, generated.stderr
     assert "generated 3 file(s), 150 events (15 invalid)" in generated.stdout
+    # its progress, not to a terminal here: a line per file, no bar redrawn with carriage returns
+    assert "\r" not in generated.stderr and generated.stderr.count("drop ") == 3, generated.stderr
+    assert "drop 3/3: events_" in generated.stderr and "(50 rows, " in generated.stderr
     assert len(list(landing.glob("events_*.csv"))) == 3
 
     first = run(["ingest"], env, tmp_path)
