@@ -36,7 +36,7 @@ _TEMPLATES = jinja2.Environment(
 
 _TEMPLATES.filters.update(num=num, status=status, when=when, thousands="{:,}".format,
                           # "1 duplicate", "2 duplicates": {{ n|thousands }} {{ n|plural("duplicate") }}
-                          plural=lambda n, word: word if n == 1 else word + "s")
+                          plural=lambda n, word: word if n == 1 else _plural(word))
 TEMPLATE = _TEMPLATES.get_template("performance_report.md.j2")
 
 
