@@ -228,10 +228,16 @@ def test_one_batch_of_one_file_reads_right_axes_duration_and_prose(ingest, setti
     assert "1 loaded by the driver itself" in text and "on the executors" not in text.split("### 10.2")[0]
     assert "loaded one after another by the driver" in text
     assert "(0 file(s) in this window)" in text  # no staging table: the load went straight in
-    # loaded before Spark started: nothing sampled, and the report says why rather than n/a
-    assert not data.samples and "No resource samples in the window. A run is sampled while its Spark query" in text
-    assert "### 7.1" not in text and "n/a MB" not in text
     assert "loaded, 0 duplicates skipped)" in text
+    # The drop was loaded before Spark started, but the run's sampler may still catch its last
+    # second on a busy machine (CI did): section 7 then shows that sample. Without samples, the
+    # report says why rather than drawing tables of n/a; checked on the same window with its
+    # samples set aside, so both cases are asserted every time.
+    if data.samples:
+        assert "### 7.1" in text and "No resource samples in the window" not in text
+    unsampled = report.markdown(dataclasses.replace(data, samples=[]))
+    assert "No resource samples in the window. A run is sampled while its Spark query" in unsampled
+    assert "### 7.1" not in unsampled and "n/a MB" not in unsampled
 
 
 def test_the_report_names_each_feed_in_its_own_terms(tmp_path):
