@@ -9,7 +9,10 @@ encoding in ``pg_locks`` cannot drift apart.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
+
+import psycopg
 
 from ecom_ingest_dagster.settings import Settings, redact_url
 
@@ -31,7 +34,7 @@ def checkpoint_path(settings: Settings, database_url: str) -> Path:
 
 
 def lock_key(checkpoint: Path) -> str:
-    """The advisory lock a run holds on its checkpoint (``pg_try_advisory_lock(hashtextextended(key, 0))``)."""
+    """The advisory lock a run holds on its checkpoint (``pg_advisory_lock(hashtextextended(key, 0))``)."""
     return f"ecom_ingest/checkpoint/{checkpoint.name}"
 
 
@@ -44,22 +47,44 @@ def has_batch_to_replay(checkpoint: Path) -> bool:
     return last("offsets") > last("commits")
 
 
-def try_lock(conn, checkpoint: Path) -> bool:
-    """Take the checkpoint's lock for ``conn``'s session; False when another session holds it."""
-    return conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),)).fetchone()[0]
+# How long a run waits for the checkpoint's lock before it is refused. A run that has just
+# ended lets go of the lock when its server session ends, which PostgreSQL does a moment
+# after the client hangs up (tens of milliseconds; more on a busy machine): a run started
+# right after it was refused as "busy" by a run that was already over.
+LOCK_GRACE_SECONDS = 3.0
 
 
-def locked_elsewhere(conn, checkpoint: Path) -> bool:
-    """True while some session holds the checkpoint's lock (looked up, not taken).
+def try_lock(conn, checkpoint: Path, *, grace_s: float = LOCK_GRACE_SECONDS) -> bool:
+    """Take the checkpoint's lock for ``conn``'s session (autocommit); False when another
+    session still holds it after ``grace_s`` seconds."""
+    conn.execute(f"SET lock_timeout = '{int(grace_s * 1000)}ms'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),))
+        return True
+    except psycopg.errors.LockNotAvailable:
+        return False
+    finally:
+        conn.execute("RESET lock_timeout")
+
+
+def locked_elsewhere(conn, checkpoint: Path, *, grace_s: float = 0.0) -> bool:
+    """True while some session holds the checkpoint's lock (looked up, not taken); with
+    ``grace_s``, only if it still holds it that long after (a run that has just ended).
 
     ``pg_locks`` shows a bigint advisory key as two 32-bit halves: the high one in
     ``classid``, the low one in ``objid`` (``objsubid`` 1 for a single-key lock).
     """
     (value,) = conn.execute("SELECT hashtextextended(%s, 0)", (lock_key(checkpoint),)).fetchone()
-    locks = conn.execute(
-        "SELECT classid::bigint, objid::bigint FROM pg_locks"
-        " WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database ="
-        " (SELECT oid FROM pg_database WHERE datname = current_database())"
-    ).fetchall()
     unsigned = value & 0xFFFFFFFFFFFFFFFF
-    return (unsigned >> 32, unsigned & 0xFFFFFFFF) in {(c, o) for c, o in locks}
+    key = (unsigned >> 32, unsigned & 0xFFFFFFFF)
+    deadline = time.monotonic() + grace_s
+    while True:
+        locks = conn.execute(
+            "SELECT classid::bigint, objid::bigint FROM pg_locks"
+            " WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()
+        held = key in {(c, o) for c, o in locks}
+        if not held or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.05)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from ecom_ingest_dagster.pipeline import checks, landing, ledger, sampling
 from ecom_ingest_dagster.pipeline.checkpoint import (
-    IngestBusy, busy_message, checkpoint_path, has_batch_to_replay, locked_elsewhere,
+    LOCK_GRACE_SECONDS, IngestBusy, busy_message, checkpoint_path, has_batch_to_replay, locked_elsewhere,
 )
 from ecom_ingest_dagster.pipeline.database import connection, ready_database
 from ecom_ingest_dagster.pipeline.ledger import FileTask, Status
@@ -132,7 +132,7 @@ class Pipeline:
     def query(self, *, run_id: str | None = None, on_batch: Callable[[dict], None] | None = None) -> IngestQuery:
         self._check_landing()
         url = self.database_url  # before Spark: a dead database fails in a second, not after a JVM
-        if self.held_elsewhere():
+        if self.held_elsewhere(grace_s=LOCK_GRACE_SECONDS):
             # Refused before a JVM is started for nothing; the query's own lock
             # (IngestQuery.exclusive) still decides when two start at once.
             raise IngestBusy(busy_message(self.settings.landing_dir))
@@ -164,7 +164,7 @@ class Pipeline:
         else:
             # A few small drops, nothing to replay: loaded at once, with no Spark session
             # (a warm run starts one meanwhile, for the drops still to come).
-            if self.held_elsewhere():
+            if self.held_elsewhere(grace_s=LOCK_GRACE_SECONDS):
                 raise IngestBusy(busy_message(self.settings.landing_dir))
             query = IngestQuery(None, self.settings, self.database_url, run_id=run_id, on_batch=on_batch)
         if look.sweep is not None:  # the landing is swept once per run
@@ -248,11 +248,12 @@ class Pipeline:
         self._spark_starting = start.thread
         return start
 
-    def held_elsewhere(self) -> bool:
+    def held_elsewhere(self, *, grace_s: float = 0.0) -> bool:
         """True while another run holds this landing directory's checkpoint lock (a stream,
-        a warm run, a CLI ingest): a new run would only be refused."""
+        a warm run, a CLI ingest): a new run would only be refused. A run about to start
+        gives one that is ending ``grace_s`` seconds to let go (a sensor's look does not wait)."""
         with self.connect() as conn:
-            return locked_elsewhere(conn, checkpoint_path(self.settings, self.database_url))
+            return locked_elsewhere(conn, checkpoint_path(self.settings, self.database_url), grace_s=grace_s)
 
     def already_ingested(self, names: list[str]) -> set[str]:
         """The drop names among ``names`` that have a row in the file ledger (looked up by key)."""

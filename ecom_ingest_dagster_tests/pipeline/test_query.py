@@ -231,8 +231,27 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_clearly(spark, settings,
         with pytest.raises(IngestBusy, match="another ingest or stream run"):
             query.run_available_now()
         assert db.execute("SELECT count(*) FROM ingest_files").fetchone()[0] == 0
-    # Once that run is over, the same query proceeds.
+    # Once that run is over, the same query proceeds (its session's end may lag its hang-up:
+    # the lock's grace covers that, which this line once lost on a busy machine).
     assert IngestQuery(spark, settings, settings.database_url).run_available_now().totals["total_files"] == 1
+
+
+def test_a_run_waits_a_moment_for_the_lock_of_a_run_that_is_ending(settings, database_url):
+    import psycopg
+
+    from ecom_ingest_dagster.pipeline.checkpoint import checkpoint_path, lock_key, try_lock
+
+    checkpoint = checkpoint_path(settings, database_url)
+    with psycopg.connect(database_url, autocommit=True) as mine, psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),))
+        assert not try_lock(mine, checkpoint, grace_s=0.3)  # held throughout
+        assert mine.execute("SHOW lock_timeout").fetchone()[0] == "0"  # the session's setting is put back
+        ending = threading.Timer(0.5, other.close)
+        ending.start()
+        started = time.monotonic()
+        assert try_lock(mine, checkpoint)
+        assert time.monotonic() - started >= 0.4  # it waited for the other run's end, and then took it
+        ending.join()
 
 
 def test_committed_drops_leave_the_landing_directory_byte_for_byte(ingest, settings, db):
