@@ -12,8 +12,6 @@ import hashlib
 import time
 from pathlib import Path
 
-import psycopg
-
 from ecom_ingest_dagster.settings import Settings, redact_url
 
 
@@ -34,7 +32,7 @@ def checkpoint_path(settings: Settings, database_url: str) -> Path:
 
 
 def lock_key(checkpoint: Path) -> str:
-    """The advisory lock a run holds on its checkpoint (``pg_advisory_lock(hashtextextended(key, 0))``)."""
+    """The advisory lock a run holds on its checkpoint (``pg_try_advisory_lock(hashtextextended(key, 0))``)."""
     return f"ecom_ingest/checkpoint/{checkpoint.name}"
 
 
@@ -55,16 +53,21 @@ LOCK_GRACE_SECONDS = 3.0
 
 
 def try_lock(conn, checkpoint: Path, *, grace_s: float = LOCK_GRACE_SECONDS) -> bool:
-    """Take the checkpoint's lock for ``conn``'s session (autocommit); False when another
-    session still holds it after ``grace_s`` seconds."""
-    conn.execute(f"SET lock_timeout = '{int(grace_s * 1000)}ms'")
-    try:
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),))
-        return True
-    except psycopg.errors.LockNotAvailable:
-        return False
-    finally:
-        conn.execute("RESET lock_timeout")
+    """Take the checkpoint's lock for ``conn``'s session; False when another session still
+    holds it after ``grace_s`` seconds (0: one try).
+
+    Asked again every 50 ms rather than waited for under ``lock_timeout``: each statement
+    returns at once, so a stop that arrives meanwhile (Dagster's Terminate, which psycopg
+    does not cancel a running statement for) leaves the connection usable, and no session
+    setting needs putting back.
+    """
+    deadline = time.monotonic() + grace_s
+    while True:
+        if conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),)).fetchone()[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def locked_elsewhere(conn, checkpoint: Path, *, grace_s: float = 0.0) -> bool:

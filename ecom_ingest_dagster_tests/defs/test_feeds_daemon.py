@@ -92,14 +92,6 @@ def test_a_feed_written_from_the_docs_runs_beside_user_events_each_exactly_once(
         try:
             frame = generate_rows(products, 240, rng=np.random.default_rng(21), invalid_rate=0.5)
             frame["supplier"] = "north"  # a column the contract does not name: rescued, row by row
-            # The plain drop, with one line that is not a row, is made aside and moved in whole.
-            staged = write_drop(frame.iloc[:80], tmp_path, "products_1.csv", [*products.column_names, "supplier"])
-            with open(staged, "a") as handle:
-                handle.write("SKU-999999,only three,fields\n")
-            landing.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, landing / staged.name)
-            write_drop(frame.iloc[80:160], landing, "products_2.csv.gz", products.column_names)
-            write_drop(frame.iloc[160:], landing, "products_3.csv.zst", products.column_names)
             with dg.DagsterInstance.from_config(str(dev["home"])) as instance:
                 def finished(job: str):
                     def look():
@@ -108,11 +100,20 @@ def test_a_feed_written_from_the_docs_runs_beside_user_events_each_exactly_once(
                     return look
 
                 # user_events' run is held at its commit (a state that lasts, whatever the
-                # machine's speed) until the products run has ended: the products run does
-                # not wait for it (a landing pool each), and neither loses a row to the other.
+                # machine's speed), and the products drops land only then: the whole products
+                # run falls inside the hold, which it can end only if it does not wait for
+                # user_events' run (a landing pool each). Neither loses a row to the other.
                 with files_held_at_commit(database_url, dev["schema"]) as events_waiting:
                     write_drop(generate_events(50, rng=np.random.default_rng(22)), dev["landing"], "events_1.csv")
                     wait_for(events_waiting, 300, "user_events' sensor run to reach its commit", interval=1)
+                    # The plain drop, with one line that is not a row, is made aside and moved in whole.
+                    staged = write_drop(frame.iloc[:80], tmp_path, "products_1.csv", [*products.column_names, "supplier"])
+                    with open(staged, "a") as handle:
+                        handle.write("SKU-999999,only three,fields\n")
+                    landing.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, landing / staged.name)
+                    write_drop(frame.iloc[80:160], landing, "products_2.csv.gz", products.column_names)
+                    write_drop(frame.iloc[160:], landing, "products_3.csv.zst", products.column_names)
                     products_run = wait_for(finished("products_ingest_job"), 300, "the products sensor run", interval=2)
                     assert finished("ingest_job")() is None  # still held: the products run ended first
                 events_run = wait_for(finished("ingest_job"), 300, "user_events' sensor run", interval=2)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 
 from ecom_ingest_dagster.pipeline.checkpoint import LOCK_GRACE_SECONDS, checkpoint_path, lock_key
@@ -37,10 +40,14 @@ def test_held_elsewhere_sees_another_runs_checkpoint_lock(settings, db, database
     with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
         assert pipeline.held_elsewhere()
-        assert pipeline.held_elsewhere(grace_s=0.5)  # held all along: still refused after the grace
-    # The other session's server process lets go a moment after its client hung up: a run
-    # about to start gives it that moment (a plain look right away may still see the lock).
-    assert not pipeline.held_elsewhere(grace_s=LOCK_GRACE_SECONDS)
+        assert pipeline.held_elsewhere(grace_s=0.5)  # held all along: still held after the grace
+        # A run about to start gives one that is ending a moment to let go: it waits, then sees it gone.
+        started = time.monotonic()
+        ending = threading.Timer(0.5, other.close)
+        ending.start()
+        assert not pipeline.held_elsewhere(grace_s=LOCK_GRACE_SECONDS)
+        assert time.monotonic() - started >= 0.4
+        ending.join()
 
 
 def test_a_few_small_drops_are_loaded_without_spark(settings, db):
