@@ -48,7 +48,7 @@ def has_batch_to_replay(checkpoint: Path) -> bool:
 # How long a run waits for the checkpoint's lock before it is refused. A run that has just
 # ended lets go of the lock when its server session ends, which PostgreSQL does a moment
 # after the client hangs up (tens of milliseconds; more on a busy machine): a run started
-# right after it was refused as "busy" by a run that was already over.
+# right behind it would otherwise be refused as "busy" by a run that is already over.
 LOCK_GRACE_SECONDS = 3.0
 
 
@@ -61,13 +61,9 @@ def try_lock(conn, checkpoint: Path, *, grace_s: float = LOCK_GRACE_SECONDS) -> 
     does not cancel a running statement for) leaves the connection usable, and no session
     setting needs putting back.
     """
-    deadline = time.monotonic() + grace_s
-    while True:
-        if conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),)).fetchone()[0]:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
+    return _asked_until(
+        lambda: conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(checkpoint),)).fetchone()[0],
+        bool, grace_s)
 
 
 def locked_elsewhere(conn, checkpoint: Path, *, grace_s: float = 0.0) -> bool:
@@ -80,14 +76,24 @@ def locked_elsewhere(conn, checkpoint: Path, *, grace_s: float = 0.0) -> bool:
     (value,) = conn.execute("SELECT hashtextextended(%s, 0)", (lock_key(checkpoint),)).fetchone()
     unsigned = value & 0xFFFFFFFFFFFFFFFF
     key = (unsigned >> 32, unsigned & 0xFFFFFFFF)
-    deadline = time.monotonic() + grace_s
-    while True:
+
+    def held() -> bool:
         locks = conn.execute(
             "SELECT classid::bigint, objid::bigint FROM pg_locks"
             " WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database ="
             " (SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchall()
-        held = key in {(c, o) for c, o in locks}
-        if not held or time.monotonic() >= deadline:
-            return held
+        return key in {(c, o) for c, o in locks}
+
+    return _asked_until(held, lambda holding: not holding, grace_s)
+
+
+def _asked_until(question, settled, grace_s: float):
+    """``question()``'s answer once ``settled(answer)``, else its last answer after ``grace_s``
+    seconds (asked every 50 ms; at least once)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        answer = question()
+        if settled(answer) or time.monotonic() >= deadline:
+            return answer
         time.sleep(0.05)
